@@ -1,0 +1,52 @@
+"""Bearer API-key authentication: the key is hashed and looked up; the merchant is the user."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rest_framework import authentication, exceptions
+from rest_framework.request import Request
+
+from .models import ApiKey, Merchant
+from .services import hash_api_key
+
+
+@dataclass(frozen=True)
+class MerchantUser:
+    """``request.user`` for API calls: the calling merchant and the key it used."""
+
+    merchant: Merchant
+    api_key: ApiKey
+
+    is_authenticated = True
+    is_anonymous = False
+
+    @property
+    def actor(self) -> str:
+        """How events name this caller: ``api_key:<display prefix>``."""
+        return f"api_key:{self.api_key.prefix}"
+
+
+class ApiKeyAuthentication(authentication.BaseAuthentication):
+    keyword = "Bearer"
+
+    def authenticate(self, request: Request) -> tuple[MerchantUser, ApiKey] | None:
+        header = request.headers.get("Authorization", "")
+        if not header:
+            return None
+        scheme, _, raw = header.partition(" ")
+        raw = raw.strip()
+        if scheme != self.keyword or not raw.startswith(("sk_test_", "sk_live_")):
+            raise exceptions.AuthenticationFailed("invalid API key", code="invalid_api_key")
+        try:
+            key = ApiKey.objects.select_related("merchant").get(
+                key_hash=hash_api_key(raw), revoked_at__isnull=True
+            )
+        except ApiKey.DoesNotExist:
+            raise exceptions.AuthenticationFailed(
+                "invalid API key", code="invalid_api_key"
+            ) from None
+        return MerchantUser(merchant=key.merchant, api_key=key), key
+
+    def authenticate_header(self, request: Request) -> str:
+        return self.keyword

@@ -1,0 +1,396 @@
+"""The payment aggregate: data, constraints and the state machine's transition declarations.
+
+Nothing here decides *when* a transition happens; ``payments/services.py`` does, through one
+path that locks the row, calls the transition, bumps ``version`` and appends the event and the
+outbox row in the same transaction. ``status`` is protected: no code can assign it directly.
+"""
+
+from __future__ import annotations
+
+import pgtrigger
+from django.db import models
+from django.db.models import F, Q
+from django_fsm import FSMField, FSMModelMixin, transition
+
+from .ids import (
+    new_api_key_id,
+    new_attempt_id,
+    new_event_id,
+    new_merchant_id,
+    new_payment_id,
+    new_refund_id,
+)
+
+
+class Merchant(models.Model):
+    id = models.CharField(primary_key=True, max_length=40, default=new_merchant_id, editable=False)
+    name = models.CharField(max_length=200)
+    # Gateway accounts this merchant may use, in fallback order (routing refines the choice).
+    gateways = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ("name",)
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.id})"
+
+
+class ApiKey(models.Model):
+    """A merchant's secret key. Only its SHA-256 and a short display prefix are stored."""
+
+    id = models.CharField(primary_key=True, max_length=40, default=new_api_key_id, editable=False)
+    merchant = models.ForeignKey(Merchant, on_delete=models.CASCADE, related_name="api_keys")
+    key_hash = models.CharField(max_length=64, unique=True)
+    prefix = models.CharField(max_length=20)
+    live = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.merchant_id})"
+
+
+class PaymentStatus(models.TextChoices):
+    INITIATED = "initiated"
+    PROCESSING = "processing"
+    AUTHORIZED = "authorized"
+    CAPTURED = "captured"
+    COMPLETED = "completed"
+    REFUND_INITIATED = "refund_initiated"
+    PARTIALLY_REFUNDED = "partially_refunded"
+    REFUNDED = "refunded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+
+
+S = PaymentStatus
+TERMINAL_STATUSES = frozenset({S.CANCELLED, S.REFUNDED, S.EXPIRED})
+
+
+class CaptureMethod(models.TextChoices):
+    AUTOMATIC = "automatic"
+    MANUAL = "manual"
+
+
+# --- transition guards (django-fsm ``conditions``): each sees only the payment ---
+
+
+def has_authorization(payment: Payment) -> bool:
+    return 0 < payment.amount_authorized <= payment.amount
+
+
+def capture_within_authorization(payment: Payment) -> bool:
+    return 0 < payment.amount_captured <= payment.amount_authorized
+
+
+def has_captured_funds(payment: Payment) -> bool:
+    return payment.amount_captured > 0
+
+
+def has_refundable_amount(payment: Payment) -> bool:
+    return payment.amount_refunded < payment.amount_captured
+
+
+def nothing_refunded(payment: Payment) -> bool:
+    return payment.amount_refunded == 0
+
+
+def partly_refunded(payment: Payment) -> bool:
+    return 0 < payment.amount_refunded < payment.amount_captured
+
+
+def fully_refunded(payment: Payment) -> bool:
+    return payment.amount_captured > 0 and payment.amount_refunded == payment.amount_captured
+
+
+def has_gateway(payment: Payment) -> bool:
+    return bool(payment.gateway)
+
+
+def has_failure(payment: Payment) -> bool:
+    return bool(payment.failure_code)
+
+
+def failure_cleared(payment: Payment) -> bool:
+    return not payment.failure_code
+
+
+class Payment(FSMModelMixin, models.Model):
+    id = models.CharField(primary_key=True, max_length=40, default=new_payment_id, editable=False)
+    merchant = models.ForeignKey(Merchant, on_delete=models.PROTECT, related_name="payments")
+    status = FSMField(default=S.INITIATED, choices=S.choices, protected=True)
+    amount = models.BigIntegerField()
+    currency = models.CharField(max_length=3)
+    capture_method = models.CharField(
+        max_length=10, choices=CaptureMethod.choices, default=CaptureMethod.AUTOMATIC
+    )
+    amount_authorized = models.BigIntegerField(default=0)
+    amount_captured = models.BigIntegerField(default=0)
+    amount_refunded = models.BigIntegerField(default=0)
+    payment_method = models.JSONField(default=dict)
+    customer = models.JSONField(default=dict, blank=True)
+    description = models.CharField(max_length=1000, blank=True, default="")
+    merchant_reference = models.CharField(max_length=255, blank=True, default="")
+    metadata = models.JSONField(default=dict, blank=True)
+    gateway = models.CharField(max_length=64, blank=True, default="")
+    gateway_reference = models.CharField(max_length=255, blank=True, default="")
+    failure_code = models.CharField(max_length=64, blank=True, default="")
+    failure_message = models.CharField(max_length=500, blank=True, default="")
+    authorization_expires_at = models.DateTimeField(null=True, blank=True)
+    version = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ("-id",)
+        indexes = [
+            models.Index(fields=["merchant", "-id"], name="payment_merchant_id_idx"),
+            models.Index(fields=["merchant", "status", "-id"], name="payment_merchant_status_idx"),
+            models.Index(fields=["merchant", "merchant_reference"], name="payment_merchant_ref_idx"),
+            models.Index(fields=["merchant", "created_at"], name="payment_merchant_created_idx"),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gt=0), name="payment_amount_positive"),
+            models.CheckConstraint(
+                condition=Q(amount_refunded__gte=0)
+                & Q(amount_refunded__lte=F("amount_captured"))
+                & Q(amount_captured__lte=F("amount_authorized"))
+                & Q(amount_authorized__lte=F("amount")),
+                name="payment_money_invariant",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.id} {self.status} {self.amount} {self.currency}"
+
+    # --- the state machine; names are the commands, targets the states of ARCHITECTURE.md ---
+
+    @transition(field=status, source=S.INITIATED, target=S.PROCESSING, conditions=[has_gateway])
+    def start_processing(self) -> None:
+        """A gateway attempt begins."""
+
+    @transition(field=status, source=S.PROCESSING, target=S.PROCESSING, conditions=[has_gateway])
+    def retry_attempt(self) -> None:
+        """Another attempt (same or next gateway) after one that did not charge."""
+
+    @transition(
+        field=status, source=S.PROCESSING, target=S.AUTHORIZED, conditions=[has_authorization]
+    )
+    def authorize(self) -> None:
+        """The gateway approved; ``amount_authorized`` holds what it approved."""
+
+    @transition(
+        field=status,
+        source=S.AUTHORIZED,
+        target=S.CAPTURED,
+        conditions=[capture_within_authorization],
+    )
+    def capture(self) -> None:
+        """Funds captured; ``amount_captured`` is at most ``amount_authorized``."""
+
+    @transition(field=status, source=S.CAPTURED, target=S.COMPLETED)
+    def complete(self) -> None:
+        """A capture settled."""
+
+    @transition(field=status, source=[S.INITIATED, S.AUTHORIZED], target=S.CANCELLED)
+    def cancel(self) -> None:
+        """Cancelled before processing, or an authorisation voided."""
+
+    @transition(field=status, source=S.AUTHORIZED, target=S.EXPIRED)
+    def expire(self) -> None:
+        """An authorisation that was never captured ran past its window."""
+
+    @transition(
+        field=status,
+        source=[S.INITIATED, S.PROCESSING, S.CAPTURED],
+        target=S.FAILED,
+        conditions=[has_failure],
+    )
+    def fail(self) -> None:
+        """Declined, no gateway, or a capture that failed to settle; ``failure_code`` says why."""
+
+    @transition(field=status, source=S.FAILED, target=S.INITIATED, conditions=[failure_cleared])
+    def retry(self) -> None:
+        """Manual retry by operations staff: processing starts again with a new attempt."""
+
+    @transition(
+        field=status,
+        source=[S.COMPLETED, S.PARTIALLY_REFUNDED],
+        target=S.REFUND_INITIATED,
+        conditions=[has_refundable_amount],
+    )
+    def initiate_refund(self) -> None:
+        """A refund is in flight at the gateway."""
+
+    @transition(
+        field=status,
+        source=[S.COMPLETED, S.REFUND_INITIATED],
+        target=S.PARTIALLY_REFUNDED,
+        conditions=[partly_refunded],
+    )
+    def mark_partially_refunded(self) -> None:
+        """Refunds so far cover part of the captured amount."""
+
+    @transition(
+        field=status, source=S.REFUND_INITIATED, target=S.REFUNDED, conditions=[fully_refunded]
+    )
+    def mark_refunded(self) -> None:
+        """Refunds cover the whole captured amount."""
+
+    @transition(
+        field=status,
+        source=[S.REFUND_INITIATED, S.PARTIALLY_REFUNDED],
+        target=S.COMPLETED,
+        conditions=[has_captured_funds, nothing_refunded],
+    )
+    def restore_completed(self) -> None:
+        """The gateway refused the only refund: back to completed, money still captured."""
+
+    @transition(
+        field=status,
+        source=S.REFUND_INITIATED,
+        target=S.FAILED,
+        conditions=[has_failure],
+    )
+    def fail_refund(self) -> None:
+        """Only for a refund the gateway reports failed after the funds left (see README)."""
+
+
+class AttemptStatus(models.TextChoices):
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    DECLINED = "declined"
+    ERROR = "error"  # retryable error, known not to have charged
+    UNKNOWN = "unknown"  # a timeout: the gateway may or may not have charged
+
+
+class PaymentAttempt(models.Model):
+    """One call to a gateway for a payment; its id is the idempotency reference sent."""
+
+    id = models.CharField(primary_key=True, max_length=40, default=new_attempt_id, editable=False)
+    payment = models.ForeignKey(Payment, on_delete=models.PROTECT, related_name="attempts")
+    number = models.PositiveIntegerField()
+    gateway = models.CharField(max_length=64)
+    status = models.CharField(
+        max_length=16, choices=AttemptStatus.choices, default=AttemptStatus.PENDING
+    )
+    amount = models.BigIntegerField()
+    currency = models.CharField(max_length=3)
+    gateway_reference = models.CharField(max_length=255, blank=True, default="")
+    error_code = models.CharField(max_length=64, blank=True, default="")
+    error_message = models.CharField(max_length=500, blank=True, default="")
+    latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    routing_decision = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ("payment", "number")
+        constraints = [
+            models.UniqueConstraint(fields=["payment", "number"], name="attempt_payment_number"),
+        ]
+        indexes = [models.Index(fields=["status", "created_at"], name="attempt_status_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.id} {self.gateway} {self.status}"
+
+
+class RefundStatus(models.TextChoices):
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class Refund(models.Model):
+    id = models.CharField(primary_key=True, max_length=40, default=new_refund_id, editable=False)
+    payment = models.ForeignKey(Payment, on_delete=models.PROTECT, related_name="refunds")
+    amount = models.BigIntegerField()
+    currency = models.CharField(max_length=3)
+    reason = models.CharField(max_length=500, blank=True, default="")
+    status = models.CharField(
+        max_length=16, choices=RefundStatus.choices, default=RefundStatus.PENDING
+    )
+    gateway_reference = models.CharField(max_length=255, blank=True, default="")
+    failure_code = models.CharField(max_length=64, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ("-id",)
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gt=0), name="refund_amount_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.id} {self.amount} {self.currency} {self.status}"
+
+
+class PaymentEvent(models.Model):
+    """One change of a payment, append-only in the database itself.
+
+    ``sequence`` equals the payment's ``version`` after the change; ``(payment, sequence)`` is
+    unique, which is also the optimistic-concurrency check of the event store. ``data`` holds
+    ``changes``: the fields the event set, so that replaying events rebuilds the payment.
+    """
+
+    id = models.CharField(primary_key=True, max_length=40, default=new_event_id, editable=False)
+    payment = models.ForeignKey(Payment, on_delete=models.PROTECT, related_name="events")
+    sequence = models.PositiveIntegerField()
+    type = models.CharField(max_length=64)
+    from_status = models.CharField(max_length=32, blank=True, default="")
+    to_status = models.CharField(max_length=32)
+    data = models.JSONField(default=dict)
+    actor = models.CharField(max_length=200)
+    correlation_id = models.CharField(max_length=64, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ("payment", "sequence")
+        constraints = [
+            models.UniqueConstraint(fields=["payment", "sequence"], name="event_payment_sequence"),
+        ]
+        triggers = [
+            pgtrigger.Protect(
+                name="append_only", operation=pgtrigger.Update | pgtrigger.Delete
+            ),
+            pgtrigger.Trigger(
+                name="no_truncate",
+                when=pgtrigger.Before,
+                operation=pgtrigger.Truncate,
+                level=pgtrigger.Statement,
+                func="RAISE EXCEPTION 'pgtrigger: Cannot truncate % table', TG_TABLE_NAME;",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.payment_id}#{self.sequence} {self.type}"
+
+
+class IdempotencyKey(models.Model):
+    """A merchant's ``Idempotency-Key``: locked while its request runs, then its stored response."""
+
+    class State(models.TextChoices):
+        IN_PROGRESS = "in_progress"
+        COMPLETED = "completed"
+
+    merchant = models.ForeignKey(Merchant, on_delete=models.CASCADE)
+    key = models.CharField(max_length=255)
+    method = models.CharField(max_length=10)
+    path = models.CharField(max_length=500)
+    fingerprint = models.CharField(max_length=64)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.IN_PROGRESS)
+    locked_at = models.DateTimeField()
+    response_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    response_body = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["merchant", "key"], name="idempotency_merchant_key"),
+        ]
+        indexes = [models.Index(fields=["created_at"], name="idempotency_created_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.merchant_id}:{self.key} {self.state}"

@@ -1,0 +1,13 @@
+from __future__ import annotations
+
+from django.urls import path
+
+from . import views
+
+urlpatterns = [
+    path("payments", views.PaymentListCreateApi.as_view(), name="payments"),
+    path("payments/<str:payment_id>", views.PaymentDetailApi.as_view(), name="payment-detail"),
+    path(
+        "payments/<str:payment_id>/events", views.PaymentEventsApi.as_view(), name="payment-events"
+    ),
+]

@@ -1,0 +1,89 @@
+"""The merchant REST API, v1: views parse and render; services and selectors do the work."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from . import selectors, services
+from .idempotency import idempotent
+from .representations import event_to_dict, payment_to_dict
+from .serializers import (
+    ErrorSerializer,
+    EventListSerializer,
+    PaymentCreateInputSerializer,
+    PaymentListSerializer,
+    PaymentOutputSerializer,
+)
+from .validation import reject_card_numbers, validate_list_params, validate_payment_create
+
+_ERRORS = {400: ErrorSerializer, 401: ErrorSerializer, 404: ErrorSerializer}
+_IDEMPOTENCY = OpenApiParameter(
+    "Idempotency-Key", str, OpenApiParameter.HEADER, description="1-255 printable characters"
+)
+
+
+class PaymentListCreateApi(APIView):
+    @extend_schema(
+        operation_id="payments_create",
+        request=PaymentCreateInputSerializer,
+        parameters=[_IDEMPOTENCY],
+        responses={201: PaymentOutputSerializer, 409: ErrorSerializer, 422: ErrorSerializer}
+        | _ERRORS,
+    )
+    @idempotent
+    def post(self, request: Request) -> Response:
+        reject_card_numbers(request._request.body.decode("utf-8", "replace"))
+        data = validate_payment_create(request.data)
+        payment = services.payment_create(
+            merchant=request.user.merchant,
+            actor=request.user.actor,
+            amount=data.amount,
+            currency=data.currency,
+            payment_method=data.payment_method,
+            capture_method=data.capture_method,
+            customer=data.customer,
+            description=data.description,
+            merchant_reference=data.merchant_reference,
+            metadata=data.metadata,
+        )
+        return Response(payment_to_dict(payment), status=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        operation_id="payments_list",
+        parameters=[
+            OpenApiParameter("limit", int, description="1 to 100, default 20"),
+            OpenApiParameter("starting_after", str),
+            OpenApiParameter("ending_before", str),
+            OpenApiParameter("status", str),
+            OpenApiParameter("created_gte", str, description="ISO 8601"),
+            OpenApiParameter("created_lt", str, description="ISO 8601"),
+            OpenApiParameter("merchant_reference", str),
+        ],
+        responses={200: PaymentListSerializer} | _ERRORS,
+    )
+    def get(self, request: Request) -> Response:
+        params = validate_list_params(request.query_params)
+        payments, has_more = selectors.payment_list(merchant=request.user.merchant, params=params)
+        return Response(
+            {"object": "list", "data": [payment_to_dict(p) for p in payments], "has_more": has_more}
+        )
+
+
+class PaymentDetailApi(APIView):
+    @extend_schema(operation_id="payments_retrieve", responses={200: PaymentOutputSerializer} | _ERRORS)
+    def get(self, request: Request, payment_id: str) -> Response:
+        payment = selectors.payment_get(merchant=request.user.merchant, payment_id=payment_id)
+        return Response(payment_to_dict(payment))
+
+
+class PaymentEventsApi(APIView):
+    @extend_schema(operation_id="payments_events_list", responses={200: EventListSerializer} | _ERRORS)
+    def get(self, request: Request, payment_id: str) -> Response:
+        events = selectors.payment_events(merchant=request.user.merchant, payment_id=payment_id)
+        return Response(
+            {"object": "list", "data": [event_to_dict(e) for e in events], "has_more": False}
+        )
