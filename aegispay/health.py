@@ -13,10 +13,10 @@ def live(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"status": "ok"})
 
 
-def _check(name: str, probe) -> tuple[str, str]:  # noqa: ANN001 - a zero-argument callable
+def _check(name: str, probe) -> tuple[str, str]:
     try:
         probe()
-    except Exception as exc:  # noqa: BLE001 - any failure makes the dependency not ready
+    except Exception as exc:
         return name, f"error: {type(exc).__name__}: {exc}"
     return name, "ok"
 
@@ -36,6 +36,11 @@ def _broker() -> None:
 
 
 def ready(request: HttpRequest) -> JsonResponse:
-    checks = dict(_check(n, p) for n, p in (("database", _database), ("redis", _redis), ("broker", _broker)))
+    checks = dict(
+        _check(n, p) for n, p in (("database", _database), ("redis", _redis), ("broker", _broker))
+    )
     healthy = all(v == "ok" for v in checks.values())
-    return JsonResponse({"status": "ok" if healthy else "unavailable", "checks": checks}, status=200 if healthy else 503)
+    return JsonResponse(
+        {"status": "ok" if healthy else "unavailable", "checks": checks},
+        status=200 if healthy else 503,
+    )

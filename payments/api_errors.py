@@ -65,6 +65,8 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
         headers = {}
         if isinstance(exc, exceptions.NotAuthenticated | exceptions.AuthenticationFailed):
             headers["WWW-Authenticate"] = "Bearer"
-        return Response(error_body(exc.status_code, code, message), exc.status_code, headers=headers)
+        return Response(
+            error_body(exc.status_code, code, message), exc.status_code, headers=headers
+        )
     logger.exception("unhandled error in the API")
     return Response(error_body(500, "internal_error", "an internal error occurred"), status=500)

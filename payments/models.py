@@ -148,7 +148,9 @@ class Payment(FSMModelMixin, models.Model):
         indexes = [
             models.Index(fields=["merchant", "-id"], name="payment_merchant_id_idx"),
             models.Index(fields=["merchant", "status", "-id"], name="payment_merchant_status_idx"),
-            models.Index(fields=["merchant", "merchant_reference"], name="payment_merchant_ref_idx"),
+            models.Index(
+                fields=["merchant", "merchant_reference"], name="payment_merchant_ref_idx"
+            ),
             models.Index(fields=["merchant", "created_at"], name="payment_merchant_created_idx"),
         ]
         constraints = [
@@ -164,6 +166,16 @@ class Payment(FSMModelMixin, models.Model):
 
     def __str__(self) -> str:
         return f"{self.id} {self.status} {self.amount} {self.currency}"
+
+    def money_invariant_holds(self) -> bool:
+        """``0 <= refunded <= captured <= authorized <= amount`` (also a database constraint)."""
+        return (
+            0
+            <= self.amount_refunded
+            <= self.amount_captured
+            <= self.amount_authorized
+            <= self.amount
+        )
 
     # --- the state machine; names are the commands, targets the states of ARCHITECTURE.md ---
 
@@ -352,15 +364,13 @@ class PaymentEvent(models.Model):
             models.UniqueConstraint(fields=["payment", "sequence"], name="event_payment_sequence"),
         ]
         triggers = [
-            pgtrigger.Protect(
-                name="append_only", operation=pgtrigger.Update | pgtrigger.Delete
-            ),
+            pgtrigger.Protect(name="append_only", operation=pgtrigger.Update | pgtrigger.Delete),
             pgtrigger.Trigger(
                 name="no_truncate",
                 when=pgtrigger.Before,
                 operation=pgtrigger.Truncate,
                 level=pgtrigger.Statement,
-                func="RAISE EXCEPTION 'pgtrigger: Cannot truncate % table', TG_TABLE_NAME;",
+                func="RAISE EXCEPTION 'pgtrigger: Cannot truncate the payment event table';",
             ),
         ]
 

@@ -28,7 +28,7 @@ from gateways.base import GatewayResult, Outcome
 from outbox.services import outbox_message_create
 from routing.router import route
 
-from .errors import InvalidTransition, PaymentNotFound, VersionConflict
+from .errors import AmountExceeded, InvalidTransition, PaymentNotFound, VersionConflict
 from .models import (
     ApiKey,
     AttemptStatus,
@@ -141,7 +141,14 @@ def _append_event(
     changes: Mapping[str, Any],
     data: Mapping[str, Any] | None = None,
 ) -> PaymentEvent:
-    """Bump the version, save the payment, append its event and the event's outbox row."""
+    """Bump the version, save the payment, append its event and the event's outbox row.
+
+    Raises ``AmountExceeded`` before writing anything if the money invariant would break.
+    """
+    if not payment.money_invariant_holds():
+        raise AmountExceeded(
+            "amounts must satisfy 0 <= refunded <= captured <= authorized <= amount"
+        )
     payment.version += 1
     payment.save()
     event = PaymentEvent.objects.create(
@@ -373,8 +380,8 @@ def payment_attempt_begin(*, payment_id: str) -> AttemptPlan | None:
             currency=payment.currency,
             routing_decision=decision.as_dict(),
         )
-        transition = "start_processing" if payment.status == PaymentStatus.INITIATED else (
-            "retry_attempt"
+        transition = (
+            "start_processing" if payment.status == PaymentStatus.INITIATED else ("retry_attempt")
         )
         _apply(
             payment,
@@ -426,7 +433,9 @@ def payment_attempt_record(
         if result.outcome == Outcome.SUCCEEDED:
             _finish_attempt(attempt, result, AttemptStatus.SUCCEEDED)
             method = dict(payment.payment_method)
-            method.update({k: v for k, v in (("brand", result.brand), ("last4", result.last4)) if v})
+            method.update(
+                {k: v for k, v in (("brand", result.brand), ("last4", result.last4)) if v}
+            )
             expires = timezone.now() + timedelta(hours=settings.AUTHORIZATION_EXPIRY_HOURS)
             _apply(
                 payment,
@@ -447,7 +456,9 @@ def payment_attempt_record(
             _finish_attempt(
                 attempt,
                 result,
-                AttemptStatus.DECLINED if result.outcome == Outcome.DECLINED else AttemptStatus.ERROR,
+                AttemptStatus.DECLINED
+                if result.outcome == Outcome.DECLINED
+                else AttemptStatus.ERROR,
             )
             _apply(
                 payment,

@@ -6,6 +6,7 @@ acts on, and every gateway call carries a reference that the gateway deduplicate
 
 from __future__ import annotations
 
+import logging
 import random
 
 from celery import Task, shared_task
@@ -15,9 +16,17 @@ from aegispay.correlation import bind_correlation_id
 from gateways.base import CaptureRequest, ChargeRequest, GatewayResult, Outcome
 from gateways.registry import get_gateway
 
+from .errors import PaymentNotFound
 from .models import Payment, PaymentStatus
-from .services import SYSTEM, AttemptPlan, payment_attempt_begin, payment_attempt_record
-from .services import payment_capture_record
+from .services import (
+    SYSTEM,
+    AttemptPlan,
+    payment_attempt_begin,
+    payment_attempt_record,
+    payment_capture_record,
+)
+
+logger = logging.getLogger(__name__)
 
 
 def backoff_seconds(retries: int) -> float:
@@ -61,7 +70,11 @@ def payment_process(self: Task, payment_id: str, correlation_id: str = "") -> No
     ``GATEWAY_MAX_RETRIES``; an unknown outcome is retried on the same reference.
     """
     bind_correlation_id(correlation_id)
-    plan = payment_attempt_begin(payment_id=payment_id)
+    try:
+        plan = payment_attempt_begin(payment_id=payment_id)
+    except PaymentNotFound:
+        logger.warning("payment_process for a payment that does not exist: %s", payment_id)
+        return
     if plan is None:
         return
     result = _authorize(plan)
@@ -80,8 +93,8 @@ def payment_capture_automatic(self: Task, payment_id: str, correlation_id: str =
     never captures twice.
     """
     bind_correlation_id(correlation_id)
-    payment = Payment.objects.get(pk=payment_id)
-    if payment.status != PaymentStatus.AUTHORIZED:
+    payment = Payment.objects.filter(pk=payment_id).first()
+    if payment is None or payment.status != PaymentStatus.AUTHORIZED:
         return
     gateway = get_gateway(payment.gateway)
     result = gateway.capture(

@@ -42,7 +42,7 @@ def luhn_valid(digits: str) -> bool:
 
 
 def reject_card_numbers(raw_body: str) -> None:
-    """Refuse a body that holds anything shaped like a card number (13–19 digits, Luhn-valid).
+    """Refuse a body that holds anything shaped like a card number (13 to 19 digits, Luhn-valid).
 
     Scans the raw text, so keys, values, numbers and nested objects are all covered.
     """
@@ -150,7 +150,9 @@ def validate_payment_method(value: Any) -> dict[str, str]:
         )
     if value.get("type") != "card":
         raise ValidationFailed(
-            "payment_method_invalid", "payment_method.type must be 'card'", param="payment_method.type"
+            "payment_method_invalid",
+            "payment_method.type must be 'card'",
+            param="payment_method.type",
         )
     token = value.get("token")
     if not isinstance(token, str) or not _TOKEN.match(token):
@@ -175,8 +177,12 @@ def validate_customer(value: Any) -> dict[str, str]:
     for name in ("id", "name"):
         if name in value:
             customer[name] = _string(value, name, 255, param=f"customer.{name}")
-    if "email" in value and (not isinstance(value["email"], str) or not _EMAIL.match(value["email"])):
-        raise ValidationFailed("customer_invalid", "customer.email is not valid", param="customer.email")
+    if "email" in value and (
+        not isinstance(value["email"], str) or not _EMAIL.match(value["email"])
+    ):
+        raise ValidationFailed(
+            "customer_invalid", "customer.email is not valid", param="customer.email"
+        )
     if "email" in value:
         customer["email"] = value["email"]
     if "country" in value and (
@@ -226,9 +232,7 @@ def validate_payment_create(body: Any) -> PaymentInput:
         raise ValidationFailed("parameter_unknown", f"unknown parameter: {name}", param=name)
     for required in ("amount", "currency", "payment_method"):
         if required not in body:
-            raise ValidationFailed(
-                "parameter_missing", f"{required} is required", param=required
-            )
+            raise ValidationFailed("parameter_missing", f"{required} is required", param=required)
     currency = validate_currency(body["currency"])
     capture_method = body.get("capture_method", CaptureMethod.AUTOMATIC)
     if capture_method not in CaptureMethod.values:

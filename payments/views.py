@@ -74,14 +74,18 @@ class PaymentListCreateApi(APIView):
 
 
 class PaymentDetailApi(APIView):
-    @extend_schema(operation_id="payments_retrieve", responses={200: PaymentOutputSerializer} | _ERRORS)
+    @extend_schema(
+        operation_id="payments_retrieve", responses={200: PaymentOutputSerializer} | _ERRORS
+    )
     def get(self, request: Request, payment_id: str) -> Response:
         payment = selectors.payment_get(merchant=request.user.merchant, payment_id=payment_id)
         return Response(payment_to_dict(payment))
 
 
 class PaymentEventsApi(APIView):
-    @extend_schema(operation_id="payments_events_list", responses={200: EventListSerializer} | _ERRORS)
+    @extend_schema(
+        operation_id="payments_events_list", responses={200: EventListSerializer} | _ERRORS
+    )
     def get(self, request: Request, payment_id: str) -> Response:
         events = selectors.payment_events(merchant=request.user.merchant, payment_id=payment_id)
         return Response(

@@ -25,4 +25,6 @@ class Command(BaseCommand):
             self.stderr.write("--name must not be blank")
             raise SystemExit(2)
         merchant, raw_key = merchant_create(name=name.strip(), gateways=gateways)
-        self.stdout.write(json.dumps({"id": merchant.id, "name": merchant.name, "api_key": raw_key}))
+        self.stdout.write(
+            json.dumps({"id": merchant.id, "name": merchant.name, "api_key": raw_key})
+        )

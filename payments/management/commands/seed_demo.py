@@ -37,7 +37,4 @@ class Command(BaseCommand):
             key_file.chmod(0o600)
         else:
             merchant = key.merchant
-        self.stdout.write(
-            json.dumps({"id": merchant.id, "name": merchant.name, "api_key": raw})
-        )
-
+        self.stdout.write(json.dumps({"id": merchant.id, "name": merchant.name, "api_key": raw}))
