@@ -51,10 +51,16 @@ def test_orm_update_of_an_event_fails(event: PaymentEvent) -> None:
 def test_truncate_of_the_event_table_fails_on_any_connection() -> None:
     """A fresh connection (not the test's, which may flush) cannot TRUNCATE the events."""
     settings = connection.settings_dict
-    with psycopg.connect(
-        dbname=settings["NAME"], user=settings["USER"], host=settings["HOST"] or None,
-        port=settings["PORT"] or None, autocommit=True,
-    ) as raw, pytest.raises(psycopg.errors.RaiseException, match="Cannot truncate"):
+    with (
+        psycopg.connect(
+            dbname=settings["NAME"],
+            user=settings["USER"],
+            host=settings["HOST"] or None,
+            port=settings["PORT"] or None,
+            autocommit=True,
+        ) as raw,
+        pytest.raises(psycopg.errors.RaiseException, match="Cannot truncate"),
+    ):
         raw.execute("TRUNCATE payments_paymentevent CASCADE")
 
 

@@ -59,9 +59,7 @@ CHANGES = {
 }
 
 ALLOWED_CASES = [(s, t, target) for s, moves in ALLOWED.items() for t, target in moves.items()]
-REFUSED_CASES = [
-    (s, t) for s, t in itertools.product(ALLOWED, CHANGES) if t not in ALLOWED[s]
-]
+REFUSED_CASES = [(s, t) for s, t in itertools.product(ALLOWED, CHANGES) if t not in ALLOWED[s]]
 
 
 def test_the_tables_cover_every_state_and_transition() -> None:

@@ -1,0 +1,607 @@
+"""The sandbox gateway: a simulated remote card gateway driven by test tokens (API.md).
+
+It behaves like a real gateway that many processes talk to at once: its ledger and request log
+are rows in PostgreSQL (``gateways.models``), every call is idempotent by its reference, and a
+reference raced by several processes still yields exactly one ledger row (unique constraint plus
+``get_or_create``). Each call runs in its own short transaction; call it outside any transaction
+of your own (as every gateway call should be), or the ledger rows roll back with yours.
+
+Token behaviour:
+
+* ``tok_visa``, ``tok_mastercard``: approved.
+* ``tok_chargeDeclined``: declined, ``card_declined``; ``tok_insufficientFunds``: declined,
+  ``insufficient_funds``; any other token: declined, ``invalid_token``.
+* ``tok_processingError``: ``RETRYABLE_ERROR`` (``processing_error``) on the first two authorize
+  calls for an ``order_reference``, approved from the third on. Calls are counted per order
+  across every reference and across every sandbox account, so "the first two attempts of the
+  payment" fail wherever the orchestrator sends them.
+* ``tok_timeout``: on the first authorize call for an ``order_reference`` the charge is taken
+  (a ledger row is written) but the answer is lost: the outcome is ``UNKNOWN``. ``lookup`` of that
+  reference then finds the charge, and authorizing the same reference again returns it without
+  charging again. Later calls with a *new* reference are approved as new charges, as a real
+  gateway would: that is a double charge, which the orchestrator must avoid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import Sum
+
+from gateways.base import (
+    CaptureRequest,
+    ChargeRequest,
+    GatewayResult,
+    Operation,
+    Outcome,
+    RefundRequest,
+    VoidRequest,
+)
+from gateways.models import SandboxLedgerEntry, SandboxOperation, SandboxRequest
+
+
+class SandboxToken(StrEnum):
+    """The test tokens the sandbox understands (API.md, "Sandbox gateways")."""
+
+    VISA = "tok_visa"
+    MASTERCARD = "tok_mastercard"
+    CHARGE_DECLINED = "tok_chargeDeclined"
+    INSUFFICIENT_FUNDS = "tok_insufficientFunds"
+    PROCESSING_ERROR = "tok_processingError"
+    TIMEOUT = "tok_timeout"
+
+
+# Decline and error codes the sandbox answers with (GatewayResult.decline_code).
+CARD_DECLINED = "card_declined"
+INSUFFICIENT_FUNDS = "insufficient_funds"
+INVALID_TOKEN = "invalid_token"  # noqa: S105 - a decline code, not a secret
+PROCESSING_ERROR = "processing_error"
+GATEWAY_TIMEOUT = "gateway_timeout"
+AMOUNT_INVALID = "amount_invalid"
+CURRENCY_INVALID = "currency_invalid"
+CURRENCY_MISMATCH = "currency_mismatch"
+CHARGE_NOT_FOUND = "charge_not_found"
+AMOUNT_EXCEEDS_AUTHORIZED = "amount_exceeds_authorized"
+AMOUNT_EXCEEDS_CAPTURED = "amount_exceeds_captured"
+AUTHORIZATION_VOIDED = "authorization_voided"
+CHARGE_ALREADY_CAPTURED = "charge_already_captured"
+IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused"
+
+MESSAGES: dict[str, str] = {
+    CARD_DECLINED: "The card was declined.",
+    INSUFFICIENT_FUNDS: "The card has insufficient funds.",
+    INVALID_TOKEN: "The payment token is not known to the gateway.",
+    PROCESSING_ERROR: "The gateway failed to process the request; try again.",
+    GATEWAY_TIMEOUT: "The gateway did not answer in time; the outcome is unknown.",
+    AMOUNT_INVALID: "The amount must be a positive integer in minor units.",
+    CURRENCY_INVALID: "The currency must be an upper-case ISO 4217 code.",
+    CURRENCY_MISMATCH: "The currency differs from the charge's currency.",
+    CHARGE_NOT_FOUND: "The gateway has no charge with that gateway reference.",
+    AMOUNT_EXCEEDS_AUTHORIZED: "The capture would exceed the authorised amount.",
+    AMOUNT_EXCEEDS_CAPTURED: "The refund would exceed the captured amount not yet refunded.",
+    AUTHORIZATION_VOIDED: "The authorisation has been voided.",
+    CHARGE_ALREADY_CAPTURED: "A captured charge cannot be voided; refund it instead.",
+    IDEMPOTENCY_KEY_REUSED: "The reference was already used for a different request.",
+}
+
+# The first this many authorize calls of an order with tok_processingError fail.
+PROCESSING_ERROR_FAILURES = 2
+
+# First key of the advisory locks the sandbox takes (the second is a hash of the order).
+_LOCK_NAMESPACE = 0x5A4D
+
+
+@dataclass(frozen=True, slots=True)
+class Card:
+    """The card a sandbox token stands for."""
+
+    brand: str
+    last4: str
+
+
+CARDS: dict[str, Card] = {
+    SandboxToken.VISA: Card("visa", "4242"),
+    SandboxToken.MASTERCARD: Card("mastercard", "4444"),
+    SandboxToken.CHARGE_DECLINED: Card("visa", "0002"),
+    SandboxToken.INSUFFICIENT_FUNDS: Card("visa", "9995"),
+    SandboxToken.PROCESSING_ERROR: Card("visa", "0119"),
+    SandboxToken.TIMEOUT: Card("visa", "0341"),
+}
+
+DECLINING_TOKENS: dict[str, str] = {
+    SandboxToken.CHARGE_DECLINED: CARD_DECLINED,
+    SandboxToken.INSUFFICIENT_FUNDS: INSUFFICIENT_FUNDS,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    """A read-only copy of one sandbox ledger row."""
+
+    gateway: str
+    operation: str
+    reference: str
+    order_reference: str
+    gateway_reference: str
+    amount: int
+    currency: str
+    token: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class _ChargeTotals:
+    captured: int
+    refunded: int
+    voided: bool
+
+
+_Refusal = Callable[[SandboxLedgerEntry, _ChargeTotals], str | None]
+
+
+class SandboxGateway:
+    """One sandbox gateway account. Two accounts with different names keep separate ledgers.
+
+    ``latency_ms`` overrides ``settings.SANDBOX_LATENCY_MS`` (read at each call) as the
+    simulated network latency slept on every call.
+    """
+
+    def __init__(self, name: str, *, latency_ms: int | None = None) -> None:
+        self.name = name
+        self.latency_ms = latency_ms
+
+    def __repr__(self) -> str:
+        return f"SandboxGateway(name={self.name!r}, latency_ms={self.latency_ms!r})"
+
+    # --- the GatewayAdapter protocol ---
+
+    def authorize(self, request: ChargeRequest) -> GatewayResult:
+        """Authorise a charge (and capture it too when ``request.capture``).
+
+        Guarantees at most one charge per ``(account, reference)``: a reference already charged
+        returns that charge (SUCCEEDED) and adds no ledger row, even when several processes
+        race with it. The same reference with a different amount, currency, order or token is
+        DECLINED with ``idempotency_key_reused``. Outcomes per token: see the module docstring.
+        """
+        started = time.monotonic()
+        self._sleep()
+        with transaction.atomic():
+            # Serialises the calls of one order so that counting earlier calls is exact.
+            self._lock("order", request.order_reference)
+            earlier_calls = SandboxRequest.objects.filter(
+                operation=SandboxOperation.AUTHORIZE, order_reference=request.order_reference
+            ).count()
+            existing = self._entry(SandboxOperation.AUTHORIZE, request.reference)
+            if existing is not None:
+                result = self._replay_authorize(request, existing)
+            else:
+                result = self._new_authorize(request, earlier_calls)
+            self._log(
+                SandboxOperation.AUTHORIZE,
+                reference=request.reference,
+                order_reference=request.order_reference,
+                token=request.token,
+                result=result,
+            )
+        return self._timed(result, started)
+
+    def capture(self, request: CaptureRequest) -> GatewayResult:
+        """Capture ``request.amount`` of an authorisation, idempotently by ``request.reference``.
+
+        The total captured never exceeds the authorised amount and a voided authorisation is
+        never captured (DECLINED ``amount_exceeds_authorized`` / ``authorization_voided``).
+        """
+
+        def refuse(charge: SandboxLedgerEntry, totals: _ChargeTotals) -> str | None:
+            if totals.voided:
+                return AUTHORIZATION_VOIDED
+            if totals.captured + request.amount > charge.amount:
+                return AMOUNT_EXCEEDS_AUTHORIZED
+            return None
+
+        return self._apply(
+            SandboxOperation.CAPTURE,
+            reference=request.reference,
+            gateway_reference=request.gateway_reference,
+            amount=request.amount,
+            currency=request.currency,
+            refuse=refuse,
+        )
+
+    def void(self, request: VoidRequest) -> GatewayResult:
+        """Void an uncaptured authorisation, idempotently by ``request.reference``.
+
+        A captured charge is DECLINED ``charge_already_captured``; an authorisation voided under
+        another reference is DECLINED ``authorization_voided``.
+        """
+
+        def refuse(charge: SandboxLedgerEntry, totals: _ChargeTotals) -> str | None:
+            if totals.voided:
+                return AUTHORIZATION_VOIDED
+            if totals.captured > 0:
+                return CHARGE_ALREADY_CAPTURED
+            return None
+
+        return self._apply(
+            SandboxOperation.VOID,
+            reference=request.reference,
+            gateway_reference=request.gateway_reference,
+            amount=None,
+            currency=None,
+            refuse=refuse,
+        )
+
+    def refund(self, request: RefundRequest) -> GatewayResult:
+        """Refund ``request.amount`` of a captured charge, idempotently by ``request.reference``.
+
+        The total refunded never exceeds the total captured (DECLINED ``amount_exceeds_captured``),
+        also when several refunds of one charge race: they are serialised on the charge's row.
+        """
+
+        def refuse(charge: SandboxLedgerEntry, totals: _ChargeTotals) -> str | None:
+            if totals.refunded + request.amount > totals.captured:
+                return AMOUNT_EXCEEDS_CAPTURED
+            return None
+
+        return self._apply(
+            SandboxOperation.REFUND,
+            reference=request.reference,
+            gateway_reference=request.gateway_reference,
+            amount=request.amount,
+            currency=request.currency,
+            refuse=refuse,
+        )
+
+    def lookup(self, reference: str) -> GatewayResult:
+        """Status of an earlier authorize by its reference, on this account.
+
+        SUCCEEDED with the charge's gateway_reference, amount and currency when a charge was
+        taken (also one whose answer was lost); DECLINED with the decline code when the latest
+        call with that reference was declined; NOT_FOUND otherwise (no charge exists).
+        """
+        started = time.monotonic()
+        self._sleep()
+        with transaction.atomic():
+            charge = self._entry(SandboxOperation.AUTHORIZE, reference)
+            last_call = (
+                SandboxRequest.objects.filter(
+                    gateway=self.name, operation=SandboxOperation.AUTHORIZE, reference=reference
+                )
+                .order_by("-id")
+                .first()
+            )
+            if charge is not None:
+                result = self._charge_result(Operation.LOOKUP, reference, charge, charge)
+            elif last_call is not None and last_call.outcome == Outcome.DECLINED:
+                result = self._refusal(Operation.LOOKUP, reference, last_call.decline_code)
+            else:
+                result = GatewayResult(
+                    outcome=Outcome.NOT_FOUND,
+                    gateway=self.name,
+                    operation=Operation.LOOKUP,
+                    reference=reference,
+                    message="The gateway has no charge with that reference.",
+                )
+            self._log(
+                SandboxOperation.LOOKUP,
+                reference=reference,
+                order_reference=charge.order_reference if charge else "",
+                token=charge.token if charge else "",
+                result=result,
+            )
+        return self._timed(result, started)
+
+    # --- authorize ---
+
+    def _new_authorize(self, request: ChargeRequest, earlier_calls: int) -> GatewayResult:
+        op = Operation.AUTHORIZE
+        if isinstance(request.amount, bool) or not isinstance(request.amount, int):
+            return self._refusal(op, request.reference, AMOUNT_INVALID)
+        if request.amount <= 0:
+            return self._refusal(op, request.reference, AMOUNT_INVALID)
+        if not (len(request.currency) == 3 and request.currency.isalpha()):
+            return self._refusal(op, request.reference, CURRENCY_INVALID)
+        if not request.currency.isupper():
+            return self._refusal(op, request.reference, CURRENCY_INVALID)
+        card = CARDS.get(request.token)
+        if card is None:
+            return self._refusal(op, request.reference, INVALID_TOKEN)
+        if request.token in DECLINING_TOKENS:
+            return self._refusal(op, request.reference, DECLINING_TOKENS[request.token], card=card)
+        if (
+            request.token == SandboxToken.PROCESSING_ERROR
+            and earlier_calls < PROCESSING_ERROR_FAILURES
+        ):
+            return dataclasses.replace(
+                self._refusal(op, request.reference, PROCESSING_ERROR, card=card),
+                outcome=Outcome.RETRYABLE_ERROR,
+            )
+        charge, created = self._record_charge(request)
+        if not created:
+            # Another process charged this reference between our check and our insert.
+            return self._replay_authorize(request, charge)
+        if request.token == SandboxToken.TIMEOUT and earlier_calls == 0:
+            # The charge is taken, but its answer never reaches the caller.
+            return GatewayResult(
+                outcome=Outcome.UNKNOWN,
+                gateway=self.name,
+                operation=op,
+                reference=request.reference,
+                amount=request.amount,
+                currency=request.currency,
+                decline_code=GATEWAY_TIMEOUT,
+                message=MESSAGES[GATEWAY_TIMEOUT],
+            )
+        return self._charge_result(op, request.reference, charge, charge)
+
+    def _record_charge(self, request: ChargeRequest) -> tuple[SandboxLedgerEntry, bool]:
+        charge, created = SandboxLedgerEntry.objects.get_or_create(
+            gateway=self.name,
+            operation=SandboxOperation.AUTHORIZE,
+            reference=request.reference,
+            defaults={
+                "order_reference": request.order_reference,
+                "gateway_reference": f"ch_{uuid.uuid4().hex}",
+                "amount": request.amount,
+                "currency": request.currency,
+                "token": request.token,
+            },
+        )
+        if created and request.capture:
+            SandboxLedgerEntry.objects.create(
+                gateway=self.name,
+                operation=SandboxOperation.CAPTURE,
+                reference=request.reference,
+                order_reference=request.order_reference,
+                gateway_reference=charge.gateway_reference,
+                amount=request.amount,
+                currency=request.currency,
+                token=request.token,
+            )
+        return charge, created
+
+    def _replay_authorize(
+        self, request: ChargeRequest, charge: SandboxLedgerEntry
+    ) -> GatewayResult:
+        same_request = (
+            charge.amount == request.amount
+            and charge.currency == request.currency
+            and charge.order_reference == request.order_reference
+            and charge.token == request.token
+        )
+        if not same_request:
+            return self._refusal(Operation.AUTHORIZE, request.reference, IDEMPOTENCY_KEY_REUSED)
+        return self._charge_result(Operation.AUTHORIZE, request.reference, charge, charge)
+
+    # --- capture, void, refund ---
+
+    def _apply(
+        self,
+        operation: SandboxOperation,
+        *,
+        reference: str,
+        gateway_reference: str,
+        amount: int | None,
+        currency: str | None,
+        refuse: _Refusal,
+    ) -> GatewayResult:
+        """Take ``operation`` on a charge: replay, refuse, or write one ledger row."""
+        started = time.monotonic()
+        self._sleep()
+        op = Operation(operation.value)
+        with transaction.atomic():
+            # The charge's row lock serialises every operation on that charge, so the totals
+            # read below cannot change before our row is written.
+            charge = (
+                SandboxLedgerEntry.objects.select_for_update()
+                .filter(
+                    gateway=self.name,
+                    operation=SandboxOperation.AUTHORIZE,
+                    gateway_reference=gateway_reference,
+                )
+                .first()
+            )
+            existing = self._entry(operation, reference)
+            if existing is not None:
+                same_request = existing.gateway_reference == gateway_reference and (
+                    amount is None or (existing.amount == amount and existing.currency == currency)
+                )
+                result = (
+                    self._charge_result(op, reference, existing, charge or existing)
+                    if same_request
+                    else self._refusal(op, reference, IDEMPOTENCY_KEY_REUSED)
+                )
+            elif charge is None:
+                result = self._refusal(op, reference, CHARGE_NOT_FOUND)
+            else:
+                result = self._apply_to_charge(
+                    operation, reference, charge, amount=amount, currency=currency, refuse=refuse
+                )
+            self._log(
+                operation,
+                reference=reference,
+                order_reference=charge.order_reference if charge else "",
+                token=charge.token if charge else "",
+                result=result,
+            )
+        return self._timed(result, started)
+
+    def _apply_to_charge(
+        self,
+        operation: SandboxOperation,
+        reference: str,
+        charge: SandboxLedgerEntry,
+        *,
+        amount: int | None,
+        currency: str | None,
+        refuse: _Refusal,
+    ) -> GatewayResult:
+        op = Operation(operation.value)
+        card = CARDS.get(charge.token)
+        if amount is not None and (isinstance(amount, bool) or not isinstance(amount, int)):
+            return self._refusal(op, reference, AMOUNT_INVALID, card=card)
+        if amount is not None and amount <= 0:
+            return self._refusal(op, reference, AMOUNT_INVALID, card=card)
+        if currency is not None and currency != charge.currency:
+            return self._refusal(op, reference, CURRENCY_MISMATCH, card=card)
+        code = refuse(charge, self._totals(charge))
+        if code is not None:
+            return self._refusal(op, reference, code, card=card)
+        entry, _ = SandboxLedgerEntry.objects.get_or_create(
+            gateway=self.name,
+            operation=operation,
+            reference=reference,
+            defaults={
+                "order_reference": charge.order_reference,
+                "gateway_reference": charge.gateway_reference,
+                "amount": charge.amount if amount is None else amount,
+                "currency": charge.currency,
+                "token": charge.token,
+            },
+        )
+        return self._charge_result(op, reference, entry, charge)
+
+    def _totals(self, charge: SandboxLedgerEntry) -> _ChargeTotals:
+        sums = dict(
+            SandboxLedgerEntry.objects.filter(
+                gateway=self.name, gateway_reference=charge.gateway_reference
+            )
+            .order_by()
+            .values("operation")
+            .annotate(total=Sum("amount"))
+            .values_list("operation", "total")
+        )
+        return _ChargeTotals(
+            captured=sums.get(SandboxOperation.CAPTURE.value, 0),
+            refunded=sums.get(SandboxOperation.REFUND.value, 0),
+            voided=SandboxOperation.VOID.value in sums,
+        )
+
+    # --- shared plumbing ---
+
+    def _entry(self, operation: SandboxOperation, reference: str) -> SandboxLedgerEntry | None:
+        return SandboxLedgerEntry.objects.filter(
+            gateway=self.name, operation=operation, reference=reference
+        ).first()
+
+    def _charge_result(
+        self,
+        operation: Operation,
+        reference: str,
+        entry: SandboxLedgerEntry,
+        charge: SandboxLedgerEntry,
+    ) -> GatewayResult:
+        card = CARDS.get(charge.token)
+        return GatewayResult(
+            outcome=Outcome.SUCCEEDED,
+            gateway=self.name,
+            operation=operation,
+            reference=reference,
+            gateway_reference=charge.gateway_reference,
+            amount=entry.amount,
+            currency=entry.currency,
+            brand=card.brand if card else None,
+            last4=card.last4 if card else None,
+        )
+
+    def _refusal(
+        self, operation: Operation, reference: str, code: str, *, card: Card | None = None
+    ) -> GatewayResult:
+        return GatewayResult(
+            outcome=Outcome.DECLINED,
+            gateway=self.name,
+            operation=operation,
+            reference=reference,
+            decline_code=code,
+            message=MESSAGES.get(code, code),
+            brand=card.brand if card else None,
+            last4=card.last4 if card else None,
+        )
+
+    def _log(
+        self,
+        operation: SandboxOperation,
+        *,
+        reference: str,
+        order_reference: str,
+        token: str,
+        result: GatewayResult,
+    ) -> None:
+        SandboxRequest.objects.create(
+            gateway=self.name,
+            operation=operation,
+            reference=reference,
+            order_reference=order_reference,
+            token=token[:64],
+            outcome=result.outcome,
+            decline_code=result.decline_code or "",
+        )
+
+    def _lock(self, kind: str, key: str) -> None:
+        """Take a transaction-scoped advisory lock on ``kind:key`` (released at commit)."""
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_advisory_xact_lock(%s::integer, hashtext(%s))",
+                [_LOCK_NAMESPACE, f"sandbox:{kind}:{key}"],
+            )
+
+    def _sleep(self) -> None:
+        latency_ms = self.latency_ms if self.latency_ms is not None else settings.SANDBOX_LATENCY_MS
+        if latency_ms > 0:
+            time.sleep(latency_ms / 1000)
+
+    @staticmethod
+    def _timed(result: GatewayResult, started: float) -> GatewayResult:
+        elapsed_ms = round((time.monotonic() - started) * 1000)
+        return dataclasses.replace(result, latency_ms=elapsed_ms)
+
+
+# --- helpers for tests and benchmarks ---
+
+
+def ledger_entries(
+    *,
+    gateway: str | None = None,
+    order_reference: str | None = None,
+    operation: str | None = None,
+) -> list[LedgerEntry]:
+    """Every sandbox ledger row matching the given filters (all when none), oldest first."""
+    rows = SandboxLedgerEntry.objects.all()
+    if gateway is not None:
+        rows = rows.filter(gateway=gateway)
+    if order_reference is not None:
+        rows = rows.filter(order_reference=order_reference)
+    if operation is not None:
+        rows = rows.filter(operation=operation)
+    return [
+        LedgerEntry(
+            gateway=row.gateway,
+            operation=row.operation,
+            reference=row.reference,
+            order_reference=row.order_reference,
+            gateway_reference=row.gateway_reference,
+            amount=row.amount,
+            currency=row.currency,
+            token=row.token,
+            created_at=row.created_at,
+        )
+        for row in rows.order_by("id")
+    ]
+
+
+def charge_count(order_reference: str) -> int:
+    """How many charges (authorize ledger rows) exist for an order, across all sandbox accounts.
+
+    A payment charged exactly once has ``charge_count(payment_id) == 1``.
+    """
+    return SandboxLedgerEntry.objects.filter(
+        operation=SandboxOperation.AUTHORIZE, order_reference=order_reference
+    ).count()
