@@ -25,19 +25,25 @@ def event(db: None) -> PaymentEvent:
 
 
 def test_raw_sql_update_of_an_event_fails(event: PaymentEvent) -> None:
-    with pytest.raises(DatabaseError, match="Cannot update or delete rows"), transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "UPDATE payments_paymentevent SET type = 'payment.completed' WHERE id = %s",
-                [event.id],
-            )
+    with (
+        pytest.raises(DatabaseError, match="Cannot update or delete rows"),
+        transaction.atomic(),
+        connection.cursor() as cursor,
+    ):
+        cursor.execute(
+            "UPDATE payments_paymentevent SET type = 'payment.completed' WHERE id = %s",
+            [event.id],
+        )
     assert PaymentEvent.objects.get(pk=event.pk).type == "payment.initiated"
 
 
 def test_raw_sql_delete_of_an_event_fails(event: PaymentEvent) -> None:
-    with pytest.raises(DatabaseError, match="Cannot update or delete rows"), transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute("DELETE FROM payments_paymentevent WHERE id = %s", [event.id])
+    with (
+        pytest.raises(DatabaseError, match="Cannot update or delete rows"),
+        transaction.atomic(),
+        connection.cursor() as cursor,
+    ):
+        cursor.execute("DELETE FROM payments_paymentevent WHERE id = %s", [event.id])
     assert PaymentEvent.objects.filter(pk=event.pk).exists()
 
 
