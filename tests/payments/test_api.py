@@ -253,3 +253,13 @@ def test_health_and_schema(db: None) -> None:
         schema.json()["paths"]
     )
     assert client.get("/api/docs/").status_code == 200
+
+
+def test_metrics_count_payments_by_state(api: MerchantClient) -> None:
+    create(api, VISA)
+    payment_in(api.merchant, "cancelled")
+    text = APIClient().get("/metrics").content.decode()
+    assert 'aegispay_payments{status="initiated"} 1.0' in text
+    assert 'aegispay_payments{status="cancelled"} 1.0' in text
+    assert "aegispay_outbox_pending 3.0" in text
+    assert 'aegispay_http_requests_total{method="POST",route="v1/payments",status="201"}' in text
