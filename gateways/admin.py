@@ -3,26 +3,13 @@
 from __future__ import annotations
 
 from django.contrib import admin
-from django.http import HttpRequest
 
+from aegispay.admin import ReadOnlyAdmin
 from gateways.models import SandboxLedgerEntry, SandboxRequest
 
 
-class _ReadOnlyAdmin(admin.ModelAdmin):
-    """Staff may look, never add, change or delete: the sandbox alone writes these rows."""
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-
 @admin.register(SandboxLedgerEntry)
-class SandboxLedgerEntryAdmin(_ReadOnlyAdmin):
+class SandboxLedgerEntryAdmin(ReadOnlyAdmin):
     list_display = (
         "created_at",
         "gateway",
@@ -37,7 +24,7 @@ class SandboxLedgerEntryAdmin(_ReadOnlyAdmin):
 
 
 @admin.register(SandboxRequest)
-class SandboxRequestAdmin(_ReadOnlyAdmin):
+class SandboxRequestAdmin(ReadOnlyAdmin):
     list_display = (
         "created_at",
         "gateway",

@@ -6,18 +6,9 @@ from __future__ import annotations
 from django.contrib import admin
 from django.http import HttpRequest
 
+from aegispay.admin import ReadOnlyAdmin
+
 from .models import Merchant, Payment, PaymentAttempt, PaymentEvent, Refund
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
 
 
 class EventInline(admin.TabularInline):
