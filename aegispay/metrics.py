@@ -31,12 +31,23 @@ LATENCY = Histogram("aegispay_http_request_seconds", "HTTP request latency", ["m
 class DatabaseCollector(Collector):
     """Payments per state and the outbox backlog, read at scrape time."""
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        payments = GaugeMetricFamily("aegispay_payments", "Payments by state", labels=["status"])
-        backlog = GaugeMetricFamily("aegispay_outbox_pending", "Outbox messages not yet published")
-        oldest = GaugeMetricFamily(
-            "aegispay_outbox_oldest_pending_seconds", "Age of the oldest unpublished message"
+    @staticmethod
+    def _families() -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
+        return (
+            GaugeMetricFamily("aegispay_payments", "Payments by state", labels=["status"]),
+            GaugeMetricFamily("aegispay_outbox_pending", "Outbox messages not yet published"),
+            GaugeMetricFamily(
+                "aegispay_outbox_oldest_pending_seconds", "Age of the oldest unpublished message"
+            ),
         )
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        """The families ``collect`` yields, without a query: the collector is registered at
+        import, before migrations may have run, and registration calls ``describe``."""
+        yield from self._families()
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        payments, backlog, oldest = self._families()
         with connection.cursor() as cursor:
             cursor.execute("SELECT status, count(*) FROM payments_payment GROUP BY status")
             for status, count in cursor.fetchall():

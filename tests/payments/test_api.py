@@ -263,3 +263,16 @@ def test_metrics_count_payments_by_state(api: MerchantClient) -> None:
     assert 'aegispay_payments{status="cancelled"} 1.0' in text
     assert "aegispay_outbox_pending 3.0" in text
     assert 'aegispay_http_requests_total{method="POST",route="v1/payments",status="201"}' in text
+
+
+def test_metrics_registration_needs_no_database(django_assert_num_queries) -> None:
+    """The collector is registered when urls are imported, before ``migrate`` made tables."""
+    from aegispay.metrics import DatabaseCollector
+
+    with django_assert_num_queries(0):
+        names = [family.name for family in DatabaseCollector().describe()]
+    assert names == [
+        "aegispay_payments",
+        "aegispay_outbox_pending",
+        "aegispay_outbox_oldest_pending_seconds",
+    ]

@@ -1,0 +1,51 @@
+# AegisPay developer commands (GNU make). Needs only python3 (3.11+) on PATH: `make run` and
+# `make test` start an embedded PostgreSQL and Redis unless DATABASE_URL / REDIS_URL are set.
+# See aegispay/embedded.py.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: help install run test lint migrate clean-data
+
+help:
+	@echo "make run         migrate, seed the demo merchant, run web + worker + beat"
+	@echo "make test        run the test suite (PYTEST_ARGS='...' to pass pytest arguments)"
+	@echo "make lint        ruff check and ruff format --check"
+	@echo "make migrate     apply migrations"
+	@echo "make clean-data  stop the embedded servers and delete .aegispay"
+
+# The virtualenv, created once with python3 from PATH.
+$(VPY):
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+		|| { echo "AegisPay needs Python 3.11+ as '$(PYTHON)' (found: $$($(PYTHON) --version 2>&1))"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+
+# The project and its dev tools; reinstalled whenever pyproject.toml changes.
+$(STAMP): pyproject.toml | $(VPY)
+	$(VENV)/bin/pip install -e '.[dev]'
+	@touch $@
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(VPY) -m aegispay.embedded run
+
+test: $(STAMP)
+	$(VPY) -m aegispay.embedded test $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+migrate: $(STAMP)
+	$(VPY) -m aegispay.embedded manage migrate --noinput
+
+clean-data:
+	@if [ -x $(VPY) ]; then $(VPY) -m aegispay.embedded stop; fi
+	rm -rf .aegispay
