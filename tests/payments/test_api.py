@@ -252,7 +252,12 @@ def test_health_and_schema(db: None) -> None:
     assert {"/v1/payments", "/v1/payments/{payment_id}", "/v1/payments/{payment_id}/events"} <= set(
         schema.json()["paths"]
     )
-    assert client.get("/api/docs/").status_code == 200
+    docs = client.get("/api/docs/")
+    assert docs.status_code == 200
+    assert (
+        "/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js"
+        in docs.content.decode()
+    )
 
 
 def test_metrics_count_payments_by_state(api: MerchantClient) -> None:
