@@ -495,9 +495,10 @@ def payment_capture_record(
 ) -> Payment:
     """Record a gateway capture: ``authorized -> captured`` (and ``-> completed`` with ``settle``).
 
-    A capture the gateway refused leaves the payment ``authorized`` and raises
-    ``InvalidTransition``-free: the caller sees the payment unchanged plus an
-    ``payment.attempt_failed`` event with the gateway's code.
+    A capture the gateway refused leaves the payment ``authorized`` and records a
+    ``payment.attempt_failed`` event with the gateway's code. Idempotent: a payment already
+    ``captured`` or ``completed`` is returned unchanged. Raises ``InvalidTransition`` for any
+    other state.
     """
     with _locked(payment_id) as payment:
         if payment.status != PaymentStatus.AUTHORIZED:
