@@ -153,16 +153,39 @@ GATEWAY_MAX_RETRIES = env.int("GATEWAY_MAX_RETRIES", default=3)
 GATEWAY_RETRY_BASE_SECONDS = env.float("GATEWAY_RETRY_BASE_SECONDS", default=1.0)
 GATEWAY_RETRY_FACTOR = env.float("GATEWAY_RETRY_FACTOR", default=2.0)
 GATEWAY_RETRY_MAX_SECONDS = env.float("GATEWAY_RETRY_MAX_SECONDS", default=10.0)
+# Stop retrying an operation this long after its first attempt (the reconciler takes over).
+GATEWAY_RETRY_DEADLINE_SECONDS = env.float("GATEWAY_RETRY_DEADLINE_SECONDS", default=60.0)
+# The per-payment Redis lock lives GATEWAY_TIMEOUT_SECONDS plus this margin.
+PAYMENT_LOCK_MARGIN_SECONDS = env.float("PAYMENT_LOCK_MARGIN_SECONDS", default=5.0)
 CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=60)
 CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=90)
 # The Redis visibility timeout must exceed every retry countdown, or a delayed task is redelivered.
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=3600),
 }
-CELERY_BEAT_SCHEDULE: dict = {}
+# Beat: exactly one beat process runs these (make run and docker-compose start one).
+BEAT_EXPIRE_SECONDS = env.float("BEAT_EXPIRE_SECONDS", default=60.0)
+BEAT_SETTLE_SECONDS = env.float("BEAT_SETTLE_SECONDS", default=30.0)
+BEAT_RECONCILE_SECONDS = env.float("BEAT_RECONCILE_SECONDS", default=30.0)
+CELERY_BEAT_SCHEDULE = {
+    "expire-authorizations": {
+        "task": "payments.tasks.payments_expire_authorizations",
+        "schedule": BEAT_EXPIRE_SECONDS,
+    },
+    "settle-captures": {
+        "task": "payments.tasks.payments_settle_captures",
+        "schedule": BEAT_SETTLE_SECONDS,
+    },
+    "reconcile": {"task": "payments.tasks.payments_reconcile", "schedule": BEAT_RECONCILE_SECONDS},
+}
 
 # --- Payments ---
 AUTHORIZATION_EXPIRY_HOURS = env.int("AUTHORIZATION_EXPIRY_HOURS", default=7 * 24)
+# Captures settle (captured -> completed) this long after capture; automatic capture settles
+# at once.
+SETTLEMENT_DELAY_SECONDS = env.float("SETTLEMENT_DELAY_SECONDS", default=0.0)
+# Attempts and refunds still open this long after they started are resolved by the reconciler.
+RECONCILE_AFTER_SECONDS = env.float("RECONCILE_AFTER_SECONDS", default=120.0)
 IDEMPOTENCY_KEY_TTL_HOURS = env.int("IDEMPOTENCY_KEY_TTL_HOURS", default=24)
 # An in-progress idempotency key whose request died (worker killed, crash) is taken over after this.
 IDEMPOTENCY_LOCK_TIMEOUT_SECONDS = env.int("IDEMPOTENCY_LOCK_TIMEOUT_SECONDS", default=300)

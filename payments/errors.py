@@ -43,6 +43,11 @@ class VersionConflict(PaymentError):
     status = 409
 
 
+class OperationInProgress(PaymentError):
+    code = "operation_in_progress"
+    status = 409
+
+
 class AmountExceeded(PaymentError):
     code = "amount_exceeded"
     status = 422

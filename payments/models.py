@@ -117,6 +117,10 @@ def failure_cleared(payment: Payment) -> bool:
     return not payment.failure_code
 
 
+def holds_no_funds(payment: Payment) -> bool:
+    return payment.amount_authorized == 0 and payment.amount_captured == 0
+
+
 class Payment(FSMModelMixin, models.Model):
     id = models.CharField(primary_key=True, max_length=40, default=new_payment_id, editable=False)
     merchant = models.ForeignKey(Merchant, on_delete=models.PROTECT, related_name="payments")
@@ -223,7 +227,12 @@ class Payment(FSMModelMixin, models.Model):
     def fail(self) -> None:
         """Declined, no gateway, or a capture that failed to settle; ``failure_code`` says why."""
 
-    @transition(field=status, source=S.FAILED, target=S.INITIATED, conditions=[failure_cleared])
+    @transition(
+        field=status,
+        source=S.FAILED,
+        target=S.INITIATED,
+        conditions=[failure_cleared, holds_no_funds],
+    )
     def retry(self) -> None:
         """Manual retry by operations staff: processing starts again with a new attempt."""
 
@@ -278,12 +287,28 @@ class AttemptStatus(models.TextChoices):
     UNKNOWN = "unknown"  # a timeout: the gateway may or may not have charged
 
 
+class AttemptOperation(models.TextChoices):
+    AUTHORIZE = "authorize"
+    CAPTURE = "capture"
+    VOID = "void"
+
+
+OPEN_ATTEMPT_STATUSES = ("pending", "unknown")
+
+
 class PaymentAttempt(models.Model):
-    """One call to a gateway for a payment; its id is the idempotency reference sent."""
+    """One gateway operation on a payment; its id is the idempotency reference sent.
+
+    At most one attempt of a payment is open (``pending`` or ``unknown``) at a time, enforced
+    by a partial unique index: two captures, or a capture and a void, cannot race.
+    """
 
     id = models.CharField(primary_key=True, max_length=40, default=new_attempt_id, editable=False)
     payment = models.ForeignKey(Payment, on_delete=models.PROTECT, related_name="attempts")
     number = models.PositiveIntegerField()
+    operation = models.CharField(
+        max_length=16, choices=AttemptOperation.choices, default=AttemptOperation.AUTHORIZE
+    )
     gateway = models.CharField(max_length=64)
     status = models.CharField(
         max_length=16, choices=AttemptStatus.choices, default=AttemptStatus.PENDING
@@ -302,11 +327,16 @@ class PaymentAttempt(models.Model):
         ordering = ("payment", "number")
         constraints = [
             models.UniqueConstraint(fields=["payment", "number"], name="attempt_payment_number"),
+            models.UniqueConstraint(
+                fields=["payment"],
+                condition=Q(status__in=OPEN_ATTEMPT_STATUSES),
+                name="attempt_one_open_per_payment",
+            ),
         ]
         indexes = [models.Index(fields=["status", "created_at"], name="attempt_status_idx")]
 
     def __str__(self) -> str:
-        return f"{self.id} {self.gateway} {self.status}"
+        return f"{self.id} {self.operation} {self.gateway} {self.status}"
 
 
 class RefundStatus(models.TextChoices):
@@ -333,7 +363,14 @@ class Refund(models.Model):
         ordering = ("-id",)
         constraints = [
             models.CheckConstraint(condition=Q(amount__gt=0), name="refund_amount_positive"),
+            # A payment has at most one refund in flight (it is ``refund_initiated`` meanwhile).
+            models.UniqueConstraint(
+                fields=["payment"],
+                condition=Q(status="pending"),
+                name="refund_one_pending_per_payment",
+            ),
         ]
+        indexes = [models.Index(fields=["status", "created_at"], name="refund_status_idx")]
 
     def __str__(self) -> str:
         return f"{self.id} {self.amount} {self.currency} {self.status}"

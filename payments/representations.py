@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from .models import Payment, PaymentEvent
+from .models import Payment, PaymentEvent, Refund
 
 
 def iso(value: datetime | None) -> str | None:
@@ -56,4 +56,19 @@ def event_to_dict(event: PaymentEvent) -> dict[str, Any]:
         "data": event.data,
         "actor": event.actor,
         "created_at": iso(event.created_at),
+    }
+
+
+def refund_to_dict(refund: Refund) -> dict[str, Any]:
+    return {
+        "id": refund.id,
+        "object": "refund",
+        "payment": refund.payment_id,
+        "amount": refund.amount,
+        "currency": refund.currency,
+        "reason": refund.reason,
+        "status": refund.status,
+        "failure": {"code": refund.failure_code} if refund.failure_code else None,
+        "created_at": iso(refund.created_at),
+        "updated_at": iso(refund.updated_at),
     }

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.db.models import QuerySet
 
 from .errors import PaymentNotFound
-from .models import Merchant, Payment, PaymentEvent
+from .models import Merchant, Payment, PaymentEvent, Refund
 from .validation import ListParams
 
 
@@ -46,3 +46,9 @@ def payment_events(*, merchant: Merchant, payment_id: str) -> list[PaymentEvent]
     """The payment's events, oldest first."""
     payment = payment_get(merchant=merchant, payment_id=payment_id)
     return list(PaymentEvent.objects.filter(payment=payment).order_by("sequence"))
+
+
+def refund_list(*, merchant: Merchant, payment_id: str) -> list[Refund]:
+    """The payment's refunds, newest first."""
+    payment = payment_get(merchant=merchant, payment_id=payment_id)
+    return list(Refund.objects.filter(payment=payment).order_by("-id"))

@@ -101,3 +101,30 @@ class ErrorDetailSerializer(serializers.Serializer):
 
 class ErrorSerializer(serializers.Serializer):
     error = ErrorDetailSerializer()
+
+
+class AmountInputSerializer(serializers.Serializer):
+    amount = serializers.IntegerField(min_value=1, required=False)
+
+
+class RefundInputSerializer(AmountInputSerializer):
+    reason = serializers.CharField(required=False, max_length=500)
+
+
+class RefundOutputSerializer(serializers.Serializer):
+    id = serializers.CharField()
+    object = serializers.CharField(default="refund")
+    payment = serializers.CharField()
+    amount = serializers.IntegerField()
+    currency = serializers.CharField()
+    reason = serializers.CharField()
+    status = serializers.ChoiceField(choices=["pending", "succeeded", "failed"])
+    failure = FailureSerializer(allow_null=True)
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+
+
+class RefundListSerializer(serializers.Serializer):
+    object = serializers.CharField(default="list")
+    data = RefundOutputSerializer(many=True)
+    has_more = serializers.BooleanField()

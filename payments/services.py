@@ -28,15 +28,25 @@ from gateways.base import GatewayResult, Outcome
 from outbox.services import outbox_message_create
 from routing.router import route
 
-from .errors import AmountExceeded, InvalidTransition, PaymentNotFound, VersionConflict
+from .errors import (
+    AmountExceeded,
+    InvalidTransition,
+    OperationInProgress,
+    PaymentNotFound,
+    VersionConflict,
+)
 from .models import (
+    OPEN_ATTEMPT_STATUSES,
     ApiKey,
+    AttemptOperation,
     AttemptStatus,
     Merchant,
     Payment,
     PaymentAttempt,
     PaymentEvent,
     PaymentStatus,
+    Refund,
+    RefundStatus,
 )
 from .representations import event_to_dict, iso
 
@@ -251,13 +261,15 @@ def payment_transition(
 # --- creating and processing payments ---
 
 
-def _enqueue_processing(payment_id: str) -> Callable[[], None]:
+def _send_after_commit(task_name: str, *args: str) -> None:
+    """Send a payments task once the current transaction commits (never before)."""
+
     def send() -> None:
-        from .tasks import payment_process
+        from . import tasks
 
-        payment_process.delay(payment_id, get_correlation_id())
+        getattr(tasks, task_name).delay(*args, get_correlation_id())
 
-    return send
+    transaction.on_commit(send)
 
 
 def payment_create(
@@ -299,7 +311,7 @@ def payment_create(
             actor=actor,
             changes=initial,
         )
-        transaction.on_commit(_enqueue_processing(payment.id))
+        _send_after_commit("payment_process", payment.id)
     return payment
 
 
@@ -309,56 +321,90 @@ class AttemptPlan:
 
     payment_id: str
     attempt_id: str
+    operation: str
     gateway: str
     amount: int
     currency: str
     token: str
-    capture_method: str
+    gateway_reference: str
     resume: bool  # an earlier call with this reference may have reached the gateway
+    first_attempt_at: datetime
 
 
 def _plan(payment: Payment, attempt: PaymentAttempt, *, resume: bool) -> AttemptPlan:
+    first = (
+        payment.attempts.filter(operation=attempt.operation)
+        .order_by("number")
+        .values_list("created_at", flat=True)
+        .first()
+    )
     return AttemptPlan(
         payment_id=payment.id,
         attempt_id=attempt.id,
+        operation=attempt.operation,
         gateway=attempt.gateway,
         amount=attempt.amount,
         currency=attempt.currency,
         token=str(payment.payment_method.get("token", "")),
-        capture_method=payment.capture_method,
+        gateway_reference=payment.gateway_reference,
         resume=resume,
+        first_attempt_at=first or attempt.created_at,
     )
 
 
-def payment_attempt_begin(*, payment_id: str) -> AttemptPlan | None:
-    """Commit the next gateway attempt of a payment, or say where an unfinished one stands.
+def _next_number(payment: Payment) -> int:
+    last = payment.attempts.order_by("-number").values_list("number", flat=True).first()
+    return (last or 0) + 1
 
-    * ``initiated``: choose a gateway, create attempt 1 (``pending``) and move to
-      ``processing``.
+
+def _open_attempt(
+    payment: Payment, *, operation: str, amount: int, **fields: Any
+) -> PaymentAttempt:
+    """Create a pending attempt; refuses while another attempt of the payment is open."""
+    if payment.attempts.filter(status__in=OPEN_ATTEMPT_STATUSES).exists():
+        raise OperationInProgress("another gateway operation on this payment is in progress")
+    return PaymentAttempt.objects.create(
+        payment=payment,
+        number=_next_number(payment),
+        operation=operation,
+        gateway=fields.pop("gateway", payment.gateway),
+        amount=amount,
+        currency=payment.currency,
+        **fields,
+    )
+
+
+def payment_attempt_begin(
+    *, payment_id: str, available: Callable[[str], bool] | None = None
+) -> AttemptPlan | None:
+    """Commit the next authorize attempt of a payment, or say where an unfinished one stands.
+
+    * ``initiated``: choose a gateway, create an attempt (``pending``), move to ``processing``.
     * ``processing`` whose last attempt is ``pending`` or ``unknown`` (a worker died, an answer
-      was lost): the same attempt again with ``resume=True``; its reference is the gateway's
+      was lost): that attempt again with ``resume=True``; its reference is the gateway's
       idempotency key, so resending it never charges twice.
     * ``processing`` whose last attempt erred without charging: a new attempt on the next
-      gateway in order, or the first again when none is left (``retry_attempt``).
+      gateway in the merchant's order (``retry_attempt``): the fallback.
     * any other state: ``None``; the work was done already (tasks are redelivered).
 
-    Fails the payment with ``no_gateway_available`` when the merchant has no usable gateway.
+    ``available`` says whether a gateway can take a call now (breaker, bulkhead). Fails the
+    payment with ``no_gateway_available`` when no gateway can take it.
     """
     with _locked(payment_id) as payment:
-        last = payment.attempts.order_by("-number").first()
+        last = (
+            payment.attempts.filter(operation=AttemptOperation.AUTHORIZE)
+            .order_by("-number")
+            .first()
+        )
         if payment.status == PaymentStatus.PROCESSING and last is not None:
-            if last.status in (AttemptStatus.PENDING, AttemptStatus.UNKNOWN):
+            if last.status in OPEN_ATTEMPT_STATUSES:
                 return _plan(payment, last, resume=True)
             if last.status != AttemptStatus.ERROR:
                 return None
         elif payment.status != PaymentStatus.INITIATED:
             return None
-
-        tried = set(payment.attempts.values_list("gateway", flat=True))
-        decision = route(configured=payment.merchant.gateways, exclude=tried)
-        if not decision.gateways:
-            # Every gateway was tried once: go round again in the merchant's order.
-            decision = route(configured=payment.merchant.gateways)
+        after = last.gateway if payment.status == PaymentStatus.PROCESSING and last else None
+        decision = route(configured=payment.merchant.gateways, after=after, available=available)
         if not decision.gateways:
             _apply(
                 payment,
@@ -366,22 +412,21 @@ def payment_attempt_begin(*, payment_id: str) -> AttemptPlan | None:
                 actor=SYSTEM,
                 changes={
                     "failure_code": "no_gateway_available",
-                    "failure_message": "the merchant has no gateway that can take this payment",
+                    "failure_message": "no gateway of the merchant can take this payment now",
                 },
                 data={"routing": decision.as_dict()},
             )
             return None
         gateway = decision.gateways[0]
-        attempt = PaymentAttempt.objects.create(
-            payment=payment,
-            number=(last.number + 1) if last else 1,
-            gateway=gateway,
+        attempt = _open_attempt(
+            payment,
+            operation=AttemptOperation.AUTHORIZE,
             amount=payment.amount,
-            currency=payment.currency,
+            gateway=gateway,
             routing_decision=decision.as_dict(),
         )
         transition = (
-            "start_processing" if payment.status == PaymentStatus.INITIATED else ("retry_attempt")
+            "start_processing" if payment.status == PaymentStatus.INITIATED else "retry_attempt"
         )
         _apply(
             payment,
@@ -395,17 +440,18 @@ def payment_attempt_begin(*, payment_id: str) -> AttemptPlan | None:
 
 def _finish_attempt(attempt: PaymentAttempt, result: GatewayResult, status: str) -> None:
     attempt.status = status
-    attempt.gateway_reference = result.gateway_reference or ""
+    attempt.gateway_reference = result.gateway_reference or attempt.gateway_reference
     attempt.error_code = result.decline_code or ""
     attempt.error_message = result.message[:500]
     attempt.latency_ms = result.latency_ms
-    attempt.completed_at = timezone.now()
+    attempt.completed_at = timezone.now() if status not in OPEN_ATTEMPT_STATUSES else None
     attempt.save()
 
 
 def _attempt_data(attempt: PaymentAttempt, result: GatewayResult) -> dict[str, Any]:
     return {
         "attempt": attempt.id,
+        "operation": attempt.operation,
         "gateway": attempt.gateway,
         "outcome": str(result.outcome),
         "code": result.decline_code,
@@ -418,16 +464,17 @@ def payment_attempt_record(
 ) -> Payment:
     """Record a gateway's answer to an authorize attempt, with the transition it implies.
 
-    ``succeeded`` -> ``authorized``; ``declined`` -> ``failed`` with the decline code;
-    ``retryable_error`` -> the attempt is marked ``error`` (``payment.attempt_failed``), or
-    with ``final`` the payment fails with that code; ``unknown`` -> the attempt is marked
-    ``unknown`` and the payment stays ``processing`` until a lookup settles it.
-    Idempotent: an attempt already recorded is left alone and the payment returned as it is.
+    ``succeeded`` -> ``authorized`` (and, for automatic capture, a capture attempt opened and
+    queued); ``declined`` -> ``failed`` with the decline code; ``retryable_error`` -> the
+    attempt is marked ``error`` (``payment.attempt_failed``), or with ``final`` the payment
+    fails with that code; ``unknown`` -> the attempt is marked ``unknown`` and the payment
+    stays ``processing`` until a lookup settles it. Idempotent: an attempt already closed is
+    left alone and the payment returned as it is.
     """
-    attempt = PaymentAttempt.objects.select_related("payment").get(pk=attempt_id)
-    with _locked(attempt.payment_id) as payment:
+    payment_id = PaymentAttempt.objects.values_list("payment_id", flat=True).get(pk=attempt_id)
+    with _locked(payment_id) as payment:
         attempt = PaymentAttempt.objects.select_for_update().get(pk=attempt_id)
-        if attempt.status not in (AttemptStatus.PENDING, AttemptStatus.UNKNOWN):
+        if attempt.status not in OPEN_ATTEMPT_STATUSES:
             return payment
         data = _attempt_data(attempt, result)
         if result.outcome == Outcome.SUCCEEDED:
@@ -451,14 +498,14 @@ def payment_attempt_record(
                 data=data,
             )
             if payment.capture_method == "automatic":
-                transaction.on_commit(_enqueue_capture(payment.id))
+                capture = _open_attempt(
+                    payment, operation=AttemptOperation.CAPTURE, amount=payment.amount_authorized
+                )
+                _send_after_commit("payment_operation_execute", capture.id)
         elif result.outcome == Outcome.DECLINED or (final and result.retryable):
+            declined = result.outcome == Outcome.DECLINED
             _finish_attempt(
-                attempt,
-                result,
-                AttemptStatus.DECLINED
-                if result.outcome == Outcome.DECLINED
-                else AttemptStatus.ERROR,
+                attempt, result, AttemptStatus.DECLINED if declined else AttemptStatus.ERROR
             )
             _apply(
                 payment,
@@ -473,48 +520,235 @@ def payment_attempt_record(
         elif result.outcome == Outcome.RETRYABLE_ERROR:
             _finish_attempt(attempt, result, AttemptStatus.ERROR)
             _record(payment, "payment.attempt_failed", actor=SYSTEM, data=data)
-        else:
-            # UNKNOWN or NOT_FOUND from a lookup: the charge may exist; never charge elsewhere.
-            if attempt.status != AttemptStatus.UNKNOWN:
-                _finish_attempt(attempt, result, AttemptStatus.UNKNOWN)
-                _record(payment, "payment.attempt_failed", actor=SYSTEM, data=data)
+        elif attempt.status != AttemptStatus.UNKNOWN:
+            # UNKNOWN, or NOT_FOUND from a lookup: the charge may exist; never charge elsewhere.
+            _finish_attempt(attempt, result, AttemptStatus.UNKNOWN)
+            _record(payment, "payment.attempt_failed", actor=SYSTEM, data=data)
     return payment
 
 
-def _enqueue_capture(payment_id: str) -> Callable[[], None]:
-    def send() -> None:
-        from .tasks import payment_capture_automatic
-
-        payment_capture_automatic.delay(payment_id, get_correlation_id())
-
-    return send
+# --- capture, cancel, expiry, settlement, manual retry ---
 
 
-def payment_capture_record(
-    *, payment_id: str, amount: int, result: GatewayResult, actor: str, settle: bool
+def payment_capture(
+    *,
+    payment_id: str,
+    actor: str,
+    amount: int | None = None,
+    expected_version: int | None = None,
 ) -> Payment:
-    """Record a gateway capture: ``authorized -> captured`` (and ``-> completed`` with ``settle``).
+    """Ask the gateway to capture ``amount`` (default: all) of an ``authorized`` payment.
 
-    A capture the gateway refused leaves the payment ``authorized`` and records a
-    ``payment.attempt_failed`` event with the gateway's code. Idempotent: a payment already
-    ``captured`` or ``completed`` is returned unchanged. Raises ``InvalidTransition`` for any
-    other state.
+    Commits a capture attempt and queues its gateway call; the payment becomes ``captured``
+    when the gateway confirms. Raises ``InvalidTransition`` unless ``authorized``,
+    ``AmountExceeded`` above ``amount_authorized``, ``OperationInProgress`` while another
+    gateway operation (a capture or a void) is open, so racing captures capture once.
     """
-    with _locked(payment_id) as payment:
+    with _locked(payment_id, expected_version=expected_version) as payment:
         if payment.status != PaymentStatus.AUTHORIZED:
-            if payment.status in (PaymentStatus.CAPTURED, PaymentStatus.COMPLETED):
-                return payment  # recorded already: a redelivered task
             raise InvalidTransition(f"cannot capture a payment that is {payment.status}")
-        data = {
-            "operation": "capture",
-            "outcome": str(result.outcome),
-            "code": result.decline_code,
-            "latency_ms": result.latency_ms,
-        }
-        if not result.succeeded:
-            _record(payment, "payment.attempt_failed", actor=actor, data=data)
-            return payment
-        _apply(payment, "capture", actor=actor, changes={"amount_captured": amount}, data=data)
-        if settle:
-            _apply(payment, "complete", actor=actor)
+        amount = payment.amount_authorized if amount is None else amount
+        if amount > payment.amount_authorized:
+            raise AmountExceeded(
+                f"amount may be at most the authorized {payment.amount_authorized}",
+                param="amount",
+            )
+        attempt = _open_attempt(payment, operation=AttemptOperation.CAPTURE, amount=amount)
+        _send_after_commit("payment_operation_execute", attempt.id)
     return payment
+
+
+def payment_cancel(*, payment_id: str, actor: str, expected_version: int | None = None) -> Payment:
+    """Cancel a payment: at once when ``initiated``; by voiding at the gateway when ``authorized``.
+
+    A void runs in a Celery task; the payment becomes ``cancelled`` when the gateway confirms.
+    Raises ``InvalidTransition`` in any other state and ``OperationInProgress`` while another
+    gateway operation is open.
+    """
+    with _locked(payment_id, expected_version=expected_version) as payment:
+        if payment.status == PaymentStatus.INITIATED:
+            _apply(payment, "cancel", actor=actor)
+        elif payment.status == PaymentStatus.AUTHORIZED:
+            attempt = _open_attempt(
+                payment, operation=AttemptOperation.VOID, amount=payment.amount_authorized
+            )
+            _record(payment, "payment.cancel_requested", actor=actor, data={"attempt": attempt.id})
+            _send_after_commit("payment_operation_execute", attempt.id)
+        else:
+            raise InvalidTransition(f"cannot cancel a payment that is {payment.status}")
+    return payment
+
+
+def payment_operation_plan(*, attempt_id: str) -> AttemptPlan | None:
+    """The capture or void attempt to send, or ``None`` when it is closed already."""
+    attempt = PaymentAttempt.objects.select_related("payment").get(pk=attempt_id)
+    if attempt.status not in OPEN_ATTEMPT_STATUSES:
+        return None
+    return _plan(attempt.payment, attempt, resume=attempt.status == AttemptStatus.UNKNOWN)
+
+
+def payment_operation_record(
+    *, attempt_id: str, result: GatewayResult, final: bool = False
+) -> Payment:
+    """Record the answer to a capture or void attempt, with the transition it implies.
+
+    Capture succeeded: ``authorized -> captured`` (and at once ``-> completed`` for automatic
+    capture; manual captures are settled by beat). Void succeeded: ``authorized -> cancelled``
+    (an expired payment stays expired). A refusal, or a retryable error with ``final``, closes
+    the attempt and records ``payment.attempt_failed``; the payment keeps its state. Retryable
+    and unknown answers keep the attempt open: the same reference is sent again.
+    Idempotent: a closed attempt is left alone.
+    """
+    payment_id = PaymentAttempt.objects.values_list("payment_id", flat=True).get(pk=attempt_id)
+    with _locked(payment_id) as payment:
+        attempt = PaymentAttempt.objects.select_for_update().get(pk=attempt_id)
+        if attempt.status not in OPEN_ATTEMPT_STATUSES:
+            return payment
+        data = _attempt_data(attempt, result)
+        if result.succeeded:
+            _finish_attempt(attempt, result, AttemptStatus.SUCCEEDED)
+            if attempt.operation == AttemptOperation.CAPTURE:
+                _apply(
+                    payment,
+                    "capture",
+                    actor=SYSTEM,
+                    changes={"amount_captured": attempt.amount},
+                    data=data,
+                )
+                if payment.capture_method == "automatic":
+                    _apply(payment, "complete", actor=SYSTEM)
+            elif payment.status == PaymentStatus.AUTHORIZED:
+                _apply(payment, "cancel", actor=SYSTEM, data=data)
+            else:
+                _record(payment, "payment.voided", actor=SYSTEM, data=data)
+        elif result.declined or (final and (result.retryable or result.is_unknown)):
+            status = AttemptStatus.DECLINED if result.declined else AttemptStatus.ERROR
+            _finish_attempt(attempt, result, status)
+            _record(payment, "payment.attempt_failed", actor=SYSTEM, data=data)
+        else:
+            status = AttemptStatus.UNKNOWN if result.is_unknown else AttemptStatus.PENDING
+            _finish_attempt(attempt, result, status)
+    return payment
+
+
+def payment_expire(*, payment_id: str) -> Payment | None:
+    """``authorized -> expired`` for an authorisation past its window, then void it at the
+    gateway (best effort: the gateway lets it lapse anyway). ``None`` if not due any more."""
+    with _locked(payment_id) as payment:
+        due = (
+            payment.status == PaymentStatus.AUTHORIZED
+            and payment.authorization_expires_at is not None
+            and payment.authorization_expires_at <= timezone.now()
+            and not payment.attempts.filter(status__in=OPEN_ATTEMPT_STATUSES).exists()
+        )
+        if not due:
+            return None
+        _apply(payment, "expire", actor=SYSTEM)
+        attempt = _open_attempt(
+            payment, operation=AttemptOperation.VOID, amount=payment.amount_authorized
+        )
+        _send_after_commit("payment_operation_execute", attempt.id)
+    return payment
+
+
+def payment_settle(*, payment_id: str) -> Payment | None:
+    """``captured -> completed`` once the capture is older than ``SETTLEMENT_DELAY_SECONDS``."""
+    cutoff = timezone.now() - timedelta(seconds=settings.SETTLEMENT_DELAY_SECONDS)
+    with _locked(payment_id) as payment:
+        if payment.status != PaymentStatus.CAPTURED or payment.updated_at > cutoff:
+            return None
+        _apply(payment, "complete", actor=SYSTEM)
+    return payment
+
+
+def payment_retry(*, payment_id: str, actor: str, expected_version: int | None = None) -> Payment:
+    """Manual retry: ``failed -> initiated`` and processing again with a new attempt.
+
+    Only for a payment that holds no funds (nothing authorised or captured), so a retry can
+    never charge twice. Raises ``InvalidTransition`` otherwise.
+    """
+    with _locked(payment_id, expected_version=expected_version) as payment:
+        _apply(payment, "retry", actor=actor, changes={"failure_code": "", "failure_message": ""})
+        _send_after_commit("payment_process", payment.id)
+    return payment
+
+
+# --- refunds ---
+
+
+def refund_create(
+    *,
+    payment_id: str,
+    actor: str,
+    amount: int | None = None,
+    reason: str = "",
+    expected_version: int | None = None,
+) -> Refund:
+    """Start a refund of ``amount`` (default: all that is left) of a captured payment.
+
+    Under the payment's row lock: the payment must be ``completed`` or ``partially_refunded``
+    (so one refund at a time is in flight) and the amount at most captured minus refunded, so
+    racing refund requests can never refund more than was captured. Commits the refund
+    (``pending``), ``refund.created`` and ``refund_initiated``; the gateway call is queued.
+    """
+    with _locked(payment_id, expected_version=expected_version) as payment:
+        if payment.status not in (PaymentStatus.COMPLETED, PaymentStatus.PARTIALLY_REFUNDED):
+            raise InvalidTransition(f"cannot refund a payment that is {payment.status}")
+        refundable = payment.amount_captured - payment.amount_refunded
+        amount = refundable if amount is None else amount
+        if amount > refundable:
+            raise AmountExceeded(
+                f"amount may be at most the {refundable} not yet refunded", param="amount"
+            )
+        refund = Refund.objects.create(
+            payment=payment, amount=amount, currency=payment.currency, reason=reason
+        )
+        _record(payment, "refund.created", actor=actor, data=_refund_data(refund))
+        _apply(payment, "initiate_refund", actor=actor, data={"refund": refund.id})
+        _send_after_commit("refund_execute", refund.id)
+    return refund
+
+
+def _refund_data(refund: Refund, result: GatewayResult | None = None) -> dict[str, Any]:
+    data: dict[str, Any] = {"refund": refund.id, "amount": refund.amount, "status": refund.status}
+    if result is not None:
+        data.update(outcome=str(result.outcome), code=result.decline_code)
+    return data
+
+
+def refund_record(*, refund_id: str, result: GatewayResult, final: bool = False) -> Refund:
+    """Record the gateway's answer to a refund, with the payment transition it implies.
+
+    Succeeded: ``amount_refunded`` grows and the payment becomes ``refunded`` or
+    ``partially_refunded``. Refused (or a retryable error with ``final``): the refund fails and
+    the payment goes back to ``completed`` or ``partially_refunded`` (the money is still
+    captured). Otherwise the refund stays ``pending`` and is sent again with the same reference.
+    Idempotent: a refund no longer pending is left alone.
+    """
+    payment_id = Refund.objects.values_list("payment_id", flat=True).get(pk=refund_id)
+    with _locked(payment_id) as payment:
+        refund = Refund.objects.select_for_update().get(pk=refund_id)
+        if refund.status != RefundStatus.PENDING:
+            return refund
+        if result.succeeded:
+            refund.status = RefundStatus.SUCCEEDED
+            refund.gateway_reference = result.gateway_reference or ""
+            refund.save()
+            refunded = payment.amount_refunded + refund.amount
+            _record(payment, "refund.succeeded", actor=SYSTEM, data=_refund_data(refund, result))
+            transition = (
+                "mark_refunded"
+                if refunded == payment.amount_captured
+                else "mark_partially_refunded"
+            )
+            _apply(payment, transition, actor=SYSTEM, changes={"amount_refunded": refunded})
+        elif result.declined or (final and (result.retryable or result.is_unknown)):
+            refund.status = RefundStatus.FAILED
+            refund.failure_code = result.decline_code or "refund_failed"
+            refund.save()
+            _record(payment, "refund.failed", actor=SYSTEM, data=_refund_data(refund, result))
+            transition = (
+                "restore_completed" if payment.amount_refunded == 0 else ("mark_partially_refunded")
+            )
+            _apply(payment, transition, actor=SYSTEM, data={"refund": refund.id})
+    return refund

@@ -10,4 +10,17 @@ urlpatterns = [
     path(
         "payments/<str:payment_id>/events", views.PaymentEventsApi.as_view(), name="payment-events"
     ),
+    path(
+        "payments/<str:payment_id>/capture",
+        views.PaymentCaptureApi.as_view(),
+        name="payment-capture",
+    ),
+    path(
+        "payments/<str:payment_id>/cancel", views.PaymentCancelApi.as_view(), name="payment-cancel"
+    ),
+    path(
+        "payments/<str:payment_id>/refunds",
+        views.PaymentRefundsApi.as_view(),
+        name="payment-refunds",
+    ),
 ]

@@ -312,3 +312,38 @@ def validate_list_params(params: Mapping[str, str]) -> ListParams:
         created_lt=_datetime_param(params, "created_lt"),
         merchant_reference=params.get("merchant_reference"),
     )
+
+
+@dataclass(frozen=True)
+class AmountInput:
+    amount: int | None
+    reason: str = ""
+
+
+def validate_amount_body(body: Any, currency: str, *, allowed: frozenset[str]) -> AmountInput:
+    """A body of ``{"amount": optional[, "reason": optional]}`` (capture, refund, cancel)."""
+    if body is None or body == "":
+        body = {}
+    if not isinstance(body, dict):
+        raise ValidationFailed("invalid_request", "the body must be a JSON object")
+    unknown = set(body) - allowed
+    if unknown:
+        name = sorted(unknown)[0]
+        raise ValidationFailed("parameter_unknown", f"unknown parameter: {name}", param=name)
+    amount = body.get("amount")
+    return AmountInput(
+        amount=None if amount is None else validate_amount(amount, currency),
+        reason=_string(body, "reason", 500) if "reason" in allowed else "",
+    )
+
+
+def parse_if_match(value: str | None) -> int | None:
+    """``If-Match: <version>`` (quotes allowed, as for an ETag); ``None`` when absent."""
+    if value is None:
+        return None
+    raw = value.strip().strip('"')
+    if not raw.isdigit():
+        raise ValidationFailed(
+            "if_match_invalid", "If-Match must be the payment's version number", param="If-Match"
+        )
+    return int(raw)

@@ -10,15 +10,25 @@ from rest_framework.views import APIView
 
 from . import selectors, services
 from .idempotency import idempotent
-from .representations import event_to_dict, payment_to_dict
+from .representations import event_to_dict, payment_to_dict, refund_to_dict
 from .serializers import (
+    AmountInputSerializer,
     ErrorSerializer,
     EventListSerializer,
     PaymentCreateInputSerializer,
     PaymentListSerializer,
     PaymentOutputSerializer,
+    RefundInputSerializer,
+    RefundListSerializer,
+    RefundOutputSerializer,
 )
-from .validation import reject_card_numbers, validate_list_params, validate_payment_create
+from .validation import (
+    parse_if_match,
+    reject_card_numbers,
+    validate_amount_body,
+    validate_list_params,
+    validate_payment_create,
+)
 
 _ERRORS = {400: ErrorSerializer, 401: ErrorSerializer, 404: ErrorSerializer}
 _IDEMPOTENCY = OpenApiParameter(
@@ -90,4 +100,85 @@ class PaymentEventsApi(APIView):
         events = selectors.payment_events(merchant=request.user.merchant, payment_id=payment_id)
         return Response(
             {"object": "list", "data": [event_to_dict(e) for e in events], "has_more": False}
+        )
+
+
+_IF_MATCH = OpenApiParameter(
+    "If-Match", str, OpenApiParameter.HEADER, description="the payment version you expect"
+)
+_WRITE_ERRORS = {409: ErrorSerializer, 422: ErrorSerializer} | _ERRORS
+
+
+def _expected_version(request: Request) -> int | None:
+    return parse_if_match(request.headers.get("If-Match"))
+
+
+class PaymentCaptureApi(APIView):
+    @extend_schema(
+        operation_id="payments_capture",
+        request=AmountInputSerializer,
+        parameters=[_IDEMPOTENCY, _IF_MATCH],
+        responses={200: PaymentOutputSerializer} | _WRITE_ERRORS,
+    )
+    @idempotent
+    def post(self, request: Request, payment_id: str) -> Response:
+        payment = selectors.payment_get(merchant=request.user.merchant, payment_id=payment_id)
+        body = validate_amount_body(request.data, payment.currency, allowed=frozenset({"amount"}))
+        payment = services.payment_capture(
+            payment_id=payment.id,
+            actor=request.user.actor,
+            amount=body.amount,
+            expected_version=_expected_version(request),
+        )
+        return Response(payment_to_dict(payment))
+
+
+class PaymentCancelApi(APIView):
+    @extend_schema(
+        operation_id="payments_cancel",
+        request=None,
+        parameters=[_IDEMPOTENCY, _IF_MATCH],
+        responses={200: PaymentOutputSerializer} | _WRITE_ERRORS,
+    )
+    @idempotent
+    def post(self, request: Request, payment_id: str) -> Response:
+        payment = selectors.payment_get(merchant=request.user.merchant, payment_id=payment_id)
+        validate_amount_body(request.data, payment.currency, allowed=frozenset())
+        payment = services.payment_cancel(
+            payment_id=payment.id,
+            actor=request.user.actor,
+            expected_version=_expected_version(request),
+        )
+        return Response(payment_to_dict(payment))
+
+
+class PaymentRefundsApi(APIView):
+    @extend_schema(
+        operation_id="payments_refunds_create",
+        request=RefundInputSerializer,
+        parameters=[_IDEMPOTENCY, _IF_MATCH],
+        responses={201: RefundOutputSerializer} | _WRITE_ERRORS,
+    )
+    @idempotent
+    def post(self, request: Request, payment_id: str) -> Response:
+        payment = selectors.payment_get(merchant=request.user.merchant, payment_id=payment_id)
+        body = validate_amount_body(
+            request.data, payment.currency, allowed=frozenset({"amount", "reason"})
+        )
+        refund = services.refund_create(
+            payment_id=payment.id,
+            actor=request.user.actor,
+            amount=body.amount,
+            reason=body.reason,
+            expected_version=_expected_version(request),
+        )
+        return Response(refund_to_dict(refund), status=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        operation_id="payments_refunds_list", responses={200: RefundListSerializer} | _ERRORS
+    )
+    def get(self, request: Request, payment_id: str) -> Response:
+        refunds = selectors.refund_list(merchant=request.user.merchant, payment_id=payment_id)
+        return Response(
+            {"object": "list", "data": [refund_to_dict(r) for r in refunds], "has_more": False}
         )

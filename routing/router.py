@@ -1,9 +1,10 @@
-"""Choosing gateways for an attempt. This first version keeps the merchant's order; the
-routing issue adds constraints, live metrics and strategies behind the same function."""
+"""Choosing gateways for an attempt. This version keeps the merchant's order, starting after
+the gateway that just failed and leaving out gateways that cannot take a call now; the routing
+issue adds constraints, live metrics and strategies behind the same function."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from gateways.registry import gateway_names
@@ -25,16 +26,31 @@ class RouteDecision:
         }
 
 
-def route(*, configured: Sequence[str], exclude: Collection[str] = ()) -> RouteDecision:
-    """Order the merchant's ``configured`` gateways, leaving out unknown or ``exclude``d ones."""
+def route(
+    *,
+    configured: Sequence[str],
+    after: str | None = None,
+    available: Callable[[str], bool] | None = None,
+) -> RouteDecision:
+    """Order the merchant's ``configured`` gateways for the next attempt.
+
+    The order is the merchant's, rotated to start just after ``after`` (the gateway whose
+    attempt failed without charging), so a fallback goes to the next gateway and wraps round.
+    Unknown gateways, and those ``available`` says cannot take a call now (breaker open,
+    bulkhead full), are left out with the reason.
+    """
     known = set(gateway_names())
+    order = list(dict.fromkeys(configured))
+    if after in order:
+        start = order.index(after) + 1
+        order = order[start:] + order[:start]
     chosen: list[str] = []
     excluded: list[tuple[str, str]] = []
-    for name in configured:
+    for name in order:
         if name not in known:
             excluded.append((name, "unknown_gateway"))
-        elif name in exclude:
-            excluded.append((name, "already_tried"))
-        elif name not in chosen:
+        elif available is not None and not available(name):
+            excluded.append((name, "unavailable"))
+        else:
             chosen.append(name)
     return RouteDecision(strategy="priority", gateways=tuple(chosen), excluded=tuple(excluded))

@@ -3,18 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
-import sys
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from django.conf import settings
-from django.db import connection
 
-from aegispay.celery import app as celery_app
 from gateways.sandbox import charge_count, ledger_entries
 from payments.models import Payment, PaymentAttempt
 from tests.conftest import VISA, MerchantClient, make_client
@@ -23,48 +15,6 @@ from tests.waiting import wait_until
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 TERMINAL = {"completed", "failed", "cancelled", "expired", "refunded"}
-
-
-@pytest.fixture
-def worker(transactional_db: None, tmp_path: Path) -> Iterator[subprocess.Popen]:
-    """A real ``celery worker`` process on the test database and the test queue."""
-    celery_app.control.purge()
-    log = tmp_path / "worker.log"
-    env = {
-        **os.environ,
-        "DATABASE_NAME": connection.settings_dict["NAME"],
-        "CELERY_QUEUE": settings.CELERY_TASK_DEFAULT_QUEUE,
-        "GATEWAY_RETRY_BASE_SECONDS": "0.1",
-        "GATEWAY_RETRY_MAX_SECONDS": "0.5",
-    }
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "aegispay",
-                "worker",
-                "--loglevel",
-                "INFO",
-                "--concurrency",
-                "2",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-                "-Q",
-                settings.CELERY_TASK_DEFAULT_QUEUE,
-            ],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    wait_until(lambda: "ready." in log.read_text(), timeout=60)
-    yield process
-    os.killpg(process.pid, signal.SIGTERM)
-    process.wait(timeout=30)
 
 
 def pay(api: MerchantClient, token: str) -> str:
@@ -147,7 +97,9 @@ def test_tok_processing_error_is_retried_on_new_attempts(worker: subprocess.Pope
     payment_id = pay(api, "tok_processingError")
     payment = settled(api, payment_id)
     attempts = list(
-        PaymentAttempt.objects.filter(payment_id=payment_id).values_list("gateway", "status")
+        PaymentAttempt.objects.filter(payment_id=payment_id, operation="authorize").values_list(
+            "gateway", "status"
+        )
     )
     assert payment["status"] == "completed"
     assert attempts == [
@@ -164,4 +116,4 @@ def test_tok_timeout_is_looked_up_not_charged_twice(worker: subprocess.Popen) ->
     payment = settled(api, payment_id)
     assert payment["status"] == "completed"
     assert charge_count(payment_id) == 1
-    assert PaymentAttempt.objects.filter(payment_id=payment_id).count() == 1
+    assert PaymentAttempt.objects.filter(payment_id=payment_id, operation="authorize").count() == 1
