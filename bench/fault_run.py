@@ -1,0 +1,253 @@
+"""Fault run: many payments through two faulty sandbox gateways, then check nothing went wrong.
+
+    make fault-run                       # 1,000 payments, 20% errors, 10% timeouts
+    .venv/bin/python -m aegispay.embedded bench fault_run --payments 200 --workers 2
+
+It uses its own database (``aegispay_bench`` on the configured PostgreSQL, created and migrated
+here, emptied at the start), starts real Celery worker processes, switches on the sandbox's
+fault injection for ``sandbox_a`` and ``sandbox_b`` (seeded), creates the payments through the
+service the API uses, and acts as beat (reconcile, settle) until every payment is in a
+terminal or deliberately waiting state or the time limit passes. Then it checks, and exits
+non-zero if any check fails:
+
+* every payment is terminal (``completed``, ``failed``) or deliberately waiting: none stuck;
+* no payment was charged twice (sandbox ledger: at most one authorize per payment, and one
+  exactly when the payment holds an authorisation; none for a failed payment);
+* no payment or event lost: one outbox row per event, and events replay to the stored state.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "aegispay.settings")
+os.environ["DATABASE_NAME"] = os.environ.get("BENCH_DATABASE_NAME", "aegispay_bench")
+os.environ["CELERY_QUEUE"] = "aegispay-bench"
+# Fast retries and reconciliation: the run is about correctness under faults, not waiting.
+BENCH_ENV = {
+    "GATEWAY_RETRY_BASE_SECONDS": "0.2",
+    "GATEWAY_RETRY_MAX_SECONDS": "2",
+    "GATEWAY_RETRY_DEADLINE_SECONDS": "30",
+    "RECONCILE_AFTER_SECONDS": "5",
+}
+os.environ.update(BENCH_ENV)
+
+WAITING = {"authorized"}  # manual-capture payments wait for the merchant, deliberately
+TERMINAL = {"completed", "failed", "cancelled", "expired", "refunded"}
+
+
+def ensure_database() -> None:
+    import psycopg
+    from django.conf import settings
+    from psycopg import sql
+
+    config = settings.DATABASES["default"]
+    with psycopg.connect(
+        dbname="postgres",
+        user=config["USER"],
+        password=config["PASSWORD"] or None,
+        host=config["HOST"] or None,
+        port=config["PORT"] or None,
+        autocommit=True,
+    ) as conn:
+        exists = conn.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", [config["NAME"]]
+        ).fetchone()
+        if not exists:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(config["NAME"])))
+
+
+def start_workers(count: int, log_dir: Path) -> list[subprocess.Popen]:
+    workers = []
+    for index in range(count):
+        log = (log_dir / f"fault-run-worker-{index}.log").open("w")
+        workers.append(
+            subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
+                [
+                    sys.executable,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "aegispay",
+                    "worker",
+                    "--loglevel",
+                    "WARNING",
+                    "--concurrency",
+                    "4",
+                    "--without-gossip",
+                    "--without-mingle",
+                    "--without-heartbeat",
+                    "-Q",
+                    "aegispay-bench",
+                    "-n",
+                    f"bench{index}@%h",
+                ],
+                cwd=REPO,
+                env=os.environ.copy(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        )
+    return workers
+
+
+def stop_workers(workers: list[subprocess.Popen]) -> None:
+    for worker in workers:
+        os.killpg(worker.pid, signal.SIGTERM)
+    for worker in workers:
+        worker.wait(timeout=60)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--payments", type=int, default=1000)
+    parser.add_argument("--error-rate", type=float, default=0.2)
+    parser.add_argument("--timeout-rate", type=float, default=0.1)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--time-limit", type=float, default=600)
+    args = parser.parse_args()
+
+    import django
+
+    django.setup()
+    ensure_database()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+    import pgtrigger
+    from django.db import connection
+    from django.test.utils import override_settings
+
+    from aegispay.celery import app as celery_app
+    from gateways.chaos import ChaosConfig, clear_chaos, set_chaos
+    from gateways.models import SandboxLedgerEntry, SandboxRequest
+    from outbox.models import OutboxMessage
+    from payments.models import Payment, PaymentEvent
+    from payments.projection import differences
+    from payments.services import merchant_create, payment_create
+    from payments.tasks import payments_reconcile, payments_settle_captures
+
+    # A clean slate: the bench database is the bench's own.
+    with pgtrigger.ignore("payments.PaymentEvent:no_truncate"), connection.cursor() as cursor:
+        cursor.execute(
+            "TRUNCATE payments_paymentevent, payments_paymentattempt, payments_refund, "
+            "payments_idempotencykey, payments_payment, payments_apikey, payments_merchant, "
+            "outbox_outboxmessage, gateways_sandboxledgerentry, gateways_sandboxrequest CASCADE"
+        )
+    celery_app.control.purge()
+    from django_redis import get_redis_connection
+
+    redis = get_redis_connection("default")
+    for key in redis.scan_iter("aegispay:breaker:*"):
+        redis.delete(key)
+    for key in redis.scan_iter("aegispay:bulkhead:*"):
+        redis.delete(key)
+    for index, gateway in enumerate(("sandbox_a", "sandbox_b")):
+        set_chaos(
+            gateway,
+            ChaosConfig(
+                error_rate=args.error_rate, timeout_rate=args.timeout_rate, seed=args.seed + index
+            ),
+        )
+    log_dir = REPO / ".aegispay"
+    log_dir.mkdir(exist_ok=True)
+    workers = start_workers(args.workers, log_dir)
+    started = time.monotonic()
+    try:
+        merchant, _key = merchant_create(name="Fault run", gateways=["sandbox_a", "sandbox_b"])
+        for index in range(args.payments):
+            payment_create(
+                merchant=merchant,
+                amount=1000 + index,
+                currency="EUR",
+                payment_method={"type": "card", "token": "tok_visa"},
+                capture_method="manual" if index % 10 == 0 else "automatic",
+                merchant_reference=f"fault-{index}",
+                actor="bench",
+            )
+        created = time.monotonic() - started
+        print(f"created {args.payments} payments in {created:.1f}s; processing under faults")
+        deadline = started + args.time_limit
+        with override_settings(**{k: float(v) for k, v in BENCH_ENV.items()}):
+            while time.monotonic() < deadline:
+                open_count = Payment.objects.exclude(status__in=TERMINAL | WAITING).count()
+                if open_count == 0:
+                    break
+                payments_reconcile()  # what beat does, every couple of seconds here
+                payments_settle_captures()
+                time.sleep(2)
+        elapsed = time.monotonic() - started
+    finally:
+        stop_workers(workers)
+        clear_chaos()
+
+    statuses = Counter(Payment.objects.values_list("status", flat=True))
+    stuck = sum(n for s, n in statuses.items() if s not in TERMINAL | WAITING)
+    authorize_rows = Counter(
+        SandboxLedgerEntry.objects.filter(operation="authorize").values_list(
+            "order_reference", flat=True
+        )
+    )
+    double = sum(1 for n in authorize_rows.values() if n > 1)
+    held = set(Payment.objects.filter(amount_authorized__gt=0).values_list("pk", flat=True))
+    charged = set(authorize_rows)
+    failed_but_charged = len(
+        set(Payment.objects.filter(status="failed").values_list("pk", flat=True)) & charged
+    )
+    uncharged_but_held = len(held - charged)
+    charged_not_held = len(charged - held)
+    events = PaymentEvent.objects.count()
+    outbox = OutboxMessage.objects.count()
+    mismatched = sum(1 for p in Payment.objects.iterator() if differences(p))
+    lost = args.payments - Payment.objects.count()
+    failures = Counter(
+        Payment.objects.filter(status="failed").values_list("failure_code", flat=True)
+    )
+    injected = Counter(
+        SandboxRequest.objects.filter(
+            decline_code__in=("gateway_error", "gateway_timeout")
+        ).values_list("operation", "decline_code")
+    )
+    print(f"finished in {elapsed:.1f}s with {args.workers} workers x 4 processes")
+    print(f"faults injected (operation, fault): {dict(sorted(injected.items()))}")
+    print(f"payments by status: {dict(sorted(statuses.items()))}")
+    print(f"failure codes: {dict(sorted(failures.items()))}")
+    print(f"stuck (not terminal or waiting): {stuck}")
+    print(f"lost payments: {lost}")
+    print(f"double charges: {double}")
+    print(
+        f"failed but charged: {failed_but_charged}; held but not charged: {uncharged_but_held}; "
+        f"charged but not held: {charged_not_held}"
+    )
+    print(
+        f"events: {events}; outbox rows: {outbox}; "
+        f"payments whose events do not replay: {mismatched}"
+    )
+    ok = (
+        stuck
+        == lost
+        == double
+        == failed_but_charged
+        == uncharged_but_held
+        == charged_not_held
+        == mismatched
+        == 0
+        and events == outbox
+    )
+    print("RESULT: " + ("PASS" if ok else "FAIL"))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
