@@ -10,7 +10,8 @@ service the API uses, and acts as beat (reconcile, settle) until every payment i
 terminal or deliberately waiting state or the time limit passes. Then it checks, and exits
 non-zero if any check fails:
 
-* every payment is terminal (``completed``, ``failed``) or deliberately waiting: none stuck;
+* every payment is terminal (``completed``, ``failed``) or deliberately waiting (a manual
+  capture, authorised, waits for the merchant): none stuck, no gateway attempt left open;
 * no payment was charged twice (sandbox ledger: at most one authorize per payment, and one
   exactly when the payment holds an authorisation; none for a failed payment);
 * no payment or event lost: one outbox row per event, and events replay to the stored state.
@@ -41,7 +42,6 @@ BENCH_ENV = {
 }
 os.environ.update(BENCH_ENV)
 
-WAITING = {"authorized"}  # manual-capture payments wait for the merchant, deliberately
 TERMINAL = {"completed", "failed", "cancelled", "expired", "refunded"}
 
 
@@ -127,13 +127,20 @@ def main() -> int:
     call_command("migrate", verbosity=0)
     import pgtrigger
     from django.db import connection
+    from django.db.models import Q
     from django.test.utils import override_settings
 
     from aegispay.celery import app as celery_app
     from gateways.chaos import ChaosConfig, clear_chaos, set_chaos
     from gateways.models import SandboxLedgerEntry, SandboxRequest
     from outbox.models import OutboxMessage
-    from payments.models import Payment, PaymentEvent
+    from payments.models import Payment, PaymentAttempt, PaymentEvent
+
+    def unsettled():
+        """Payments neither terminal nor deliberately waiting (a manual capture authorised)."""
+        waiting = Q(status="authorized", capture_method="manual")
+        return Payment.objects.exclude(Q(status__in=TERMINAL) | waiting)
+
     from payments.projection import differences
     from payments.services import merchant_create, payment_create
     from payments.tasks import payments_reconcile, payments_settle_captures
@@ -181,8 +188,7 @@ def main() -> int:
         deadline = started + args.time_limit
         with override_settings(**{k: float(v) for k, v in BENCH_ENV.items()}):
             while time.monotonic() < deadline:
-                open_count = Payment.objects.exclude(status__in=TERMINAL | WAITING).count()
-                if open_count == 0:
+                if unsettled().count() == 0:
                     break
                 payments_reconcile()  # what beat does, every couple of seconds here
                 payments_settle_captures()
@@ -193,7 +199,8 @@ def main() -> int:
         clear_chaos()
 
     statuses = Counter(Payment.objects.values_list("status", flat=True))
-    stuck = sum(n for s, n in statuses.items() if s not in TERMINAL | WAITING)
+    stuck = unsettled().count()
+    open_attempts = PaymentAttempt.objects.filter(status__in=("pending", "unknown")).count()
     authorize_rows = Counter(
         SandboxLedgerEntry.objects.filter(operation="authorize").values_list(
             "order_reference", flat=True
@@ -223,7 +230,7 @@ def main() -> int:
     print(f"faults injected (operation, fault): {dict(sorted(injected.items()))}")
     print(f"payments by status: {dict(sorted(statuses.items()))}")
     print(f"failure codes: {dict(sorted(failures.items()))}")
-    print(f"stuck (not terminal or waiting): {stuck}")
+    print(f"stuck (not terminal or waiting): {stuck}; gateway attempts still open: {open_attempts}")
     print(f"lost payments: {lost}")
     print(f"double charges: {double}")
     print(

@@ -587,16 +587,15 @@ def payment_operation_plan(*, attempt_id: str) -> AttemptPlan | None:
     return _plan(attempt.payment, attempt, resume=attempt.status == AttemptStatus.UNKNOWN)
 
 
-def payment_operation_record(
-    *, attempt_id: str, result: GatewayResult, final: bool = False
-) -> Payment:
+def payment_operation_record(*, attempt_id: str, result: GatewayResult) -> Payment:
     """Record the answer to a capture or void attempt, with the transition it implies.
 
     Capture succeeded: ``authorized -> captured`` (and at once ``-> completed`` for automatic
     capture; manual captures are settled by beat). Void succeeded: ``authorized -> cancelled``
-    (an expired payment stays expired). A refusal, or a retryable error with ``final``, closes
-    the attempt and records ``payment.attempt_failed``; the payment keeps its state. Retryable
-    and unknown answers keep the attempt open: the same reference is sent again.
+    (an expired payment stays expired). A refusal closes the attempt and records
+    ``payment.attempt_failed``; the payment keeps its state. Retryable and unknown answers keep
+    the attempt open, also past the retry bound: a capture or void that is owed is sent again
+    with the same reference (by the task, then by the reconciler) until the gateway answers.
     Idempotent: a closed attempt is left alone.
     """
     payment_id = PaymentAttempt.objects.values_list("payment_id", flat=True).get(pk=attempt_id)
@@ -621,11 +620,12 @@ def payment_operation_record(
                 _apply(payment, "cancel", actor=SYSTEM, data=data)
             else:
                 _record(payment, "payment.voided", actor=SYSTEM, data=data)
-        elif result.declined or (final and (result.retryable or result.is_unknown)):
-            status = AttemptStatus.DECLINED if result.declined else AttemptStatus.ERROR
-            _finish_attempt(attempt, result, status)
+        elif result.declined:
+            _finish_attempt(attempt, result, AttemptStatus.DECLINED)
             _record(payment, "payment.attempt_failed", actor=SYSTEM, data=data)
         else:
+            # Not refused: a capture or void that is owed stays open, whatever the retry count,
+            # and the reconciler sends the same reference again until the gateway answers.
             status = AttemptStatus.UNKNOWN if result.is_unknown else AttemptStatus.PENDING
             _finish_attempt(attempt, result, status)
     return payment
@@ -720,9 +720,10 @@ def refund_record(*, refund_id: str, result: GatewayResult, final: bool = False)
     """Record the gateway's answer to a refund, with the payment transition it implies.
 
     Succeeded: ``amount_refunded`` grows and the payment becomes ``refunded`` or
-    ``partially_refunded``. Refused (or a retryable error with ``final``): the refund fails and
-    the payment goes back to ``completed`` or ``partially_refunded`` (the money is still
-    captured). Otherwise the refund stays ``pending`` and is sent again with the same reference.
+    ``partially_refunded``. Refused, or a retryable error (known not refunded) with ``final``:
+    the refund fails and the payment goes back to ``completed`` or ``partially_refunded`` (the
+    money is still captured). An unknown outcome never fails a refund (it may have happened):
+    the refund stays ``pending`` and is sent again with the same reference.
     Idempotent: a refund no longer pending is left alone.
     """
     payment_id = Refund.objects.values_list("payment_id", flat=True).get(pk=refund_id)
@@ -742,7 +743,7 @@ def refund_record(*, refund_id: str, result: GatewayResult, final: bool = False)
                 else "mark_partially_refunded"
             )
             _apply(payment, transition, actor=SYSTEM, changes={"amount_refunded": refunded})
-        elif result.declined or (final and (result.retryable or result.is_unknown)):
+        elif result.declined or (final and result.retryable):
             refund.status = RefundStatus.FAILED
             refund.failure_code = result.decline_code or "refund_failed"
             refund.save()

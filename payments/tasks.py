@@ -15,7 +15,6 @@ from datetime import datetime, timedelta
 from celery import Task, shared_task
 from django.conf import settings
 from django.utils import timezone
-from gateways.resilience import call_gateway, gateway_available
 
 from aegispay.correlation import bind_correlation_id
 from gateways.base import (
@@ -26,6 +25,7 @@ from gateways.base import (
     RefundRequest,
     VoidRequest,
 )
+from gateways.resilience import call_gateway, gateway_available
 
 from .errors import OperationInProgress, PaymentNotFound
 from .locks import PaymentBusy, payment_gateway_lock
@@ -153,7 +153,8 @@ def payment_operation_execute(self: Task, attempt_id: str, correlation_id: str =
     """Send a capture or void attempt to its gateway and record the answer.
 
     The attempt id is the gateway's idempotency reference, so a retried or redelivered task
-    never captures or voids twice.
+    never captures or voids twice. Past the retry bound the attempt stays open and the
+    reconciler sends it again.
     """
     bind_correlation_id(correlation_id)
     plan = payment_operation_plan(attempt_id=attempt_id)
@@ -162,8 +163,8 @@ def payment_operation_execute(self: Task, attempt_id: str, correlation_id: str =
     try:
         with payment_gateway_lock(plan.payment_id):
             result = _operation(plan)
+            payment_operation_record(attempt_id=attempt_id, result=result)
             final = _out_of_retries(self, plan.first_attempt_at)
-            payment_operation_record(attempt_id=attempt_id, result=result, final=final)
     except PaymentBusy:
         raise self.retry(countdown=backoff_seconds(self.request.retries or 0)) from None
     if not final and (result.retryable or result.is_unknown):
