@@ -157,6 +157,21 @@ GATEWAY_RETRY_MAX_SECONDS = env.float("GATEWAY_RETRY_MAX_SECONDS", default=10.0)
 GATEWAY_RETRY_DEADLINE_SECONDS = env.float("GATEWAY_RETRY_DEADLINE_SECONDS", default=60.0)
 # The per-payment Redis lock lives GATEWAY_TIMEOUT_SECONDS plus this margin.
 PAYMENT_LOCK_MARGIN_SECONDS = env.float("PAYMENT_LOCK_MARGIN_SECONDS", default=5.0)
+# Circuit breaker per gateway (state in Redis, shared by every worker): opens when the failure
+# rate over the window reaches the threshold with at least the minimum calls; half-opens after
+# the cool-down; closes after consecutive trial successes; reopens on a trial failure.
+BREAKER_FAILURE_RATE = env.float("BREAKER_FAILURE_RATE", default=0.5)
+BREAKER_MINIMUM_CALLS = env.int("BREAKER_MINIMUM_CALLS", default=10)
+BREAKER_WINDOW_SECONDS = env.float("BREAKER_WINDOW_SECONDS", default=60.0)
+BREAKER_OPEN_SECONDS = env.float("BREAKER_OPEN_SECONDS", default=30.0)
+BREAKER_HALF_OPEN_MAX_CALLS = env.int("BREAKER_HALF_OPEN_MAX_CALLS", default=3)
+BREAKER_HALF_OPEN_SUCCESSES = env.int("BREAKER_HALF_OPEN_SUCCESSES", default=2)
+BREAKER_TRIAL_LEASE_SECONDS = env.float(
+    "BREAKER_TRIAL_LEASE_SECONDS", default=GATEWAY_TIMEOUT_SECONDS + 5
+)
+# Bulkhead: at most this many concurrent calls per gateway across all workers.
+BULKHEAD_LIMIT = env.int("BULKHEAD_LIMIT", default=20)
+BULKHEAD_LEASE_SECONDS = env.float("BULKHEAD_LEASE_SECONDS", default=GATEWAY_TIMEOUT_SECONDS + 5)
 CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=60)
 CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=90)
 # The Redis visibility timeout must exceed every retry countdown, or a delayed task is redelivered.

@@ -20,11 +20,20 @@ Token behaviour:
   reference then finds the charge, and authorizing the same reference again returns it without
   charging again. Later calls with a *new* reference are approved as new charges, as a real
   gateway would: that is a double charge, which the orchestrator must avoid.
+
+Chaos (``gateways/chaos.py``): when faults are switched on for an account, its added latency is
+slept on every call, and the *first* authorize, capture, void or refund call with a reference
+that the sandbox would otherwise approve may meet a fault chosen by ``chaos.decide``:
+``error`` answers ``RETRYABLE_ERROR`` ``gateway_error`` and takes nothing; ``timeout`` takes the
+operation (a ledger row) and answers ``UNKNOWN`` ``gateway_timeout``, exactly like
+``tok_timeout``. Calls that repeat a reference, and lookups, are never faulted, so a resend or a
+lookup finds what was taken. Test tokens keep their own behaviour.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 import uuid
 from collections.abc import Callable
@@ -35,6 +44,7 @@ from enum import StrEnum
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Sum
+from redis.exceptions import RedisError
 
 from gateways.base import (
     CaptureRequest,
@@ -45,7 +55,10 @@ from gateways.base import (
     RefundRequest,
     VoidRequest,
 )
+from gateways.chaos import ChaosConfig, Fault, decide, get_chaos
 from gateways.models import SandboxLedgerEntry, SandboxOperation, SandboxRequest
+
+logger = logging.getLogger(__name__)
 
 
 class SandboxToken(StrEnum):
@@ -65,6 +78,7 @@ INSUFFICIENT_FUNDS = "insufficient_funds"
 INVALID_TOKEN = "invalid_token"  # noqa: S105 - a decline code, not a secret
 PROCESSING_ERROR = "processing_error"
 GATEWAY_TIMEOUT = "gateway_timeout"
+GATEWAY_ERROR = "gateway_error"
 AMOUNT_INVALID = "amount_invalid"
 CURRENCY_INVALID = "currency_invalid"
 CURRENCY_MISMATCH = "currency_mismatch"
@@ -81,6 +95,7 @@ MESSAGES: dict[str, str] = {
     INVALID_TOKEN: "The payment token is not known to the gateway.",
     PROCESSING_ERROR: "The gateway failed to process the request; try again.",
     GATEWAY_TIMEOUT: "The gateway did not answer in time; the outcome is unknown.",
+    GATEWAY_ERROR: "The gateway failed before taking the request; try again.",
     AMOUNT_INVALID: "The amount must be a positive integer in minor units.",
     CURRENCY_INVALID: "The currency must be an upper-case ISO 4217 code.",
     CURRENCY_MISMATCH: "The currency differs from the charge's currency.",
@@ -172,7 +187,8 @@ class SandboxGateway:
         DECLINED with ``idempotency_key_reused``. Outcomes per token: see the module docstring.
         """
         started = time.monotonic()
-        self._sleep()
+        chaos = self._chaos()
+        self._sleep(chaos)
         with transaction.atomic():
             # Serialises the calls of one order so that counting earlier calls is exact.
             self._lock("order", request.order_reference)
@@ -183,7 +199,8 @@ class SandboxGateway:
             if existing is not None:
                 result = self._replay_authorize(request, existing)
             else:
-                result = self._new_authorize(request, earlier_calls)
+                fault = self._fault(chaos, SandboxOperation.AUTHORIZE, request.reference)
+                result = self._new_authorize(request, earlier_calls, fault)
             self._log(
                 SandboxOperation.AUTHORIZE,
                 reference=request.reference,
@@ -268,7 +285,7 @@ class SandboxGateway:
         call with that reference was declined; NOT_FOUND otherwise (no charge exists).
         """
         started = time.monotonic()
-        self._sleep()
+        self._sleep(self._chaos())
         with transaction.atomic():
             charge = self._entry(SandboxOperation.AUTHORIZE, reference)
             last_call = (
@@ -301,7 +318,9 @@ class SandboxGateway:
 
     # --- authorize ---
 
-    def _new_authorize(self, request: ChargeRequest, earlier_calls: int) -> GatewayResult:
+    def _new_authorize(
+        self, request: ChargeRequest, earlier_calls: int, fault: Fault = Fault.NONE
+    ) -> GatewayResult:
         op = Operation.AUTHORIZE
         if isinstance(request.amount, bool) or not isinstance(request.amount, int):
             return self._refusal(op, request.reference, AMOUNT_INVALID)
@@ -324,22 +343,16 @@ class SandboxGateway:
                 self._refusal(op, request.reference, PROCESSING_ERROR, card=card),
                 outcome=Outcome.RETRYABLE_ERROR,
             )
+        token_timeout = request.token == SandboxToken.TIMEOUT and earlier_calls == 0
+        if fault is Fault.ERROR and not token_timeout:
+            return self._chaos_error(op, request.reference, card=card)
         charge, created = self._record_charge(request)
         if not created:
             # Another process charged this reference between our check and our insert.
             return self._replay_authorize(request, charge)
-        if request.token == SandboxToken.TIMEOUT and earlier_calls == 0:
+        if token_timeout or fault is Fault.TIMEOUT:
             # The charge is taken, but its answer never reaches the caller.
-            return GatewayResult(
-                outcome=Outcome.UNKNOWN,
-                gateway=self.name,
-                operation=op,
-                reference=request.reference,
-                amount=request.amount,
-                currency=request.currency,
-                decline_code=GATEWAY_TIMEOUT,
-                message=MESSAGES[GATEWAY_TIMEOUT],
-            )
+            return self._lost_answer(op, request.reference, request.amount, request.currency)
         return self._charge_result(op, request.reference, charge, charge)
 
     def _record_charge(self, request: ChargeRequest) -> tuple[SandboxLedgerEntry, bool]:
@@ -395,7 +408,8 @@ class SandboxGateway:
     ) -> GatewayResult:
         """Take ``operation`` on a charge: replay, refuse, or write one ledger row."""
         started = time.monotonic()
-        self._sleep()
+        chaos = self._chaos()
+        self._sleep(chaos)
         op = Operation(operation.value)
         with transaction.atomic():
             # The charge's row lock serialises every operation on that charge, so the totals
@@ -423,7 +437,13 @@ class SandboxGateway:
                 result = self._refusal(op, reference, CHARGE_NOT_FOUND)
             else:
                 result = self._apply_to_charge(
-                    operation, reference, charge, amount=amount, currency=currency, refuse=refuse
+                    operation,
+                    reference,
+                    charge,
+                    amount=amount,
+                    currency=currency,
+                    refuse=refuse,
+                    fault=self._fault(chaos, operation, reference),
                 )
             self._log(
                 operation,
@@ -443,6 +463,7 @@ class SandboxGateway:
         amount: int | None,
         currency: str | None,
         refuse: _Refusal,
+        fault: Fault = Fault.NONE,
     ) -> GatewayResult:
         op = Operation(operation.value)
         card = CARDS.get(charge.token)
@@ -455,6 +476,8 @@ class SandboxGateway:
         code = refuse(charge, self._totals(charge))
         if code is not None:
             return self._refusal(op, reference, code, card=card)
+        if fault is Fault.ERROR:
+            return self._chaos_error(op, reference, card=card)
         entry, _ = SandboxLedgerEntry.objects.get_or_create(
             gateway=self.name,
             operation=operation,
@@ -467,6 +490,8 @@ class SandboxGateway:
                 "token": charge.token,
             },
         )
+        if fault is Fault.TIMEOUT:
+            return self._lost_answer(op, reference, entry.amount, entry.currency)
         return self._charge_result(op, reference, entry, charge)
 
     def _totals(self, charge: SandboxLedgerEntry) -> _ChargeTotals:
@@ -553,10 +578,61 @@ class SandboxGateway:
                 [_LOCK_NAMESPACE, f"sandbox:{kind}:{key}"],
             )
 
-    def _sleep(self) -> None:
+    def _sleep(self, chaos: ChaosConfig | None = None) -> None:
         latency_ms = self.latency_ms if self.latency_ms is not None else settings.SANDBOX_LATENCY_MS
+        if chaos is not None:
+            latency_ms += chaos.added_latency_ms
         if latency_ms > 0:
             time.sleep(latency_ms / 1000)
+
+    # --- chaos ---
+
+    def _chaos(self) -> ChaosConfig | None:
+        """The faults switched on for this account; none when Redis cannot say.
+
+        Fault injection must never be what breaks the sandbox, so a Redis error or a malformed
+        config means "no faults" (logged).
+        """
+        try:
+            return get_chaos(self.name)
+        except (RedisError, ValueError, TypeError):
+            logger.warning("sandbox %s: chaos config unreadable, no faults", self.name)
+            return None
+
+    def _fault(
+        self, chaos: ChaosConfig | None, operation: SandboxOperation, reference: str
+    ) -> Fault:
+        """The fault for this call: only the first call with a reference can meet one."""
+        if chaos is None:
+            return Fault.NONE
+        seen_before = SandboxRequest.objects.filter(
+            gateway=self.name, operation=operation, reference=reference
+        ).exists()
+        if seen_before:
+            return Fault.NONE
+        return decide(chaos, gateway=self.name, operation=operation.value, reference=reference)
+
+    def _chaos_error(
+        self, operation: Operation, reference: str, *, card: Card | None
+    ) -> GatewayResult:
+        return dataclasses.replace(
+            self._refusal(operation, reference, GATEWAY_ERROR, card=card),
+            outcome=Outcome.RETRYABLE_ERROR,
+        )
+
+    def _lost_answer(
+        self, operation: Operation, reference: str, amount: int, currency: str
+    ) -> GatewayResult:
+        return GatewayResult(
+            outcome=Outcome.UNKNOWN,
+            gateway=self.name,
+            operation=operation,
+            reference=reference,
+            amount=amount,
+            currency=currency,
+            decline_code=GATEWAY_TIMEOUT,
+            message=MESSAGES[GATEWAY_TIMEOUT],
+        )
 
     @staticmethod
     def _timed(result: GatewayResult, started: float) -> GatewayResult:

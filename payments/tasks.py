@@ -25,7 +25,7 @@ from gateways.base import (
     RefundRequest,
     VoidRequest,
 )
-from gateways.resilience import call_gateway, gateway_available
+from gateways.resilience import NOT_SENT_CODES, call_gateway, gateway_available
 
 from .errors import OperationInProgress, PaymentNotFound
 from .locks import PaymentBusy, payment_gateway_lock
@@ -51,8 +51,6 @@ from .services import (
 
 logger = logging.getLogger(__name__)
 
-# Answers given before anything reached the gateway: the next gateway can be tried at once.
-NOT_SENT = frozenset({"circuit_open", "bulkhead_full"})
 BEAT_BATCH = 500
 
 
@@ -129,7 +127,7 @@ def payment_process(self: Task, payment_id: str, correlation_id: str = "") -> No
         raise self.retry(countdown=backoff_seconds(self.request.retries or 0)) from None
     if final or result.outcome in (Outcome.SUCCEEDED, Outcome.DECLINED):
         return
-    countdown = 0 if result.decline_code in NOT_SENT else backoff_seconds(self.request.retries or 0)
+    countdown = 0 if result.decline_code in NOT_SENT_CODES else backoff_seconds(self.request.retries or 0)
     raise self.retry(countdown=countdown)
 
 

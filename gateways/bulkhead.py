@@ -1,0 +1,132 @@
+"""A bulkhead per gateway account: at most ``limit`` concurrent calls across every process.
+
+It is a distributed semaphore in Redis: one sorted set ``aegispay:bulkhead:{name}`` whose
+members are lease tokens scored by their expiry (Redis server time, in ms). Acquiring is one
+Lua script (drop expired leases, count, add) so two processes can never both take the last
+slot. A worker that dies holding a slot cannot leak it: its lease expires after
+``lease_seconds`` and the next acquire reclaims it. The lease must outlast the call it guards,
+hence the default of the gateway timeout plus a margin.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from django.conf import settings
+from django_redis import get_redis_connection
+
+from gateways.base import GatewayError
+
+KEY_PREFIX = "aegispay:bulkhead:"
+
+# KEYS: leases. ARGV: limit, lease ms, token. Returns 1 when the lease was taken.
+_ACQUIRE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local limit, lease_ms = tonumber(ARGV[1]), tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('ZCARD', KEYS[1]) >= limit then
+    return 0
+end
+redis.call('ZADD', KEYS[1], now + lease_ms, ARGV[3])
+-- The key outlives its longest lease, whatever lease other callers asked for.
+local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+redis.call('PEXPIREAT', KEYS[1], string.format('%d', tonumber(last[2]) + 1000))
+return 1
+"""
+
+# KEYS: leases. Returns the number of leases not yet expired.
+_IN_USE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+return redis.call('ZCOUNT', KEYS[1], '(' .. string.format('%d', now), '+inf')
+"""
+
+
+class BulkheadFull(GatewayError):
+    """Every slot of the bulkhead is taken: the call was not made."""
+
+    def __init__(self, name: str, limit: int) -> None:
+        super().__init__(f"bulkhead {name!r} is full ({limit} concurrent calls)")
+        self.name = name
+        self.limit = limit
+
+
+class Bulkhead:
+    """At most ``limit`` leases of ``name`` held at once, by every process together.
+
+    Every instance with the same name, in any process, shares the same slots. Raises
+    ``ValueError`` for a limit below 1 or a lease that is not positive; Redis errors propagate.
+    """
+
+    def __init__(
+        self, name: str, *, limit: int, lease_seconds: float, redis: Any | None = None
+    ) -> None:
+        if limit < 1:
+            raise ValueError("limit must be >= 1")
+        if lease_seconds <= 0:
+            raise ValueError("lease_seconds must be > 0")
+        self.name = name
+        self.limit = int(limit)
+        self.lease_seconds = float(lease_seconds)
+        self._redis = redis if redis is not None else get_redis_connection("default")
+        self.key = f"{KEY_PREFIX}{{{name}}}"
+        self._acquire = self._redis.register_script(_ACQUIRE)
+        self._in_use = self._redis.register_script(_IN_USE)
+
+    def __repr__(self) -> str:
+        return f"Bulkhead(name={self.name!r}, limit={self.limit})"
+
+    def acquire(self) -> str | None:
+        """Take a slot: a lease token, valid for ``lease_seconds``, or None when all are taken.
+
+        Expired leases (of workers that died holding them) are reclaimed first.
+        """
+        token = uuid.uuid4().hex
+        lease_ms = max(1, round(self.lease_seconds * 1000))
+        taken = self._acquire(keys=[self.key], args=[self.limit, lease_ms, token])
+        return token if taken else None
+
+    def release(self, token: str) -> bool:
+        """Give back the slot of ``token``; True when it was still held (False when it had
+        expired or was released already). Never frees another holder's slot."""
+        return bool(self._redis.zrem(self.key, token))
+
+    def in_use(self) -> int:
+        """How many slots are held by leases that have not expired."""
+        return int(self._in_use(keys=[self.key]))
+
+    def reset(self) -> None:
+        """Drop every lease (for tests and operations)."""
+        self._redis.delete(self.key)
+
+    @contextmanager
+    def slot(self) -> Iterator[str]:
+        """Hold a slot for the ``with`` block and release it after, whatever happens.
+
+        Raises ``BulkheadFull`` (nothing acquired) when every slot is taken.
+        """
+        token = self.acquire()
+        if token is None:
+            raise BulkheadFull(self.name, self.limit)
+        try:
+            yield token
+        finally:
+            self.release(token)
+
+
+def bulkhead_for(gateway: str) -> Bulkhead:
+    """The bulkhead of gateway account ``gateway``, configured from settings.
+
+    Settings (defaults): ``BULKHEAD_LIMIT`` (20 concurrent calls per gateway),
+    ``BULKHEAD_LEASE_SECONDS`` (``GATEWAY_TIMEOUT_SECONDS`` + 5).
+    """
+    timeout = float(getattr(settings, "GATEWAY_TIMEOUT_SECONDS", 10.0))
+    return Bulkhead(
+        gateway,
+        limit=int(getattr(settings, "BULKHEAD_LIMIT", 20)),
+        lease_seconds=float(getattr(settings, "BULKHEAD_LEASE_SECONDS", timeout + 5)),
+    )

@@ -1,0 +1,144 @@
+"""Fault injection for the sandbox gateway: errors, timeouts and added latency, on purpose.
+
+A :class:`ChaosConfig` per gateway account lives in Redis (``aegispay:chaos:<gateway>``, JSON),
+so a test or a benchmark can switch faults on and off for worker processes that are already
+running. The sandbox reads it on every call (see ``gateways/sandbox.py``).
+
+Which call meets a fault is decided by :func:`decide`: a hash of (seed, gateway, operation,
+reference), not a random draw, so a run can be replayed exactly with the same seed. The sandbox
+applies a fault only to the *first* call it sees with a reference (its request log tells), which
+matches how AegisPay retries:
+
+* a retry of ``authorize`` after an error uses a *new* reference, so it draws again;
+* a resend of the *same* reference after a timeout, and a lookup, must reach the charge that
+  was taken, so they are never faulted.
+
+Faults apply to calls the sandbox would otherwise approve; the test tokens keep their own
+behaviour.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass
+from enum import StrEnum
+from typing import Any
+
+from django_redis import get_redis_connection
+
+KEY_PREFIX = "aegispay:chaos:"
+
+
+class Fault(StrEnum):
+    """What the sandbox does to one call."""
+
+    NONE = "none"
+    # Nothing is taken; the call answers RETRYABLE_ERROR ``gateway_error``.
+    ERROR = "error"
+    # The operation is taken, but the answer is lost: UNKNOWN ``gateway_timeout``.
+    TIMEOUT = "timeout"
+
+
+@dataclass(frozen=True, slots=True)
+class ChaosConfig:
+    """Faults for one gateway account.
+
+    ``error_rate`` and ``timeout_rate`` are the shares of first calls that fail (each in [0, 1],
+    together at most 1); ``added_latency_ms`` is slept on every call; ``seed`` picks which
+    references fail. Raises ``ValueError`` when out of range.
+    """
+
+    error_rate: float = 0
+    timeout_rate: float = 0
+    added_latency_ms: int = 0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("error_rate", "timeout_rate"):
+            rate = getattr(self, name)
+            if isinstance(rate, bool) or not isinstance(rate, int | float):
+                raise ValueError(f"{name} must be a number")
+            if not (math.isfinite(rate) and 0 <= rate <= 1):
+                raise ValueError(f"{name} must be in [0, 1]")
+        if self.error_rate + self.timeout_rate > 1:
+            raise ValueError("error_rate + timeout_rate must be at most 1")
+        for name in ("added_latency_ms", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"{name} must be an integer")
+        if self.added_latency_ms < 0:
+            raise ValueError("added_latency_ms must be >= 0")
+
+    def to_json(self) -> str:
+        """The config as a JSON object (what is stored in Redis)."""
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> ChaosConfig:
+        """Parse :meth:`to_json` output; raises ``ValueError`` for invalid content."""
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError("a chaos config is a JSON object")
+        return cls(**data)
+
+
+def _key(gateway: str) -> str:
+    return f"{KEY_PREFIX}{gateway}"
+
+
+def _redis(redis: Any | None) -> Any:
+    return redis if redis is not None else get_redis_connection("default")
+
+
+def set_chaos(
+    gateway: str,
+    config: ChaosConfig,
+    *,
+    ttl_seconds: float | None = None,
+    redis: Any | None = None,
+) -> None:
+    """Switch faults ``config`` on for ``gateway`` in every process, at once.
+
+    With ``ttl_seconds`` the faults switch themselves off after that long (so a crashed
+    benchmark cannot leave them on).
+    """
+    px = max(1, round(ttl_seconds * 1000)) if ttl_seconds is not None else None
+    _redis(redis).set(_key(gateway), config.to_json(), px=px)
+
+
+def get_chaos(gateway: str, *, redis: Any | None = None) -> ChaosConfig | None:
+    """The faults switched on for ``gateway``, or None."""
+    raw = _redis(redis).get(_key(gateway))
+    return ChaosConfig.from_json(raw) if raw is not None else None
+
+
+def clear_chaos(gateway: str | None = None, *, redis: Any | None = None) -> None:
+    """Switch faults off for ``gateway``, or for every gateway when it is None."""
+    client = _redis(redis)
+    if gateway is not None:
+        client.delete(_key(gateway))
+        return
+    keys = list(client.scan_iter(match=f"{KEY_PREFIX}*", count=500))
+    if keys:
+        client.delete(*keys)
+
+
+def draw(*, seed: int, gateway: str, operation: str, reference: str) -> float:
+    """A number in [0, 1) that depends only on its arguments (sha256 of them)."""
+    material = f"{seed}\x1f{gateway}\x1f{operation}\x1f{reference}".encode()
+    return int.from_bytes(hashlib.sha256(material).digest()[:8], "big") / 2**64
+
+
+def decide(config: ChaosConfig, *, gateway: str, operation: str, reference: str) -> Fault:
+    """The fault for one call: the same arguments always give the same fault.
+
+    Over many references, ERROR comes up at ``error_rate`` and TIMEOUT at ``timeout_rate``.
+    """
+    value = draw(seed=config.seed, gateway=gateway, operation=str(operation), reference=reference)
+    if value < config.error_rate:
+        return Fault.ERROR
+    if value < config.error_rate + config.timeout_rate:
+        return Fault.TIMEOUT
+    return Fault.NONE

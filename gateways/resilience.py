@@ -1,0 +1,227 @@
+"""The one way to call a gateway: circuit breaker, bulkhead, hard timeout, breaker feedback.
+
+:func:`call_gateway` never raises for a gateway's misbehaviour; it always answers with a
+:class:`GatewayResult` whose outcome says what the caller may do next:
+
+* ``circuit_open`` (RETRYABLE_ERROR): the breaker refused; nothing was sent.
+* ``bulkhead_full`` (RETRYABLE_ERROR): every slot of the gateway is taken; nothing was sent.
+* ``resilience_unavailable`` (RETRYABLE_ERROR): Redis could not be asked; nothing was sent.
+* ``gateway_timeout`` (UNKNOWN): no answer in time; the gateway may have taken it.
+* ``gateway_exception`` (UNKNOWN): the adapter raised after it may have sent the request.
+* anything else: the adapter's own answer.
+
+For ``lookup``, which changes nothing at the gateway, a timeout or an exception is
+RETRYABLE_ERROR instead of UNKNOWN: asking again is always safe.
+
+The call runs in its own daemon thread so that it can be abandoned at the deadline. The thread
+keeps its bulkhead slot until the call really ends (the gateway is still serving it, so it
+still counts against the gateway's concurrency), and closes its own database connection. A
+thread per call, rather than a pool, means hung calls can never queue up the calls behind
+them; a worker that exits does not wait for them.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+
+from django.conf import settings
+from django.db import connection
+from redis.exceptions import RedisError
+
+from gateways.base import GatewayAdapter, GatewayResult, Operation, Outcome
+from gateways.breaker import BreakerState, CircuitBreaker, breaker_for
+from gateways.bulkhead import Bulkhead, bulkhead_for
+from gateways.registry import get_gateway
+
+logger = logging.getLogger(__name__)
+
+CIRCUIT_OPEN = "circuit_open"
+BULKHEAD_FULL = "bulkhead_full"
+RESILIENCE_UNAVAILABLE = "resilience_unavailable"
+GATEWAY_TIMEOUT = "gateway_timeout"
+GATEWAY_EXCEPTION = "gateway_exception"
+
+# The codes of answers made up before anything was sent: the operation was certainly not taken,
+# so a payment may move on to another gateway at once.
+NOT_SENT_CODES = frozenset({CIRCUIT_OPEN, BULKHEAD_FULL, RESILIENCE_UNAVAILABLE})
+
+MESSAGES: dict[str, str] = {
+    CIRCUIT_OPEN: "The gateway's circuit breaker is open; the request was not sent.",
+    BULKHEAD_FULL: "The gateway has too many calls in flight; the request was not sent.",
+    RESILIENCE_UNAVAILABLE: "The breaker state could not be read; the request was not sent.",
+    GATEWAY_TIMEOUT: "The gateway did not answer in time; the outcome is unknown.",
+    GATEWAY_EXCEPTION: "The gateway call failed after it may have been sent.",
+}
+
+# Outcomes that say the gateway is healthy: a decline is a working gateway saying no.
+_HEALTHY = frozenset({Outcome.SUCCEEDED, Outcome.DECLINED, Outcome.NOT_FOUND})
+
+
+def call_gateway(
+    gateway: str,
+    operation: Operation | str,
+    call: Callable[[GatewayAdapter], GatewayResult],
+    *,
+    reference: str,
+    timeout: float | None = None,
+) -> GatewayResult:
+    """Run ``call(adapter)`` against gateway account ``gateway``, guarded, and return its result.
+
+    In order: the breaker must allow the call, a bulkhead slot must be free (otherwise a
+    RETRYABLE_ERROR ``circuit_open``/``bulkhead_full`` comes back and ``call`` is never run),
+    then ``call`` runs with a hard deadline of ``timeout`` seconds (default settings
+    ``GATEWAY_TIMEOUT_SECONDS``). Its outcome feeds the breaker: RETRYABLE_ERROR and UNKNOWN are
+    failures; SUCCEEDED, DECLINED and NOT_FOUND are successes. ``latency_ms`` of the result is
+    the wall time measured around the call. ``reference`` is the request's reference, echoed in
+    the results this function makes up itself.
+
+    Raises ``UnknownGateway`` when no adapter has that name, ``ValueError`` for an unknown
+    operation, and ``RuntimeError`` when no thread can be started; in each case before anything
+    was sent.
+    """
+    op = Operation(operation)
+    adapter = get_gateway(gateway)
+    limit = (
+        float(getattr(settings, "GATEWAY_TIMEOUT_SECONDS", 10.0)) if timeout is None else timeout
+    )
+    breaker = breaker_for(gateway)
+    bulkhead = bulkhead_for(gateway)
+
+    def refused(code: str) -> GatewayResult:
+        return _made_up(gateway, op, reference, Outcome.RETRYABLE_ERROR, code)
+
+    try:
+        admitted = breaker.allow()
+    except RedisError:
+        logger.exception("gateway %s: breaker unreadable, %s not sent", gateway, op)
+        return refused(RESILIENCE_UNAVAILABLE)
+    if not admitted:
+        return refused(CIRCUIT_OPEN)
+    try:
+        token = bulkhead.acquire()
+    except RedisError:
+        logger.exception("gateway %s: bulkhead unreadable, %s not sent", gateway, op)
+        _quietly(breaker.cancel)
+        return refused(RESILIENCE_UNAVAILABLE)
+    if token is None:
+        _quietly(breaker.cancel)
+        return refused(BULKHEAD_FULL)
+
+    started = time.monotonic()
+    try:
+        future = _start(call, adapter, bulkhead, token, name=f"gateway-{gateway}-{op}")
+    except BaseException:
+        # The thread never started: nothing was sent, the slot and the trial go back.
+        _quietly(lambda: bulkhead.release(token))
+        _quietly(breaker.cancel)
+        raise
+    try:
+        result = future.result(timeout=limit)
+    except FutureTimeout:
+        # Our deadline passed, or the adapter raised its own TimeoutError (a socket read
+        # timeout, say): either way the request may have been taken and no answer came.
+        logger.warning("gateway %s: %s %s got no answer in time", gateway, op, reference)
+        result = _made_up(gateway, op, reference, _unsure(op), GATEWAY_TIMEOUT)
+    except Exception:
+        logger.exception("gateway %s: %s %s raised", gateway, op, reference)
+        result = _made_up(gateway, op, reference, _unsure(op), GATEWAY_EXCEPTION)
+    latency_ms = round((time.monotonic() - started) * 1000)
+    result = dataclasses.replace(result, latency_ms=latency_ms)
+    _record(breaker, result)
+    return result
+
+
+def gateway_available(gateway: str) -> bool:
+    """Whether a call to ``gateway`` could go out now: its breaker is not open and its bulkhead
+    has a free slot. A hint for fallback decisions, not a reservation."""
+    if breaker_for(gateway).state() is BreakerState.OPEN:
+        return False
+    bulkhead = bulkhead_for(gateway)
+    return bulkhead.in_use() < bulkhead.limit
+
+
+# --- internals ---
+
+
+def _start(
+    call: Callable[[GatewayAdapter], GatewayResult],
+    adapter: GatewayAdapter,
+    bulkhead: Bulkhead,
+    token: str,
+    *,
+    name: str,
+) -> Future[GatewayResult]:
+    """Start ``call(adapter)`` in a daemon thread; the future holds its result or exception."""
+    future: Future[GatewayResult] = Future()
+    future.set_running_or_notify_cancel()
+    # The thread sees the caller's context (the correlation id of the logs).
+    context = contextvars.copy_context()
+
+    def run() -> None:
+        result: GatewayResult | None = None
+        error: BaseException | None = None
+        try:
+            result = call(adapter)
+            if not isinstance(result, GatewayResult):
+                raise TypeError(f"the gateway call returned {result!r}, not a GatewayResult")
+        except BaseException as exc:
+            error = exc
+        finally:
+            # Before the result is published: whoever reads it finds the slot free already.
+            _close_connection()
+            _quietly(lambda: bulkhead.release(token))
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+    threading.Thread(target=context.run, args=(run,), name=name, daemon=True).start()
+    return future
+
+
+def _close_connection() -> None:
+    """Close this thread's database connection (each call thread opens its own)."""
+    try:
+        connection.close()
+    except Exception:
+        logger.exception("closing a gateway call thread's database connection failed")
+
+
+def _unsure(op: Operation) -> Outcome:
+    """What an interrupted call means: a lookup changed nothing, anything else may have."""
+    return Outcome.RETRYABLE_ERROR if op is Operation.LOOKUP else Outcome.UNKNOWN
+
+
+def _made_up(
+    gateway: str, op: Operation, reference: str, outcome: Outcome, code: str
+) -> GatewayResult:
+    return GatewayResult(
+        outcome=outcome,
+        gateway=gateway,
+        operation=op,
+        reference=reference,
+        decline_code=code,
+        message=MESSAGES[code],
+    )
+
+
+def _record(breaker: CircuitBreaker, result: GatewayResult) -> None:
+    """Feed the breaker; a Redis error here must not lose the gateway's answer."""
+    if result.outcome in _HEALTHY:
+        _quietly(breaker.record_success)
+    else:
+        _quietly(breaker.record_failure)
+
+
+def _quietly(action: Callable[[], object]) -> None:
+    try:
+        action()
+    except RedisError:
+        logger.exception("resilience bookkeeping in Redis failed")
