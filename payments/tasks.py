@@ -127,7 +127,9 @@ def payment_process(self: Task, payment_id: str, correlation_id: str = "") -> No
         raise self.retry(countdown=backoff_seconds(self.request.retries or 0)) from None
     if final or result.outcome in (Outcome.SUCCEEDED, Outcome.DECLINED):
         return
-    countdown = 0 if result.decline_code in NOT_SENT_CODES else backoff_seconds(self.request.retries or 0)
+    countdown = (
+        0 if result.decline_code in NOT_SENT_CODES else backoff_seconds(self.request.retries or 0)
+    )
     raise self.retry(countdown=countdown)
 
 
