@@ -30,6 +30,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "pgtrigger",
     "django_fsm",
+    "aegispay",
     "payments",
     "gateways",
     "routing",

@@ -9,6 +9,10 @@ import pgtrigger
 import pytest
 from rest_framework.test import APIClient
 
+from gateways.breaker import breaker_for
+from gateways.bulkhead import bulkhead_for
+from gateways.chaos import clear_chaos
+from gateways.registry import DEFAULT_SANDBOX_ACCOUNTS
 from payments.models import Merchant
 from payments.services import merchant_create
 
@@ -24,6 +28,18 @@ def _allow_test_flush(django_db_setup: None, django_db_blocker: object) -> Itera
     """
     with pgtrigger.ignore("payments.PaymentEvent:no_truncate"):
         yield
+
+
+@pytest.fixture(autouse=True)
+def _fresh_gateway_health() -> Iterator[None]:
+    """Breakers, bulkheads and chaos live in Redis and outlive a test: every test starts with
+    the sandbox gateways closed, empty and without faults."""
+    for name in DEFAULT_SANDBOX_ACCOUNTS:
+        breaker_for(name).reset()
+        bulkhead_for(name).reset()
+    clear_chaos()
+    yield
+    clear_chaos()
 
 
 class MerchantClient(APIClient):
