@@ -149,3 +149,39 @@ def test_racing_refund_requests_start_one_refund_at_a_time() -> None:
         outcomes = sorted(pool.map(attempt, range(10)))
     assert outcomes == ["InvalidTransition"] * 9 + ["created"]
     assert list(Refund.objects.values_list("amount", flat=True)) == [300]
+
+
+@pytest.mark.django_db
+def test_an_open_breaker_sends_the_first_attempt_to_the_next_gateway() -> None:
+    from gateways.breaker import breaker_for
+    from gateways.resilience import gateway_available
+    from payments.services import payment_attempt_begin
+
+    breaker = breaker_for("sandbox_a")
+    for _ in range(20):
+        breaker.record_failure()
+    payment = payment_in(make_client(gateways=["sandbox_a", "sandbox_b"]).merchant, "initiated")
+    plan = payment_attempt_begin(payment_id=payment.id, available=gateway_available)
+    attempt = PaymentAttempt.objects.get(pk=plan.attempt_id)
+    assert breaker.state() == "open"
+    assert plan.gateway == "sandbox_b"
+    assert attempt.routing_decision["excluded"] == [
+        {"gateway": "sandbox_a", "reason": "unavailable"}
+    ]
+
+
+@pytest.mark.django_db
+def test_no_available_gateway_fails_the_payment_with_the_reason() -> None:
+    from gateways.breaker import breaker_for
+    from gateways.resilience import gateway_available
+    from payments.services import payment_attempt_begin
+
+    for _ in range(20):
+        breaker_for("sandbox_a").record_failure()
+    payment = payment_in(make_client(gateways=["sandbox_a"]).merchant, "initiated")
+    plan = payment_attempt_begin(payment_id=payment.id, available=gateway_available)
+    stored = Payment.objects.get(pk=payment.id)
+    event = stored.events.order_by("-sequence").first()
+    assert plan is None
+    assert (stored.status, stored.failure_code) == ("failed", "no_gateway_available")
+    assert event.data["routing"]["excluded"] == [{"gateway": "sandbox_a", "reason": "unavailable"}]
