@@ -39,13 +39,17 @@ class Fault(StrEnum):
     ERROR = "error"
     # The operation is taken, but the answer is lost: UNKNOWN ``gateway_timeout``.
     TIMEOUT = "timeout"
+    # The issuer declines (authorize only): DECLINED ``card_declined``, nothing taken. Lets a
+    # simulation give gateways different approval rates.
+    DECLINE = "decline"
 
 
 @dataclass(frozen=True, slots=True)
 class ChaosConfig:
     """Faults for one gateway account.
 
-    ``error_rate`` and ``timeout_rate`` are the shares of first calls that fail (each in [0, 1],
+    ``error_rate`` and ``timeout_rate`` are the shares of first calls that fail, and
+    ``decline_rate`` the share of first authorize calls the issuer declines (each in [0, 1],
     together at most 1); ``added_latency_ms`` is slept on every call; ``seed`` picks which
     references fail. Raises ``ValueError`` when out of range.
     """
@@ -54,16 +58,17 @@ class ChaosConfig:
     timeout_rate: float = 0
     added_latency_ms: int = 0
     seed: int = 0
+    decline_rate: float = 0
 
     def __post_init__(self) -> None:
-        for name in ("error_rate", "timeout_rate"):
+        for name in ("error_rate", "timeout_rate", "decline_rate"):
             rate = getattr(self, name)
             if isinstance(rate, bool) or not isinstance(rate, int | float):
                 raise ValueError(f"{name} must be a number")
             if not (math.isfinite(rate) and 0 <= rate <= 1):
                 raise ValueError(f"{name} must be in [0, 1]")
-        if self.error_rate + self.timeout_rate > 1:
-            raise ValueError("error_rate + timeout_rate must be at most 1")
+        if self.error_rate + self.timeout_rate + self.decline_rate > 1:
+            raise ValueError("error_rate + timeout_rate + decline_rate must be at most 1")
         for name in ("added_latency_ms", "seed"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
@@ -134,11 +139,14 @@ def draw(*, seed: int, gateway: str, operation: str, reference: str) -> float:
 def decide(config: ChaosConfig, *, gateway: str, operation: str, reference: str) -> Fault:
     """The fault for one call: the same arguments always give the same fault.
 
-    Over many references, ERROR comes up at ``error_rate`` and TIMEOUT at ``timeout_rate``.
+    Over many references, ERROR comes up at ``error_rate``, TIMEOUT at ``timeout_rate`` and
+    DECLINE at ``decline_rate``.
     """
     value = draw(seed=config.seed, gateway=gateway, operation=str(operation), reference=reference)
     if value < config.error_rate:
         return Fault.ERROR
     if value < config.error_rate + config.timeout_rate:
         return Fault.TIMEOUT
+    if value < config.error_rate + config.timeout_rate + config.decline_rate:
+        return Fault.DECLINE
     return Fault.NONE

@@ -346,6 +346,8 @@ class SandboxGateway:
         token_timeout = request.token == SandboxToken.TIMEOUT and earlier_calls == 0
         if fault is Fault.ERROR and not token_timeout:
             return self._chaos_error(op, request.reference, card=card)
+        if fault is Fault.DECLINE and not token_timeout:
+            return self._refusal(op, request.reference, CARD_DECLINED, card=card)
         charge, created = self._record_charge(request)
         if not created:
             # Another process charged this reference between our check and our insert.

@@ -195,6 +195,26 @@ def test_an_injected_error_charges_nothing(sandbox: SandboxGateway) -> None:
 
 
 @pytest.mark.django_db
+def test_an_injected_decline_charges_nothing(sandbox: SandboxGateway) -> None:
+    set_chaos(sandbox.name, ChaosConfig(decline_rate=1))
+    request = ChargeRequestFactory()
+
+    result = sandbox.authorize(request)
+
+    assert (result.outcome, result.decline_code) == (Outcome.DECLINED, "card_declined")
+    assert ledger_entries(gateway=sandbox.name) == []
+
+
+def test_decline_rates_hold_over_two_thousand_references() -> None:
+    config = ChaosConfig(error_rate=0.1, decline_rate=0.3, seed=3)
+    faults = [
+        decide(config, gateway="g", operation="authorize", reference=f"r{i}") for i in range(2000)
+    ]
+    assert abs(faults.count(Fault.DECLINE) / 2000 - 0.3) < 0.04
+    assert abs(faults.count(Fault.ERROR) / 2000 - 0.1) < 0.03
+
+
+@pytest.mark.django_db
 def test_only_the_first_call_with_a_reference_meets_a_fault(sandbox: SandboxGateway) -> None:
     set_chaos(sandbox.name, ChaosConfig(error_rate=1))
     request = ChargeRequestFactory()
