@@ -71,7 +71,7 @@ def start_workers(count: int, log_dir: Path) -> list[subprocess.Popen]:
     for index in range(count):
         log = (log_dir / f"fault-run-worker-{index}.log").open("w")
         workers.append(
-            subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
+            subprocess.Popen(
                 [
                     sys.executable,
                     "-m",

@@ -26,7 +26,7 @@ from django_fsm import can_proceed
 from aegispay.correlation import get_correlation_id
 from gateways.base import GatewayResult, Outcome
 from outbox.services import outbox_message_create
-from routing.router import route
+from routing.router import PaymentFacts, route
 
 from .errors import (
     AmountExceeded,
@@ -404,7 +404,12 @@ def payment_attempt_begin(
         elif payment.status != PaymentStatus.INITIATED:
             return None
         after = last.gateway if payment.status == PaymentStatus.PROCESSING and last else None
-        decision = route(configured=payment.merchant.gateways, after=after, available=available)
+        decision = route(
+            facts=payment_facts(payment),
+            merchant_gateways=payment.merchant.gateways,
+            after=after,
+            available=available,
+        )
         if not decision.gateways:
             _apply(
                 payment,
@@ -436,6 +441,19 @@ def payment_attempt_begin(
             data={"attempt": attempt.id, "gateway": gateway, "routing": decision.as_dict()},
         )
         return _plan(payment, attempt, resume=False)
+
+
+def payment_facts(payment: Payment) -> PaymentFacts:
+    """What the router may know of a payment (plain values; routing never sees the model)."""
+    return PaymentFacts(
+        payment_id=payment.id,
+        merchant_id=payment.merchant_id,
+        amount=payment.amount,
+        currency=payment.currency,
+        method=str(payment.payment_method.get("type", "card")),
+        country=str(payment.customer.get("country", "")),
+        metadata=dict(payment.metadata),
+    )
 
 
 def _finish_attempt(attempt: PaymentAttempt, result: GatewayResult, status: str) -> None:

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from celery import Task, shared_task
 from django.conf import settings
 from django.utils import timezone
+from redis.exceptions import RedisError
 
 from aegispay.correlation import bind_correlation_id
 from gateways.base import (
@@ -26,6 +27,7 @@ from gateways.base import (
     VoidRequest,
 )
 from gateways.resilience import NOT_SENT_CODES, call_gateway, gateway_available
+from routing.metrics import record_result
 
 from .errors import OperationInProgress, PaymentNotFound
 from .locks import PaymentBusy, payment_gateway_lock
@@ -43,6 +45,7 @@ from .services import (
     payment_attempt_begin,
     payment_attempt_record,
     payment_expire,
+    payment_facts,
     payment_operation_plan,
     payment_operation_record,
     payment_settle,
@@ -99,6 +102,15 @@ def _authorize(plan: AttemptPlan) -> GatewayResult:
     return result
 
 
+def _learn(result: GatewayResult, payment: Payment) -> None:
+    """Feed an authorize result into the live routing metrics. Best effort: the payment is
+    recorded already, and a metrics outage must not fail the task."""
+    try:
+        record_result(result, facts=payment_facts(payment))
+    except RedisError:
+        logger.warning("routing metrics not updated for %s", payment.id, exc_info=True)
+
+
 @shared_task(bind=True, max_retries=None)
 def payment_process(self: Task, payment_id: str, correlation_id: str = "") -> None:
     """Take a payment from ``initiated`` to ``authorized`` or ``failed`` through a gateway.
@@ -122,7 +134,8 @@ def payment_process(self: Task, payment_id: str, correlation_id: str = "") -> No
         with payment_gateway_lock(plan.payment_id):
             result = _authorize(plan)
             final = _out_of_retries(self, plan.first_attempt_at)
-            payment_attempt_record(attempt_id=plan.attempt_id, result=result, final=final)
+            payment = payment_attempt_record(attempt_id=plan.attempt_id, result=result, final=final)
+        _learn(result, payment)
     except PaymentBusy:
         raise self.retry(countdown=backoff_seconds(self.request.retries or 0)) from None
     if final or result.outcome in (Outcome.SUCCEEDED, Outcome.DECLINED):

@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterator
 
 import pgtrigger
 import pytest
+from django.apps import apps as django_apps
 from rest_framework.test import APIClient
 
 from gateways.breaker import breaker_for
@@ -15,6 +17,8 @@ from gateways.chaos import clear_chaos
 from gateways.registry import DEFAULT_SANDBOX_ACCOUNTS
 from payments.models import Merchant
 from payments.services import merchant_create
+from routing.models import MerchantRouting
+from routing.selectors import clear_cache
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -42,13 +46,27 @@ def _fresh_gateway_health() -> Iterator[None]:
     clear_chaos()
 
 
+def ensure_sandbox_gateway_configs() -> None:
+    """Transactional tests empty every table, the data migration's gateway configuration
+    included: put the sandbox accounts' rows back (the migration's own function)."""
+    defaults = importlib.import_module("routing.migrations.0002_default_sandbox_gateways")
+    defaults.create(django_apps, None)
+    clear_cache()
+
+
 class MerchantClient(APIClient):
     merchant: Merchant
     api_key: str
 
 
-def make_client(name: str = "Acme", gateways: list[str] | None = None) -> MerchantClient:
+def make_client(
+    name: str = "Acme", gateways: list[str] | None = None, strategy: str | None = None
+) -> MerchantClient:
+    """A merchant with a test key; ``strategy`` sets its routing strategy (default: score)."""
+    ensure_sandbox_gateway_configs()
     merchant, raw_key = merchant_create(name=name, gateways=gateways)
+    if strategy is not None:
+        MerchantRouting.objects.create(merchant_id=merchant.id, strategy=strategy)
     client = MerchantClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw_key}")
     client.merchant = merchant

@@ -36,7 +36,7 @@ def event_types(api: MerchantClient, payment_id: str) -> list[str]:
 
 
 def test_tok_visa_goes_to_completed(worker: subprocess.Popen) -> None:
-    api = make_client()
+    api = make_client(strategy="priority")
     payment_id = pay(api, "tok_visa")
     payment = settled(api, payment_id)
     assert payment["status"] == "completed"
@@ -93,7 +93,7 @@ def test_manual_capture_stops_at_authorized(worker: subprocess.Popen) -> None:
 
 
 def test_tok_processing_error_is_retried_on_new_attempts(worker: subprocess.Popen) -> None:
-    api = make_client()
+    api = make_client(strategy="priority")
     payment_id = pay(api, "tok_processingError")
     payment = settled(api, payment_id)
     attempts = list(

@@ -219,7 +219,7 @@ def test_fallback_to_the_second_gateway_when_the_first_is_down(
     start_worker()
     set_chaos("sandbox_a", ChaosConfig(error_rate=1.0))
     try:
-        api = make_client(gateways=["sandbox_a", "sandbox_b"])
+        api = make_client(gateways=["sandbox_a", "sandbox_b"], strategy="priority")
         payment_id = pay(api)
         completed = reaches(payment_id, "completed")
     finally:

@@ -160,13 +160,14 @@ def test_an_open_breaker_sends_the_first_attempt_to_the_next_gateway() -> None:
     breaker = breaker_for("sandbox_a")
     for _ in range(20):
         breaker.record_failure()
-    payment = payment_in(make_client(gateways=["sandbox_a", "sandbox_b"]).merchant, "initiated")
+    merchant = make_client(gateways=["sandbox_a", "sandbox_b"], strategy="priority").merchant
+    payment = payment_in(merchant, "initiated")
     plan = payment_attempt_begin(payment_id=payment.id, available=gateway_available)
     attempt = PaymentAttempt.objects.get(pk=plan.attempt_id)
     assert breaker.state() == "open"
     assert plan.gateway == "sandbox_b"
     assert attempt.routing_decision["excluded"] == [
-        {"gateway": "sandbox_a", "reason": "unavailable"}
+        {"gateway": "sandbox_a", "reason": "breaker_open"}
     ]
 
 
@@ -184,4 +185,4 @@ def test_no_available_gateway_fails_the_payment_with_the_reason() -> None:
     event = stored.events.order_by("-sequence").first()
     assert plan is None
     assert (stored.status, stored.failure_code) == ("failed", "no_gateway_available")
-    assert event.data["routing"]["excluded"] == [{"gateway": "sandbox_a", "reason": "unavailable"}]
+    assert event.data["routing"]["excluded"] == [{"gateway": "sandbox_a", "reason": "breaker_open"}]
