@@ -11,7 +11,7 @@ VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help install run test lint migrate clean-data fault-run
+.PHONY: help install run test lint migrate clean-data fault-run routing-simulation router-latency
 
 help:
 	@echo "make run         migrate, seed the demo merchant, run web + worker + beat"
@@ -20,6 +20,8 @@ help:
 	@echo "make migrate     apply migrations"
 	@echo "make clean-data  stop the embedded servers and delete .aegispay"
 	@echo "make fault-run   1,000 payments through two faulty sandbox gateways, then checks (BENCH_ARGS=...)"
+	@echo "make routing-simulation  three sandbox gateways, the best degrades: strategies compared"
+	@echo "make router-latency      router decision time with 10 gateways (p50, p99)"
 
 # The virtualenv, created once with python3 from PATH.
 $(VPY):
@@ -53,3 +55,9 @@ clean-data:
 
 fault-run: $(STAMP)
 	$(VPY) -m aegispay.embedded bench fault_run $(BENCH_ARGS)
+
+routing-simulation: $(STAMP)
+	$(VPY) -m aegispay.embedded bench routing_simulation $(BENCH_ARGS)
+
+router-latency: $(STAMP)
+	$(VPY) -m aegispay.embedded bench router_latency $(BENCH_ARGS)

@@ -81,7 +81,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--payments", type=int, default=3000)
     parser.add_argument("--degrade-at", type=float, default=1 / 3, help="share of the run")
-    parser.add_argument("--bound", type=int, default=400, help="payments allowed to move away")
+    parser.add_argument("--bound", type=int, default=500, help="payments allowed to move away")
     parser.add_argument("--seed", type=int, default=11)
     args = parser.parse_args()
 

@@ -20,6 +20,9 @@ DEFAULTS: dict[str, object] = {
     # Below about this many samples a gateway's metrics are blended towards the priors
     # (a Beta prior worth this many pseudo-observations), so new gateways are not starved.
     "ROUTING_MIN_SAMPLES": 20,
+    # UCB exploration bonus: c * sqrt(ln(N + 1) / (n + 1)) added to each candidate's score, so
+    # a gateway with few samples is tried now and then instead of being starved.
+    "ROUTING_EXPLORATION": 0.2,
     "ROUTING_PRIOR_SUCCESS_RATE": 0.8,
     "ROUTING_PRIOR_LATENCY_MS": 500.0,
     # Health of a half-open gateway relative to a closed one (open is always 0).

@@ -10,10 +10,17 @@ Four terms, each in [0, 1], combined with weights normalised by their sum:
 * ``cost``: (cheapest fee + 1) / (this fee + 1) across the candidates, the fee for this amount
   being ``fee_fixed + amount * fee_bps / 10000``;
 * ``health``: from the metrics (error rate and breaker state, see ``GatewayStats.health``).
+
+The weighted sum gets an exploration bonus (UCB1): ``ROUTING_EXPLORATION * sqrt(ln(N + 1) /
+(n + 1))`` with ``n`` the candidate's samples and ``N`` all candidates' samples. A prior alone
+does not keep a gateway from being starved: once a rival's measured latency and cost beat the
+prior, the new gateway is never chosen and its prior never meets data. The bonus shrinks as a
+gateway's samples grow, so exploration costs little once the numbers are known.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 from routing.conf import fsetting, isetting
@@ -72,6 +79,8 @@ def score_candidates(
     best_fee = min(fees.values())
     best_latency = min(latencies.values())
     total = sum(weights.values()) or 1.0
+    exploration = fsetting("ROUTING_EXPLORATION")
+    all_samples = sum(stats[g].samples for g in gateways)
     candidates = []
     for gateway in gateways:
         s = stats[gateway]
@@ -81,9 +90,11 @@ def score_candidates(
             "cost": (best_fee + 1) / (fees[gateway] + 1),
             "health": s.health,
         }
-        score = sum(weights.get(t, 0.0) * terms[t] for t in TERMS) / total
+        bonus = exploration * math.sqrt(math.log(all_samples + 1) / (s.samples + 1))
+        score = sum(weights.get(t, 0.0) * terms[t] for t in TERMS) / total + bonus
         inputs = {
             **terms,
+            "exploration": bonus,
             "approved": s.approved,
             "declined": s.declined,
             "errors": s.errors,

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from routing.metrics import record_outcome
@@ -38,7 +40,8 @@ def test_latency_counts_in_the_score() -> None:
     assert decision.candidates[0].inputs["latency"] == 1.0
 
 
-def test_per_merchant_weights_change_the_choice() -> None:
+def test_per_merchant_weights_change_the_choice(settings: Any) -> None:
+    settings.ROUTING_EXPLORATION = 0  # weights alone decide here
     feed("sandbox_a", "approved", 50, latency_ms=50)
     feed("sandbox_b", "approved", 50, latency_ms=900)
     MerchantRouting.objects.create(
@@ -66,6 +69,18 @@ def test_a_new_gateway_starts_at_the_prior_and_is_not_starved(sandbox_c: str) ->
     assert inputs["sandbox_a"]["success"] == pytest.approx((6 + 0.8 * 20) / (10 + 20))
 
 
+def test_exploration_tries_a_gateway_that_measured_rivals_would_starve(sandbox_c: str) -> None:
+    """Without the bonus, sandbox_a's measured latency beats the prior and sandbox_c would
+    never be chosen, so its prior would never meet data."""
+    feed("sandbox_a", "approved", 200, latency_ms=40)
+
+    decision = route(facts=facts(), merchant_gateways=["sandbox_a", sandbox_c])
+    inputs = {c.gateway: c.inputs for c in decision.candidates}
+
+    assert decision.gateways == (sandbox_c, "sandbox_a")
+    assert inputs[sandbox_c]["exploration"] > inputs["sandbox_a"]["exploration"] > 0
+
+
 def test_every_candidate_carries_the_inputs_of_its_score() -> None:
     feed("sandbox_a", "approved", 3)
 
@@ -80,6 +95,7 @@ def test_every_candidate_carries_the_inputs_of_its_score() -> None:
         "approved",
         "declined",
         "errors",
+        "exploration",
         "samples",
         "latency_p95_ms",
         "fee",
