@@ -47,6 +47,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
+from functools import cached_property
 from typing import Any
 
 from django.conf import settings
@@ -314,10 +315,24 @@ class CircuitBreaker:
             WINDOW_BUCKETS,
             max(IDLE_TTL_SECONDS * 1000, 2 * round(self.open_seconds * 1000)),
         ]
-        self._snapshot = self._redis.register_script(_SNAPSHOT)
-        self._allow = self._redis.register_script(_ALLOW)
-        self._record = self._redis.register_script(_RECORD)
-        self._cancel = self._redis.register_script(_CANCEL)
+
+    # Scripts are registered on first use: the router builds a breaker per candidate only to
+    # read its keys and settings, and registering (a SHA-1 each) showed in its profile.
+    @cached_property
+    def _snapshot(self) -> Any:
+        return self._redis.register_script(_SNAPSHOT)
+
+    @cached_property
+    def _allow(self) -> Any:
+        return self._redis.register_script(_ALLOW)
+
+    @cached_property
+    def _record(self) -> Any:
+        return self._redis.register_script(_RECORD)
+
+    @cached_property
+    def _cancel(self) -> Any:
+        return self._redis.register_script(_CANCEL)
 
     def __repr__(self) -> str:
         return f"CircuitBreaker(name={self.name!r})"

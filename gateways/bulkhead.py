@@ -13,6 +13,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cached_property
 from typing import Any
 
 from django.conf import settings
@@ -74,8 +75,15 @@ class Bulkhead:
         self.lease_seconds = float(lease_seconds)
         self._redis = redis if redis is not None else get_redis_connection("default")
         self.key = f"{KEY_PREFIX}{{{name}}}"
-        self._acquire = self._redis.register_script(_ACQUIRE)
-        self._in_use = self._redis.register_script(_IN_USE)
+
+    # Registered on first use (see CircuitBreaker): reading the key and limit needs neither.
+    @cached_property
+    def _acquire(self) -> Any:
+        return self._redis.register_script(_ACQUIRE)
+
+    @cached_property
+    def _in_use(self) -> Any:
+        return self._redis.register_script(_IN_USE)
 
     def __repr__(self) -> str:
         return f"Bulkhead(name={self.name!r}, limit={self.limit})"

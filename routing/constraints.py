@@ -88,14 +88,14 @@ def live_reasons(gateways: Sequence[str]) -> dict[str, tuple[str | None, str]]:
     if not gateways:
         return {}
     redis = get_redis_connection("default")
-    script = redis.register_script(_LIVE)
     pipe = redis.pipeline(transaction=False)
     limits = {}
     for name in gateways:
         breaker, bulkhead = breaker_for(name), bulkhead_for(name)
         limits[name] = bulkhead.limit
         open_ms = max(1, round(breaker.open_seconds * 1000))
-        script(keys=[breaker.keys[0], bulkhead.key], args=[open_ms], client=pipe)
+        # EVAL in the pipeline: a registered Script would add a SCRIPT EXISTS round trip.
+        pipe.eval(_LIVE, 2, breaker.keys[0], bulkhead.key, open_ms)
     answers = {}
     for name, (raw_state, in_use) in zip(gateways, pipe.execute(), strict=True):
         state = BreakerState(raw_state.decode() if isinstance(raw_state, bytes) else raw_state)
