@@ -25,7 +25,16 @@ class EventInline(admin.TabularInline):
 
 class AttemptInline(admin.TabularInline):
     model = PaymentAttempt
-    fields = ("number", "gateway", "status", "error_code", "latency_ms", "created_at")
+    fields = (
+        "number",
+        "operation",
+        "gateway",
+        "status",
+        "error_code",
+        "latency_ms",
+        "routing_decision",
+        "created_at",
+    )
     readonly_fields = fields
     extra = 0
     can_delete = False
