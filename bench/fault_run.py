@@ -28,10 +28,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import benchdb
+
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "aegispay.settings")
-os.environ["DATABASE_NAME"] = os.environ.get("BENCH_DATABASE_NAME", "aegispay_bench")
 os.environ["CELERY_QUEUE"] = "aegispay-bench"
 # Fast retries and reconciliation: the run is about correctness under faults, not waiting.
 BENCH_ENV = {
@@ -43,27 +42,6 @@ BENCH_ENV = {
 os.environ.update(BENCH_ENV)
 
 TERMINAL = {"completed", "failed", "cancelled", "expired", "refunded"}
-
-
-def ensure_database() -> None:
-    import psycopg
-    from django.conf import settings
-    from psycopg import sql
-
-    config = settings.DATABASES["default"]
-    with psycopg.connect(
-        dbname="postgres",
-        user=config["USER"],
-        password=config["PASSWORD"] or None,
-        host=config["HOST"] or None,
-        port=config["PORT"] or None,
-        autocommit=True,
-    ) as conn:
-        exists = conn.execute(
-            "SELECT 1 FROM pg_database WHERE datname = %s", [config["NAME"]]
-        ).fetchone()
-        if not exists:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(config["NAME"])))
 
 
 def start_workers(count: int, log_dir: Path) -> list[subprocess.Popen]:
@@ -118,13 +96,7 @@ def main() -> int:
     parser.add_argument("--time-limit", type=float, default=600)
     args = parser.parse_args()
 
-    import django
-
-    django.setup()
-    ensure_database()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
+    benchdb.setup("aegispay_bench")
     import pgtrigger
     from django.db import connection
     from django.db.models import Q

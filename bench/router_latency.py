@@ -4,7 +4,7 @@
     DATABASE_URL=... REDIS_URL=... .venv/bin/python bench/router_latency.py --decisions 5000
 
 It uses its own database (``aegispay_bench_router`` on the configured PostgreSQL, or
-``DATABASE_NAME``), created and migrated when missing; it creates 10 ``GatewayConfig`` rows
+``BENCH_DATABASE_NAME``), created and migrated when missing; it creates 10 ``GatewayConfig`` rows
 (``bench_gw_0`` .. ``bench_gw_9``) and registers a ``SandboxGateway`` for each, feeds their
 live metrics in a Redis namespace of its own, then for each strategy warms up and times
 ``--decisions`` calls of ``routing.router.route`` (10 gateways; live breaker and bulkhead
@@ -15,42 +15,16 @@ production) and prints p50 and p99 in microseconds.
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import statistics
 import sys
 import time
 import uuid
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "aegispay.settings")
-os.environ.setdefault("DATABASE_NAME", "aegispay_bench_router")
+import benchdb
 
 GATEWAYS = [f"bench_gw_{i}" for i in range(10)]
 STRATEGIES = ("score", "priority", "split", "rules", "success_rate")
-
-
-def ensure_database() -> None:
-    import psycopg
-    from django.conf import settings
-    from psycopg import sql
-
-    config = settings.DATABASES["default"]
-    with psycopg.connect(
-        dbname="postgres",
-        user=config["USER"],
-        password=config["PASSWORD"] or None,
-        host=config["HOST"] or None,
-        port=config["PORT"] or None,
-        autocommit=True,
-    ) as conn:
-        exists = conn.execute(
-            "SELECT 1 FROM pg_database WHERE datname = %s", [config["NAME"]]
-        ).fetchone()
-        if not exists:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(config["NAME"])))
 
 
 def percentile(ordered: list[float], pct: float) -> float:
@@ -64,14 +38,9 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
 
-    import django
-
-    django.setup()
-    ensure_database()
+    benchdb.setup("aegispay_bench_router")
     from django.conf import settings
-    from django.core.management import call_command
 
-    call_command("migrate", verbosity=0)
     from gateways.breaker import breaker_for
     from gateways.bulkhead import bulkhead_for
     from gateways.registry import register

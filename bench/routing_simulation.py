@@ -26,12 +26,9 @@ import random
 import sys
 from collections import deque
 from dataclasses import dataclass
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "aegispay.settings")
-os.environ["DATABASE_NAME"] = os.environ.get("BENCH_DATABASE_NAME", "aegispay_bench_routing")
+import benchdb
+
 # A short metrics window, so that "recent" means the last few seconds of this fast run.
 os.environ.setdefault("ROUTING_WINDOW_SECONDS", "3")
 
@@ -56,27 +53,6 @@ DEGRADED_APPROVAL = 0.35
 STRATEGIES = ("priority", "score", "success_rate")
 
 
-def ensure_database() -> None:
-    import psycopg
-    from django.conf import settings
-    from psycopg import sql
-
-    config = settings.DATABASES["default"]
-    with psycopg.connect(
-        dbname="postgres",
-        user=config["USER"],
-        password=config["PASSWORD"] or None,
-        host=config["HOST"] or None,
-        port=config["PORT"] or None,
-        autocommit=True,
-    ) as conn:
-        exists = conn.execute(
-            "SELECT 1 FROM pg_database WHERE datname = %s", [config["NAME"]]
-        ).fetchone()
-        if not exists:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(config["NAME"])))
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--payments", type=int, default=3000)
@@ -85,13 +61,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=11)
     args = parser.parse_args()
 
-    import django
-
-    django.setup()
-    ensure_database()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
+    benchdb.setup("aegispay_bench_routing")
     from django.db import connection
 
     from gateways.base import ChargeRequest

@@ -1,0 +1,46 @@
+"""What every bench script does first: Django set up on a database of the bench's own,
+created when missing and migrated, on the PostgreSQL that DATABASE_URL names."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def setup(database_name: str) -> None:
+    """Point Django at ``database_name`` (``BENCH_DATABASE_NAME`` overrides), create it if it
+    does not exist, set Django up and migrate. Call before importing any model."""
+    sys.path.insert(0, str(REPO))
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "aegispay.settings")
+    os.environ["DATABASE_NAME"] = os.environ.get("BENCH_DATABASE_NAME", database_name)
+    import django
+
+    django.setup()
+    _create_database()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+
+
+def _create_database() -> None:
+    import psycopg
+    from django.conf import settings
+    from psycopg import sql
+
+    config = settings.DATABASES["default"]
+    with psycopg.connect(
+        dbname="postgres",
+        user=config["USER"],
+        password=config["PASSWORD"] or None,
+        host=config["HOST"] or None,
+        port=config["PORT"] or None,
+        autocommit=True,
+    ) as conn:
+        exists = conn.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", [config["NAME"]]
+        ).fetchone()
+        if not exists:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(config["NAME"])))
