@@ -441,3 +441,88 @@ class IdempotencyKey(models.Model):
 
     def __str__(self) -> str:
         return f"{self.merchant_id}:{self.key} {self.state}"
+
+
+# --- read models (issue 5): projections of the event table, fed by the outbox relay ---
+#
+# Both are written only by ``payments/read_models.py`` (the relay's consumer) and by
+# ``manage.py replay_events --repair``; both can be rebuilt from the event table at any time.
+# Their merchant and payment references carry no database foreign key on purpose: a read model
+# must never take a lock on the payment row the services lock (an FK check takes KEY SHARE,
+# which waits behind ``select_for_update``), and it must never stop a write to the aggregate.
+
+
+class MerchantDailySummary(models.Model):
+    """Per merchant, UTC day, current status and currency: how many payments, how much money.
+
+    Precisely: a payment counts in exactly one row, the one keyed by its merchant, the UTC date
+    of its ``payment.initiated`` event's ``created_at``, the status after its last event that
+    the read models have applied, and its currency. The row's amounts are sums over those
+    payments of ``amount``, ``amount_authorized``, ``amount_captured`` and ``amount_refunded``
+    as the payment's applied events set them. A payment moves between rows as its status
+    changes; a row left with all zeros means the same as no row. Every value follows from the
+    events alone (plus the payment's merchant, which never changes).
+    """
+
+    merchant = models.ForeignKey(
+        Merchant, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
+    )
+    day = models.DateField()
+    status = models.CharField(max_length=32, choices=PaymentStatus.choices)
+    currency = models.CharField(max_length=3)
+    payment_count = models.BigIntegerField(default=0)
+    amount = models.BigIntegerField(default=0)
+    amount_authorized = models.BigIntegerField(default=0)
+    amount_captured = models.BigIntegerField(default=0)
+    amount_refunded = models.BigIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ("merchant", "day", "status", "currency")
+        constraints = [
+            # The upsert's conflict target; it also serves "merchant X between two days".
+            models.UniqueConstraint(
+                fields=["merchant", "day", "status", "currency"], name="summary_merchant_day_key"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.merchant_id} {self.day} {self.status} {self.currency}: {self.payment_count}"
+
+
+class PaymentAuditEntry(models.Model):
+    """One row per event the read models applied: who did what to which payment, and when.
+
+    ``event_id`` is unique, so applying an event twice inserts nothing the second time; the
+    row's presence is also how the summary knows an event was applied already.
+    ``created_at`` is the event's time, not the row's.
+    """
+
+    event_id = models.CharField(max_length=40, unique=True)
+    merchant = models.ForeignKey(
+        Merchant, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
+    )
+    payment = models.ForeignKey(
+        Payment, on_delete=models.DO_NOTHING, db_constraint=False, related_name="audit_entries"
+    )
+    sequence = models.PositiveIntegerField()
+    type = models.CharField(max_length=64)
+    from_status = models.CharField(max_length=32, blank=True, default="")
+    to_status = models.CharField(max_length=32)
+    actor = models.CharField(max_length=200)
+    correlation_id = models.CharField(max_length=64, blank=True, default="")
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ("created_at", "event_id")
+        indexes = [
+            # "What did actor X do (lately)?"
+            models.Index(fields=["actor", "-created_at"], name="audit_actor_created_idx"),
+            # "What happened at merchant X between two times?"
+            models.Index(fields=["merchant", "-created_at"], name="audit_merchant_created_idx"),
+            # A payment's trail in order; replay_events compares per payment.
+            models.Index(fields=["payment", "sequence"], name="audit_payment_sequence_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.payment_id}#{self.sequence} {self.type} by {self.actor}"

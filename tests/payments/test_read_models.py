@@ -1,0 +1,291 @@
+"""payments/read_models.py: the daily summary and the audit trail, fed as the relay feeds them."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import date
+from typing import Any
+
+import pytest
+from django.db import connection, transaction
+from django.utils import timezone
+
+from outbox.models import OutboxMessage
+from outbox.types import OutboxEvent
+from payments.models import (
+    Merchant,
+    MerchantDailySummary,
+    Payment,
+    PaymentAuditEntry,
+    PaymentEvent,
+)
+from payments.read_models import lock_exclusive, read_models_apply, read_models_rebuild
+from payments.services import payment_create, payment_transition
+from tests.conftest import make_client
+from tests.payments.helpers import payment_in
+
+
+def outbox_events(rows: list[OutboxMessage]) -> list[OutboxEvent]:
+    return [
+        OutboxEvent(
+            event_id=row.event_id,
+            event_type=row.event_type,
+            aggregate_type=row.aggregate_type,
+            aggregate_id=row.aggregate_id,
+            sequence=row.sequence,
+            merchant_id=row.merchant_id,
+            payload=row.payload,
+        )
+        for row in rows
+    ]
+
+
+def publish(rows: list[OutboxMessage]) -> list[OutboxEvent]:
+    """What the relay does: mark the rows published and apply them, in one transaction."""
+    events = outbox_events(rows)
+    with transaction.atomic():
+        OutboxMessage.objects.filter(pk__in=[row.pk for row in rows]).update(
+            state=OutboxMessage.State.PUBLISHED, published_at=timezone.now()
+        )
+        read_models_apply(events)
+    return events
+
+
+def pending() -> list[OutboxMessage]:
+    return list(OutboxMessage.objects.filter(state="pending").order_by("id"))
+
+
+def summary() -> dict[tuple[str, date, str, str], tuple[int, ...]]:
+    """Stored summary rows that say something (an all-zero row means no row)."""
+    rows = MerchantDailySummary.objects.values_list(
+        "merchant_id",
+        "day",
+        "status",
+        "currency",
+        "payment_count",
+        "amount",
+        "amount_authorized",
+        "amount_captured",
+        "amount_refunded",
+    )
+    return {tuple(r[:4]): tuple(r[4:]) for r in rows if any(r[4:])}
+
+
+def audit() -> list[tuple[Any, ...]]:
+    return list(
+        PaymentAuditEntry.objects.order_by("event_id").values_list(
+            "event_id",
+            "merchant_id",
+            "payment_id",
+            "sequence",
+            "type",
+            "from_status",
+            "to_status",
+            "actor",
+            "correlation_id",
+            "created_at",
+        )
+    )
+
+
+def day_of(payment: Payment) -> date:
+    """The UTC day of the payment's payment.initiated event."""
+    return PaymentEvent.objects.get(payment=payment, sequence=1).created_at.date()
+
+
+def eur_payment(merchant: Merchant, amount: int) -> Payment:
+    return payment_create(
+        merchant=merchant,
+        amount=amount,
+        currency="EUR",
+        payment_method={"type": "card", "token": "tok_visa"},
+        actor="api:key_1",
+    )
+
+
+@pytest.mark.django_db
+def test_applying_events_builds_the_summary_and_the_audit_trail() -> None:
+    merchant = make_client().merchant
+    completed = payment_in(merchant, "completed")
+    failed = payment_in(merchant, "failed")
+    partly = payment_in(merchant, "partially_refunded")
+    fresh = eur_payment(merchant, 500)
+    publish(pending())
+    day = day_of(completed)
+
+    assert summary() == {
+        (merchant.id, day, "completed", "USD"): (1, 1000, 1000, 1000, 0),
+        (merchant.id, day, "failed", "USD"): (1, 1000, 0, 0, 0),
+        (merchant.id, day, "partially_refunded", "USD"): (1, 1000, 1000, 1000, 100),
+        (merchant.id, day, "initiated", "EUR"): (1, 500, 0, 0, 0),
+    }
+    trail = PaymentAuditEntry.objects.filter(payment=completed).order_by("sequence")
+    assert [(e.type, e.from_status, e.to_status) for e in trail] == [
+        ("payment.initiated", "", "initiated"),
+        ("payment.processing", "initiated", "processing"),
+        ("payment.authorized", "processing", "authorized"),
+        ("payment.captured", "authorized", "captured"),
+        ("payment.completed", "captured", "completed"),
+    ]
+    events = PaymentEvent.objects.filter(payment=completed).order_by("sequence")
+    assert [(e.id, e.actor, e.correlation_id, e.created_at) for e in events] == [
+        (e.event_id, e.actor, e.correlation_id, e.created_at) for e in trail
+    ]
+    assert PaymentAuditEntry.objects.filter(payment=fresh).get().actor == "api:key_1"
+    assert PaymentAuditEntry.objects.filter(payment=failed).count() == 2
+    assert (
+        PaymentAuditEntry.objects.filter(merchant=merchant).count() == PaymentEvent.objects.count()
+    )
+    assert PaymentAuditEntry.objects.filter(payment=partly, sequence=6).get().to_status == (
+        "partially_refunded"
+    )
+
+
+@pytest.mark.django_db
+def test_a_payment_split_across_batches_sums_like_one_batch() -> None:
+    merchant = make_client().merchant
+    refunded = payment_in(merchant, "refunded")
+    rows = pending()
+    for start in range(0, len(rows), 2):  # two events per relay pass
+        publish(rows[start : start + 2])
+
+    assert summary() == {
+        (merchant.id, day_of(refunded), "refunded", "USD"): (1, 1000, 1000, 1000, 1000)
+    }
+    assert len(audit()) == len(rows) == 7
+
+
+@pytest.mark.django_db
+def test_applying_the_same_events_twice_changes_nothing() -> None:
+    merchant = make_client().merchant
+    payment_in(merchant, "completed")
+    payment_in(merchant, "cancelled")
+    events = publish(pending())
+    before_summary, before_audit = summary(), audit()
+
+    read_models_apply(events)
+    read_models_apply(events[2:3])
+
+    assert summary() == before_summary
+    assert audit() == before_audit
+    assert len(before_audit) == len(events) == 7
+
+
+@pytest.mark.django_db
+def test_only_published_or_pruned_events_count_and_a_rebuild_equals_the_increments() -> None:
+    merchant = make_client().merchant
+    other = make_client(name="Other").merchant
+    first = payment_in(merchant, "authorized")
+    payment_in(merchant, "refunded")
+    payment_in(other, "expired")
+    eur_payment(other, 700)
+    publish(pending())
+    # A later event the relay has not published yet, and one it gave up on (dead).
+    payment_transition(
+        payment_id=first.id,
+        transition="capture",
+        actor="test",
+        changes={"amount_captured": 400},
+    )
+    late = payment_in(merchant, "failed")
+    OutboxMessage.objects.filter(aggregate_id=late.id).update(state=OutboxMessage.State.DEAD)
+    # Pruned: published rows deleted after their retention still count as applied.
+    OutboxMessage.objects.filter(aggregate_id=first.id, sequence__lte=2).delete()
+    incremental_summary, incremental_audit = summary(), audit()
+
+    result = read_models_rebuild(chunk_size=3)
+
+    assert summary() == incremental_summary
+    assert audit() == incremental_audit
+    assert result.audit_rows == len(incremental_audit) == PaymentEvent.objects.count() - 3
+    assert result.summary_rows == len(incremental_summary) == 4
+    assert incremental_summary[(merchant.id, day_of(first), "authorized", "USD")] == (
+        1,
+        1000,
+        1000,
+        0,
+        0,
+    )
+    assert (merchant.id, day_of(late), "failed", "USD") not in incremental_summary
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_relays_applying_disjoint_batches_at_once_give_the_right_totals() -> None:
+    merchant = make_client().merchant
+    payments = [payment_in(merchant, "completed") for _ in range(6)]
+    rows = pending()
+    batches = [
+        [row for row in rows if row.aggregate_id in {p.id for p in payments[:3]}],
+        [row for row in rows if row.aggregate_id in {p.id for p in payments[3:]}],
+    ]
+    applied = threading.Barrier(2)
+    waited: list[float] = []
+    errors: list[BaseException] = []
+
+    def first_relay() -> None:
+        try:
+            with transaction.atomic():
+                publish(batches[0])
+                applied.wait(timeout=10)
+                time.sleep(0.5)  # hold the summary rows while the other relay applies
+        except BaseException as exc:
+            errors.append(exc)
+            applied.abort()
+        finally:
+            connection.close()
+
+    def second_relay() -> None:
+        try:
+            applied.wait(timeout=10)
+            started = time.monotonic()
+            publish(batches[1])
+            waited.append(time.monotonic() - started)
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=first_relay), threading.Thread(target=second_relay)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    assert errors == []
+    assert waited[0] >= 0.4  # the second relay really waited on the first one's rows
+    assert summary() == {
+        (merchant.id, day_of(payments[0]), "completed", "USD"): (6, 6000, 6000, 6000, 0)
+    }
+    assert len(audit()) == len(rows) == 30
+    incremental = summary()
+    read_models_rebuild()
+    assert summary() == incremental
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_relay_waits_while_a_repair_holds_the_read_models() -> None:
+    merchant = make_client().merchant
+    payment_in(merchant, "completed")
+    rows = pending()
+    locked = threading.Event()
+
+    def repair() -> None:
+        try:
+            with transaction.atomic():
+                lock_exclusive()
+                locked.set()
+                time.sleep(0.5)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=repair)
+    thread.start()
+    assert locked.wait(timeout=10)
+    started = time.monotonic()
+    publish(rows)
+    waited = time.monotonic() - started
+    thread.join(timeout=10)
+
+    assert waited >= 0.4
+    assert len(audit()) == 5
