@@ -135,6 +135,14 @@ SPECTACULAR_SETTINGS = {
 # --- Celery (see ARCHITECTURE.md: JSON only, acks late, prefetch 1, time limits) ---
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", default=REDIS_URL)
 CELERY_TASK_DEFAULT_QUEUE = env("CELERY_QUEUE", default="aegispay")
+# The outbox relay has a queue of its own (and, in make run and docker-compose, a worker of its
+# own), so publishing never waits behind gateway calls. Workers started by hand take both:
+# celery -A aegispay worker -Q aegispay,aegispay.outbox
+CELERY_OUTBOX_QUEUE = env("CELERY_OUTBOX_QUEUE", default=f"{CELERY_TASK_DEFAULT_QUEUE}.outbox")
+CELERY_TASK_ROUTES = {
+    "outbox.tasks.outbox_relay": {"queue": CELERY_OUTBOX_QUEUE},
+    "outbox.tasks.outbox_prune": {"queue": CELERY_OUTBOX_QUEUE},
+}
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
@@ -193,6 +201,55 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": BEAT_SETTLE_SECONDS,
     },
     "reconcile": {"task": "payments.tasks.payments_reconcile", "schedule": BEAT_RECONCILE_SECONDS},
+}
+
+# --- Outbox relay and event bus (outbox/relay.py, outbox/bus.py) ---
+# Events go to a kombu topic exchange: AMQP (RabbitMQ) when EVENT_BUS_URL says so, else Redis.
+EVENT_BUS_URL = env("EVENT_BUS_URL", default=REDIS_URL)
+EVENT_BUS_EXCHANGE = env("EVENT_BUS_EXCHANGE", default="aegispay.events")
+# A publish that the broker has not confirmed within this many seconds counts as failed.
+EVENT_BUS_PUBLISH_TIMEOUT_SECONDS = env.float("EVENT_BUS_PUBLISH_TIMEOUT_SECONDS", default=5.0)
+# A larger event is refused before it is sent (brokers cap message size; events are small).
+EVENT_BUS_MAX_MESSAGE_BYTES = env.int("EVENT_BUS_MAX_MESSAGE_BYTES", default=1024 * 1024)
+OUTBOX_BATCH_SIZE = env.int("OUTBOX_BATCH_SIZE", default=200)
+# A message the broker refused this many times is dead-lettered (staff requeue it). A broker
+# outage is not the message's fault: it never dead-letters anything; the relay waits it out.
+OUTBOX_MAX_ATTEMPTS = env.int("OUTBOX_MAX_ATTEMPTS", default=15)
+OUTBOX_RETRY_BASE_SECONDS = env.float("OUTBOX_RETRY_BASE_SECONDS", default=1.0)
+OUTBOX_RETRY_MAX_SECONDS = env.float("OUTBOX_RETRY_MAX_SECONDS", default=300.0)
+# While the event bus is down, relays wait at most this long between tries (jittered).
+OUTBOX_OUTAGE_MAX_BACKOFF_SECONDS = env.float("OUTBOX_OUTAGE_MAX_BACKOFF_SECONDS", default=30.0)
+# Published rows are deleted this long after publication.
+OUTBOX_RETENTION_HOURS = env.float("OUTBOX_RETENTION_HOURS", default=7 * 24)
+# After a commit the relay is kicked; at most one kick waits in the queue for this long.
+OUTBOX_KICK_TTL_SECONDS = env.float("OUTBOX_KICK_TTL_SECONDS", default=5.0)
+BEAT_OUTBOX_SWEEP_SECONDS = env.float("BEAT_OUTBOX_SWEEP_SECONDS", default=5.0)
+BEAT_OUTBOX_PRUNE_SECONDS = env.float("BEAT_OUTBOX_PRUNE_SECONDS", default=3600.0)
+# In-process consumers of every published event, called inside the relay's transaction with a
+# list of outbox.types.OutboxEvent: the read models and the webhook dispatcher.
+OUTBOX_CONSUMERS = [
+    "payments.read_models.read_models_apply",
+    "outbox.webhooks.webhook_deliveries_create",
+]
+
+# --- Merchant webhooks (outbox/webhooks.py) ---
+WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=10.0)
+WEBHOOK_RETRY_BASE_SECONDS = env.float("WEBHOOK_RETRY_BASE_SECONDS", default=30.0)
+WEBHOOK_RETRY_MAX_SECONDS = env.float("WEBHOOK_RETRY_MAX_SECONDS", default=3600.0)
+# A failing delivery is retried for at least this long before it is given up.
+WEBHOOK_RETRY_WINDOW_HOURS = env.float("WEBHOOK_RETRY_WINDOW_HOURS", default=24.0)
+# Outside DEBUG, webhook URLs must be https and must not resolve to private addresses.
+WEBHOOK_ALLOW_PRIVATE_URLS = env.bool("WEBHOOK_ALLOW_PRIVATE_URLS", default=DEBUG)
+WEBHOOK_SIGNATURE_TOLERANCE_SECONDS = env.int("WEBHOOK_SIGNATURE_TOLERANCE_SECONDS", default=300)
+BEAT_WEBHOOK_SWEEP_SECONDS = env.float("BEAT_WEBHOOK_SWEEP_SECONDS", default=10.0)
+
+CELERY_BEAT_SCHEDULE |= {
+    "outbox-sweep": {"task": "outbox.tasks.outbox_relay", "schedule": BEAT_OUTBOX_SWEEP_SECONDS},
+    "outbox-prune": {"task": "outbox.tasks.outbox_prune", "schedule": BEAT_OUTBOX_PRUNE_SECONDS},
+    "webhooks-sweep": {
+        "task": "outbox.webhook_tasks.webhook_deliveries_sweep",
+        "schedule": BEAT_WEBHOOK_SWEEP_SECONDS,
+    },
 }
 
 # --- Payments ---

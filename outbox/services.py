@@ -2,12 +2,40 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
+from django_redis import get_redis_connection
+from redis.exceptions import RedisError
 
 from .models import OutboxMessage
+
+logger = logging.getLogger(__name__)
+
+# Set while a relay task is queued; the task clears it when it starts (outbox/tasks.py).
+KICK_KEY = "aegispay:outbox:kick"
+
+
+def kick_relay() -> None:
+    """Queue a relay run unless one is already queued (runs after the commit of an event).
+
+    At most one kick waits in the queue: the task clears ``KICK_KEY`` before its first pass,
+    so an event committed after that sets it again and gets a run of its own. The key expires
+    after ``OUTBOX_KICK_TTL_SECONDS`` in case its task is lost. If Redis or the broker is down
+    the event is not lost either: the beat sweep publishes it.
+    """
+    try:
+        if get_redis_connection("default").set(
+            KICK_KEY, "1", nx=True, ex=max(1, round(settings.OUTBOX_KICK_TTL_SECONDS))
+        ):
+            from .tasks import outbox_relay
+
+            outbox_relay.delay()
+    except (RedisError, OSError, ConnectionError):
+        logger.warning("could not kick the outbox relay; the beat sweep will", exc_info=True)
 
 
 def outbox_message_create(
@@ -24,13 +52,14 @@ def outbox_message_create(
 
     Must run inside the transaction that wrote the event (enforced: it raises
     ``TransactionManagementError`` outside ``atomic``), so the row exists exactly when the
-    event does. The relay (issue 5) publishes pending rows.
+    event does. The relay (``outbox/relay.py``) publishes pending rows; it is kicked after
+    commit for low latency, and beat sweeps for the guarantee.
     """
     if not transaction.get_connection().in_atomic_block:
         raise transaction.TransactionManagementError(
             "outbox rows are written inside the transaction of their event"
         )
-    return OutboxMessage.objects.create(
+    message = OutboxMessage.objects.create(
         event_id=event_id,
         event_type=event_type,
         aggregate_type=aggregate_type,
@@ -39,3 +68,6 @@ def outbox_message_create(
         merchant_id=merchant_id,
         payload=dict(payload),
     )
+    # robust: a failed kick must not fail the request that committed the event.
+    transaction.on_commit(kick_relay, robust=True)
+    return message

@@ -24,8 +24,7 @@ from payments.tasks import (
     payments_reconcile,
     payments_settle_captures,
 )
-from tests.conftest import VISA, MerchantClient, make_client
-from tests.payments.conftest import WorkerFactory
+from tests.conftest import VISA, MerchantClient, WorkerFactory, make_client
 from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]

@@ -1,0 +1,354 @@
+"""The outbox relay: pending rows to the event bus and to the in-process consumers.
+
+One pass, in one transaction:
+
+1. **Claim** with ``FOR UPDATE SKIP LOCKED``, so relays running at once never take the same row.
+   A row is claimable only when no earlier event of its aggregate is still unpublished: that
+   is what keeps per-payment order when several relays race (a relay that skips a locked
+   ``payment.authorized`` cannot take the ``payment.captured`` behind it). Each claimed head
+   then brings the pending rows behind it, contiguous in sequence, so a payment's burst of
+   events leaves in one pass.
+2. **Publish** in waves: each wave holds the next event of every claimed aggregate, so one
+   round of publisher confirms covers many messages while a payment's events still leave one
+   after the other. A broker outage stops the pass (nothing later would succeed) and counts
+   against no row; a message the broker refuses blocks only the rest of its own aggregate.
+3. **Record**: published rows are marked published and handed to ``settings.OUTBOX_CONSUMERS``
+   (read models, webhook dispatcher) in the same transaction, so each consumer sees each event
+   exactly once; refused rows get ``attempts + 1``, the error, and a next attempt after an
+   exponential backoff with full jitter, or are dead-lettered after ``OUTBOX_MAX_ATTEMPTS``.
+   During an outage the relay as a whole backs off (``outbox/tasks.py``) and beat keeps
+   sweeping, so publishing resumes within seconds of the broker's return.
+
+Delivery to the bus is at least once (a crash between the broker's confirm and the commit
+publishes again); every message carries the event id so consumers deduplicate.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from functools import cache
+from typing import Any
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+from django.utils.module_loading import import_string
+from django_redis import get_redis_connection
+from redis.exceptions import RedisError
+
+from .bus import BusUnavailable, EventBus, event_bus
+from .models import OutboxMessage
+from .services import KICK_KEY, kick_relay
+from .types import OutboxEvent
+
+logger = logging.getLogger(__name__)
+
+# Set (with a TTL) while the relays back off from an event bus outage; OUTAGES_KEY counts the
+# consecutive outages that set it, for the exponential part of the delay.
+OUTAGE_KEY = "aegispay:outbox:outage"
+OUTAGES_KEY = "aegispay:outbox:outages"
+
+# Heads: the oldest unpublished event of each aggregate, due, not taken by another relay.
+_CLAIM_HEADS = """
+SELECT m.id, m.event_id, m.event_type, m.aggregate_type, m.aggregate_id, m.sequence,
+       m.merchant_id, m.payload, m.attempts
+FROM outbox_outboxmessage m
+WHERE m.state = 'pending'
+  AND (m.next_attempt_at IS NULL OR m.next_attempt_at <= now())
+  AND NOT EXISTS (
+      SELECT 1 FROM outbox_outboxmessage e
+      WHERE e.aggregate_id = m.aggregate_id AND e.state <> 'published' AND e.sequence < m.sequence
+  )
+ORDER BY m.id
+LIMIT %s
+FOR UPDATE SKIP LOCKED
+"""
+
+# The rows behind the claimed heads. No other relay can hold them (their head is ours and
+# unpublished), SKIP LOCKED only guards against surprises; gaps are cut off below.
+_CLAIM_FOLLOWERS = """
+SELECT id, event_id, event_type, aggregate_type, aggregate_id, sequence,
+       merchant_id, payload, attempts
+FROM outbox_outboxmessage
+WHERE aggregate_id = ANY(%s) AND state = 'pending' AND NOT (id = ANY(%s))
+ORDER BY aggregate_id, sequence
+LIMIT %s
+FOR UPDATE SKIP LOCKED
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class _Row:
+    id: int
+    event: OutboxEvent
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class RelayResult:
+    """What one pass did."""
+
+    claimed: int
+    published: int
+    failed: int
+    dead: int
+    bus_down: bool
+
+
+def _rows(cursor: Any) -> list[_Row]:
+    rows = []
+    for (
+        id_,
+        event_id,
+        type_,
+        agg_type,
+        agg_id,
+        sequence,
+        merchant_id,
+        payload,
+        attempts,
+    ) in cursor.fetchall():
+        event = OutboxEvent(
+            event_id=event_id,
+            event_type=type_,
+            aggregate_type=agg_type,
+            aggregate_id=agg_id,
+            sequence=sequence,
+            merchant_id=merchant_id,
+            payload=payload if isinstance(payload, dict) else _json(payload),
+        )
+        rows.append(_Row(id=id_, event=event, attempts=attempts))
+    return rows
+
+
+def _json(value: Any) -> dict[str, Any]:
+    return json.loads(value)
+
+
+def _claim(batch_size: int) -> list[_Row]:
+    """Lock up to ``batch_size`` publishable rows, each aggregate's in sequence order."""
+    with connection.cursor() as cursor:
+        cursor.execute(_CLAIM_HEADS, [batch_size])
+        heads = _rows(cursor)
+        room = batch_size - len(heads)
+        if not heads or room <= 0:
+            return heads
+        cursor.execute(
+            _CLAIM_FOLLOWERS,
+            [[r.event.aggregate_id for r in heads], [r.id for r in heads], room],
+        )
+        followers = _rows(cursor)
+    last = {r.event.aggregate_id: r.event.sequence for r in heads}
+    claimed = list(heads)
+    for row in followers:  # ordered by aggregate, sequence: keep each contiguous prefix
+        aggregate = row.event.aggregate_id
+        if last.get(aggregate) == row.event.sequence - 1:
+            last[aggregate] = row.event.sequence
+            claimed.append(row)
+        else:
+            last[aggregate] = -1  # a gap: the rest of this aggregate waits for a later pass
+    claimed.sort(key=lambda r: r.id)
+    return claimed
+
+
+def backoff_seconds(attempts: int) -> float:
+    """Full jitter: uniform in [0, min(cap, base * 2**(attempts - 1))]."""
+    ceiling = min(
+        settings.OUTBOX_RETRY_MAX_SECONDS,
+        settings.OUTBOX_RETRY_BASE_SECONDS * 2 ** max(attempts - 1, 0),
+    )
+    return random.uniform(0, ceiling)  # noqa: S311 - jitter, not security
+
+
+@cache
+def _consumer(path: str) -> Callable[[list[OutboxEvent]], None]:
+    return import_string(path)
+
+
+def consumers() -> list[Callable[[list[OutboxEvent]], None]]:
+    return [_consumer(path) for path in settings.OUTBOX_CONSUMERS]
+
+
+def _record_failure(row: _Row, error: str) -> bool:
+    """Schedule ``row`` again or dead-letter it; returns True when it went dead."""
+    attempts = row.attempts + 1
+    now = timezone.now()
+    fields: dict[str, Any] = {"attempts": attempts, "last_error": error[:2000]}
+    dead = attempts >= settings.OUTBOX_MAX_ATTEMPTS
+    if dead:
+        fields |= {"state": OutboxMessage.State.DEAD, "dead_at": now, "next_attempt_at": None}
+        logger.error("outbox message dead-lettered", extra={"event_id": row.event.event_id})
+    else:
+        fields["next_attempt_at"] = now + timedelta(seconds=backoff_seconds(attempts))
+    OutboxMessage.objects.filter(pk=row.id).update(**fields)
+    return dead
+
+
+def _waves(rows: list[_Row], blocked: set[str]) -> Iterator[list[_Row]]:
+    """Split id-ordered rows into waves holding at most one event per aggregate, each wave
+    holding the next event of every aggregate; an aggregate added to ``blocked`` (its event
+    was refused) gets nothing in later waves."""
+    remaining = rows
+    while remaining:
+        wave: list[_Row] = []
+        later: list[_Row] = []
+        taken: set[str] = set()
+        for row in remaining:
+            aggregate = row.event.aggregate_id
+            if aggregate in blocked:
+                continue
+            (later if aggregate in taken else wave).append(row)
+            taken.add(aggregate)
+        if wave:
+            yield wave
+        remaining = later
+
+
+def outbox_relay_pass(*, batch_size: int | None = None, bus: EventBus | None = None) -> RelayResult:
+    """Publish one batch of pending outbox rows; see the module docstring for the guarantees.
+
+    Locks the claimed outbox rows (only those) for the length of the pass. Never raises for a
+    broker failure: a refused message is recorded on its row (backoff, dead letter); an
+    outage stops the pass, leaves the unpublished rows as they were (an outage is not their
+    fault and never dead-letters them), notes the error on the first of them and reports
+    ``bus_down``. An exception from a consumer rolls the whole pass back (nothing marked
+    published), so the rows are published again later.
+    """
+    batch_size = batch_size or settings.OUTBOX_BATCH_SIZE
+    bus = bus or event_bus()
+    published: list[_Row] = []
+    failed = dead = 0
+    bus_down = False
+    with transaction.atomic():
+        rows = _claim(batch_size)
+        blocked: set[str] = set()
+        for wave in _waves(rows, blocked):
+            try:
+                refusals = bus.publish_wave([row.event for row in wave])
+            except BusUnavailable as exc:
+                published += [row for i, row in enumerate(wave) if i in exc.published]
+                unsent = [row for i, row in enumerate(wave) if i not in exc.published]
+                if unsent:
+                    OutboxMessage.objects.filter(pk=unsent[0].id).update(
+                        last_error=f"event bus unavailable: {exc}"[:2000]
+                    )
+                bus_down = True
+                break
+            for row, refusal in zip(wave, refusals, strict=True):
+                if refusal is None:
+                    published.append(row)
+                    continue
+                logger.warning("event refused by the bus: %s", refusal)
+                blocked.add(row.event.aggregate_id)
+                failed += 1
+                dead += _record_failure(row, str(refusal))
+        if published:
+            published.sort(key=lambda r: r.id)
+            OutboxMessage.objects.filter(pk__in=[r.id for r in published]).update(
+                state=OutboxMessage.State.PUBLISHED,
+                published_at=timezone.now(),
+                next_attempt_at=None,
+                last_error="",
+            )
+            events = [r.event for r in published]
+            for consume in consumers():
+                consume(events)
+    if bus_down:
+        logger.warning("event bus unavailable; the relay backs off")
+    return RelayResult(
+        claimed=len(rows), published=len(published), failed=failed, dead=dead, bus_down=bus_down
+    )
+
+
+def outbox_relay_drain(
+    *, batch_size: int | None = None, max_passes: int = 50, bus: EventBus | None = None
+) -> RelayResult:
+    """Run passes until a pass finds less than a full batch, the bus is down, or
+    ``max_passes``; returns the totals."""
+    batch_size = batch_size or settings.OUTBOX_BATCH_SIZE
+    totals = RelayResult(claimed=0, published=0, failed=0, dead=0, bus_down=False)
+    for _ in range(max_passes):
+        result = outbox_relay_pass(batch_size=batch_size, bus=bus)
+        totals = RelayResult(
+            claimed=totals.claimed + result.claimed,
+            published=totals.published + result.published,
+            failed=totals.failed + result.failed,
+            dead=totals.dead + result.dead,
+            bus_down=result.bus_down,
+        )
+        if result.bus_down or result.claimed < batch_size:
+            break
+    return totals
+
+
+def outbox_relay_run() -> int:
+    """What the relay task does: publish pending rows until none is due, backing off together
+    with every other relay while the event bus is down.
+
+    The first relay to find the bus down sets ``OUTAGE_KEY`` for a jittered, growing delay
+    (``backoff_seconds`` of the consecutive outages, capped by
+    ``OUTBOX_OUTAGE_MAX_BACKOFF_SECONDS``); kicks and sweeps skip their pass until it expires.
+    Returns how many events were published.
+    """
+    redis = get_redis_connection("default")
+    try:
+        redis.delete(KICK_KEY)
+        if redis.exists(OUTAGE_KEY):
+            return 0
+    except RedisError:
+        logger.warning("relay coordination in Redis failed; relaying anyway", exc_info=True)
+    result = outbox_relay_drain()
+    try:
+        if result.bus_down:
+            outages = redis.incr(OUTAGES_KEY)
+            redis.expire(OUTAGES_KEY, 3600)
+            delay = min(backoff_seconds(outages), settings.OUTBOX_OUTAGE_MAX_BACKOFF_SECONDS)
+            redis.set(OUTAGE_KEY, "1", px=max(1, int(delay * 1000)))
+        else:
+            redis.delete(OUTAGES_KEY)
+    except RedisError:
+        logger.warning("could not record the event bus outage", exc_info=True)
+    return result.published
+
+
+def outbox_messages_requeue(*, ids: Sequence[int]) -> int:
+    """Put dead-lettered rows back in the queue (staff action); returns how many moved.
+
+    Rows that are not dead are left alone. The relay is kicked after commit.
+    """
+    with transaction.atomic():
+        moved = OutboxMessage.objects.filter(
+            pk__in=list(ids), state=OutboxMessage.State.DEAD
+        ).update(
+            state=OutboxMessage.State.PENDING,
+            attempts=0,
+            next_attempt_at=None,
+            dead_at=None,
+        )
+        if moved:
+            transaction.on_commit(kick_relay, robust=True)
+    return moved
+
+
+def outbox_prune(*, older_than: timedelta | None = None, chunk: int = 10_000) -> int:
+    """Delete published rows published more than ``older_than`` (default
+    ``OUTBOX_RETENTION_HOURS``) ago, in chunks so no transaction grows large; returns the count.
+    Pending and dead rows are never pruned."""
+    if older_than is None:
+        older_than = timedelta(hours=settings.OUTBOX_RETENTION_HOURS)
+    cutoff = timezone.now() - older_than
+    total = 0
+    while True:
+        ids = list(
+            OutboxMessage.objects.filter(
+                state=OutboxMessage.State.PUBLISHED, published_at__lt=cutoff
+            ).values_list("pk", flat=True)[:chunk]
+        )
+        if not ids:
+            return total
+        total += OutboxMessage.objects.filter(pk__in=ids).delete()[0]

@@ -1,0 +1,107 @@
+"""Webhook signatures: what AegisPay sends and how a receiver checks it.
+
+Standard library only, so a merchant can copy this file into their own service. Every delivery
+carries the header::
+
+    AegisPay-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<raw body>")>
+
+The timestamp is signed together with the body, so a captured request cannot be replayed
+later than the tolerance allows. A receiver must verify the raw bytes it received, before any
+JSON parsing (re-serialising changes the bytes and breaks the signature)::
+
+    from signing import SignatureVerificationError, verify
+
+    try:
+        verify(secret=WHSEC, body=request.body, header=request.headers["AegisPay-Signature"])
+    except SignatureVerificationError:
+        return HttpResponse(status=400)
+
+The header may hold several ``v1`` values (for example while a secret is being rotated); one
+match is enough. Unknown schemes (``v0=…``) are ignored so that new ones can be added.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+
+HEADER = "AegisPay-Signature"
+DEFAULT_TOLERANCE_SECONDS = 300
+
+
+class SignatureVerificationError(ValueError):
+    """The header is malformed, no signature matches, or the timestamp is outside tolerance.
+
+    ``reason`` is one of ``malformed_header``, ``no_signature_match``, ``timestamp_outside``.
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def _digest(secret: str, body: bytes, timestamp: int) -> str:
+    signed = str(timestamp).encode("ascii") + b"." + body
+    return hmac.new(secret.encode("utf-8"), signed, hashlib.sha256).hexdigest()
+
+
+def sign(secret: str, body: bytes, timestamp: int) -> str:
+    """The ``AegisPay-Signature`` header value for ``body`` sent at ``timestamp`` (unix)."""
+    return f"t={int(timestamp)},v1={_digest(secret, body, int(timestamp))}"
+
+
+def _parse(header: str) -> tuple[int, list[str]]:
+    if not isinstance(header, str) or not header.isascii():
+        raise SignatureVerificationError("malformed_header", "the header is not ASCII text")
+    timestamps: list[str] = []
+    signatures: list[str] = []
+    for item in header.split(","):
+        key, sep, value = item.strip().partition("=")
+        if not sep or not value:
+            raise SignatureVerificationError("malformed_header", f"bad header item: {item!r}")
+        if key == "t":
+            timestamps.append(value)
+        elif key == "v1":
+            signatures.append(value)
+    if len(timestamps) != 1 or not timestamps[0].isdigit():
+        raise SignatureVerificationError(
+            "malformed_header", "the header needs exactly one t=<unix seconds>"
+        )
+    if not signatures:
+        raise SignatureVerificationError("malformed_header", "the header has no v1 signature")
+    return int(timestamps[0]), signatures
+
+
+def verify(
+    *,
+    secret: str,
+    body: bytes,
+    header: str,
+    tolerance: int = DEFAULT_TOLERANCE_SECONDS,
+    now: float | None = None,
+) -> int:
+    """Check ``header`` against the raw ``body``; return the signed timestamp.
+
+    Raises ``SignatureVerificationError`` for a malformed header, when no ``v1`` value matches
+    (compared in constant time, so timing reveals nothing about the right value), or when the
+    timestamp is more than ``tolerance`` seconds from ``now`` in either direction: a stale one
+    may be a replay, and one from the future would otherwise stay valid for too long.
+    """
+    timestamp, signatures = _parse(header)
+    expected = _digest(secret, body, timestamp)
+    # Check every candidate, so the time taken does not depend on which one matched.
+    matched = False
+    for candidate in signatures:
+        matched |= hmac.compare_digest(expected, candidate)
+    if not matched:
+        raise SignatureVerificationError(
+            "no_signature_match", "no signature in the header matches the body"
+        )
+    current = time.time() if now is None else now
+    if abs(current - timestamp) > tolerance:
+        raise SignatureVerificationError(
+            "timestamp_outside",
+            f"the timestamp is {int(current - timestamp)}s away from now (tolerance {tolerance}s)",
+        )
+    return timestamp
