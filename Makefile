@@ -11,7 +11,8 @@ VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help install run test lint migrate clean-data fault-run routing-simulation router-latency
+.PHONY: help install run test lint migrate clean-data fault-run routing-simulation router-latency \
+	relay-bench replay-bench
 
 help:
 	@echo "make run         migrate, seed the demo merchant, run web + worker + beat"
@@ -22,6 +23,8 @@ help:
 	@echo "make fault-run   1,000 payments through two faulty sandbox gateways, then checks (BENCH_ARGS=...)"
 	@echo "make routing-simulation  three sandbox gateways, the best degrades: strategies compared"
 	@echo "make router-latency      router decision time with 10 gateways (p50, p99)"
+	@echo "make relay-bench         outbox relay throughput to RabbitMQ and commit-to-publish lag"
+	@echo "make replay-bench        replay_events over a million events (rate, memory)"
 
 # The virtualenv, created once with python3 from PATH.
 $(VPY):
@@ -61,3 +64,9 @@ routing-simulation: $(STAMP)
 
 router-latency: $(STAMP)
 	$(VPY) -m aegispay.embedded bench router_latency $(BENCH_ARGS)
+
+relay-bench: $(STAMP)
+	$(VPY) -m aegispay.embedded bench relay_throughput $(BENCH_ARGS)
+
+replay-bench: $(STAMP)
+	$(VPY) -m aegispay.embedded bench replay_rate $(BENCH_ARGS)

@@ -817,6 +817,12 @@ def _print_banner(port: int, services: Services, env: Mapping[str, str]) -> None
 # --------------------------------------------------------------------------------------------
 
 
+def outbox_queue(env: Mapping[str, str]) -> str:
+    """The relay's Celery queue, named as aegispay/settings.py names it."""
+    default = env.get("CELERY_QUEUE", "aegispay")
+    return env.get("CELERY_OUTBOX_QUEUE", f"{default}.outbox")
+
+
 def cmd_run(port: int, layout: Layout) -> int:
     """Ensure services, migrate, seed, then run web + worker + beat in the foreground until a
     stop signal or until one of them dies; then stop them all (whole process groups) and the
@@ -846,6 +852,13 @@ def cmd_run(port: int, layout: Layout) -> int:
                 *celery,
                 *["worker", "--loglevel", "INFO", "--concurrency", "2"],
                 *["--without-gossip", "--without-mingle"],
+            ],
+            # The outbox relay's own worker (settings.CELERY_OUTBOX_QUEUE: the default queue's
+            # name + ".outbox"), so events are published without waiting behind gateway calls.
+            "relay": [
+                *celery,
+                *["worker", "--loglevel", "INFO", "--concurrency", "1", "-n", "relay@%h"],
+                *["--without-gossip", "--without-mingle", "-Q", outbox_queue(env)],
             ],
             "beat": [
                 *celery,

@@ -65,7 +65,7 @@ def start_workers(count: int, log_dir: Path) -> list[subprocess.Popen]:
                     "--without-mingle",
                     "--without-heartbeat",
                     "-Q",
-                    "aegispay-bench",
+                    "aegispay-bench,aegispay-bench.outbox",
                     "-n",
                     f"bench{index}@%h",
                 ],
@@ -122,7 +122,9 @@ def main() -> int:
         cursor.execute(
             "TRUNCATE payments_paymentevent, payments_paymentattempt, payments_refund, "
             "payments_idempotencykey, payments_payment, payments_apikey, payments_merchant, "
-            "outbox_outboxmessage, gateways_sandboxledgerentry, gateways_sandboxrequest CASCADE"
+            "outbox_outboxmessage, gateways_sandboxledgerentry, gateways_sandboxrequest, "
+            "payments_merchantdailysummary, payments_paymentauditentry, "
+            "outbox_webhookendpoint, outbox_webhookdelivery, outbox_webhookattempt CASCADE"
         )
     celery_app.control.purge()
     from django_redis import get_redis_connection
