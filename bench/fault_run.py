@@ -97,8 +97,6 @@ def main() -> int:
     args = parser.parse_args()
 
     benchdb.setup("aegispay_bench")
-    import pgtrigger
-    from django.db import connection
     from django.db.models import Q
     from django.test.utils import override_settings
 
@@ -117,15 +115,7 @@ def main() -> int:
     from payments.services import merchant_create, payment_create
     from payments.tasks import payments_reconcile, payments_settle_captures
 
-    # A clean slate: the bench database is the bench's own.
-    with pgtrigger.ignore("payments.PaymentEvent:no_truncate"), connection.cursor() as cursor:
-        cursor.execute(
-            "TRUNCATE payments_paymentevent, payments_paymentattempt, payments_refund, "
-            "payments_idempotencykey, payments_payment, payments_apikey, payments_merchant, "
-            "outbox_outboxmessage, gateways_sandboxledgerentry, gateways_sandboxrequest, "
-            "payments_merchantdailysummary, payments_paymentauditentry, "
-            "outbox_webhookendpoint, outbox_webhookdelivery, outbox_webhookattempt CASCADE"
-        )
+    benchdb.empty_tables()
     celery_app.control.purge()
     from django_redis import get_redis_connection
 

@@ -90,17 +90,7 @@ FROM e ORDER BY e.payment_id, e.sequence
 
 
 def reset() -> None:
-    import pgtrigger
-    from django.db import connection
-
-    with pgtrigger.ignore("payments.PaymentEvent:no_truncate"), connection.cursor() as cursor:
-        cursor.execute(
-            "TRUNCATE payments_paymentevent, payments_paymentattempt, payments_refund, "
-            "payments_idempotencykey, payments_payment, payments_apikey, payments_merchant, "
-            "outbox_outboxmessage, gateways_sandboxledgerentry, gateways_sandboxrequest, "
-            "payments_merchantdailysummary, payments_paymentauditentry, "
-            "outbox_webhookendpoint, outbox_webhookdelivery, outbox_webhookattempt CASCADE"
-        )
+    benchdb.empty_tables()
 
 
 def relay_worker(batch_size: int) -> None:
