@@ -102,6 +102,7 @@ EVENT_TYPES = frozenset(
     {f"payment.{status}" for status in _PAYMENT_STATUSES}
     | {
         "payment.attempt_failed",
+        "payment.capture_requested",
         "payment.cancel_requested",
         "payment.voided",
         "refund.created",

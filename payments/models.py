@@ -10,6 +10,8 @@ from __future__ import annotations
 import pgtrigger
 from django.db import models
 from django.db.models import F, Q
+from django.db.models.fields.json import KT
+from django.db.models.functions import Lower
 from django_fsm import FSMField, FSMModelMixin, transition
 
 from .ids import (
@@ -156,6 +158,25 @@ class Payment(FSMModelMixin, models.Model):
                 fields=["merchant", "merchant_reference"], name="payment_merchant_ref_idx"
             ),
             models.Index(fields=["merchant", "created_at"], name="payment_merchant_created_idx"),
+            # The staff list (payments/admin.py) pages newest first by ``created_at`` (so a date
+            # filter is an index range) and filters on one column at a time: each filter column
+            # leads an index on (column, created_at); merchant's is the one above.
+            models.Index(fields=["status", "created_at"], name="payment_status_created_idx"),
+            models.Index(fields=["gateway", "created_at"], name="payment_gateway_created_idx"),
+            models.Index(fields=["currency", "created_at"], name="payment_currency_created_idx"),
+            models.Index(fields=["created_at"], name="payment_created_idx"),
+            # The staff search is exact and across merchants, so the merchant-led index above
+            # cannot serve it; customer e-mails are matched lower-cased.
+            models.Index(fields=["merchant_reference"], name="payment_reference_idx"),
+            models.Index(fields=["gateway_reference"], name="payment_gateway_ref_idx"),
+            models.Index(Lower(KT("customer__email")), name="payment_customer_email_idx"),
+        ]
+        # Staff actions of the back office, granted to the ``operators`` group (migration 0005).
+        permissions = [
+            ("retry_payment", "Can retry a failed payment"),
+            ("refund_payment", "Can refund a payment"),
+            ("capture_payment", "Can capture an authorised payment"),
+            ("cancel_payment", "Can cancel a payment"),
         ]
         constraints = [
             models.CheckConstraint(condition=Q(amount__gt=0), name="payment_amount_positive"),

@@ -557,10 +557,11 @@ def payment_capture(
 ) -> Payment:
     """Ask the gateway to capture ``amount`` (default: all) of an ``authorized`` payment.
 
-    Commits a capture attempt and queues its gateway call; the payment becomes ``captured``
-    when the gateway confirms. Raises ``InvalidTransition`` unless ``authorized``,
-    ``AmountExceeded`` above ``amount_authorized``, ``OperationInProgress`` while another
-    gateway operation (a capture or a void) is open, so racing captures capture once.
+    Commits a capture attempt and ``payment.capture_requested`` (who asked, for how much) and
+    queues its gateway call; the payment becomes ``captured`` when the gateway confirms.
+    Raises ``InvalidTransition`` unless ``authorized``, ``AmountExceeded`` above
+    ``amount_authorized``, ``OperationInProgress`` while another gateway operation (a capture
+    or a void) is open, so racing captures capture once.
     """
     with _locked(payment_id, expected_version=expected_version) as payment:
         if payment.status != PaymentStatus.AUTHORIZED:
@@ -572,6 +573,12 @@ def payment_capture(
                 param="amount",
             )
         attempt = _open_attempt(payment, operation=AttemptOperation.CAPTURE, amount=amount)
+        _record(
+            payment,
+            "payment.capture_requested",
+            actor=actor,
+            data={"attempt": attempt.id, "amount": amount},
+        )
         _send_after_commit("payment_operation_execute", attempt.id)
     return payment
 
