@@ -1,16 +1,30 @@
-"""Reads of webhook endpoints and deliveries. Endpoint reads are scoped to one merchant."""
+"""Reads of the outbox: webhook endpoints and deliveries (endpoint reads are scoped to one
+merchant), and the relay's backlog and publication lag for staff."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
 
-from django.db.models import Q, QuerySet
+from django.db.models import (
+    Aggregate,
+    Count,
+    DurationField,
+    ExpressionWrapper,
+    F,
+    Max,
+    Min,
+    Q,
+    QuerySet,
+)
 from django.utils import timezone
 
-from .models import WebhookDelivery, WebhookEndpoint
+from .models import OutboxMessage, WebhookDelivery, WebhookEndpoint
 from .webhooks import WebhookNotFound
 
 SWEEP_BATCH = 500
+HOUR = timedelta(hours=1)
 
 
 def webhook_endpoint_get(*, merchant_id: str, endpoint_id: str) -> WebhookEndpoint:
@@ -53,4 +67,80 @@ def webhook_deliveries_due(*, now: datetime | None = None, limit: int = SWEEP_BA
         )
         .order_by("next_attempt_at", "id")
         .values_list("id", flat=True)[:limit]
+    )
+
+
+class _PercentileCont(Aggregate):
+    """PostgreSQL's ``percentile_cont(fraction) WITHIN GROUP (ORDER BY expression)``."""
+
+    function = "percentile_cont"
+    template = "%(function)s(%(fraction)s) WITHIN GROUP (ORDER BY %(expressions)s)"
+
+    def __init__(self, expression: Any, *, fraction: float, **extra: Any) -> None:
+        if not 0 <= fraction <= 1:
+            raise ValueError("fraction must be in [0, 1]")
+        super().__init__(expression, fraction=repr(float(fraction)), **extra)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxLag:
+    """How far the outbox relay is behind.
+
+    ``pending`` rows wait to be published (the oldest since ``oldest_pending_at``); ``dead``
+    rows were refused too often and wait for staff to requeue them. Over the last hour,
+    ``published_last_hour`` rows were published, with the median and the largest delay between
+    the event's commit and its publication.
+    """
+
+    until: datetime
+    pending: int
+    dead: int
+    oldest_pending_at: datetime | None
+    published_last_hour: int
+    lag_p50: timedelta | None
+    lag_max: timedelta | None
+
+    @property
+    def oldest_pending_age(self) -> timedelta | None:
+        if self.oldest_pending_at is None:
+            return None
+        return max(timedelta(0), self.until - self.oldest_pending_at)
+
+
+def outbox_lag(*, now: datetime | None = None) -> OutboxLag:
+    """The outbox backlog and publication delay, in two queries that touch only unpublished
+    rows and rows published in the last hour (published rows are kept for days)."""
+    until = now if now is not None else timezone.now()
+    pending = Q(state=OutboxMessage.State.PENDING)
+    backlog = (
+        OutboxMessage.objects.exclude(state=OutboxMessage.State.PUBLISHED)
+        .order_by()
+        .aggregate(
+            pending=Count("pk", filter=pending),
+            dead=Count("pk", filter=Q(state=OutboxMessage.State.DEAD)),
+            oldest=Min("created_at", filter=pending),
+        )
+    )
+    lag = ExpressionWrapper(F("published_at") - F("created_at"), output_field=DurationField())
+    published = (
+        OutboxMessage.objects.filter(
+            state=OutboxMessage.State.PUBLISHED,
+            published_at__gte=until - HOUR,
+            published_at__lte=until,
+        )
+        .order_by()
+        .aggregate(
+            count=Count("*"),
+            p50=_PercentileCont(lag, fraction=0.5, output_field=DurationField()),
+            max=Max(lag),
+        )
+    )
+    return OutboxLag(
+        until=until,
+        pending=int(backlog["pending"]),
+        dead=int(backlog["dead"]),
+        oldest_pending_at=backlog["oldest"],
+        published_last_hour=int(published["count"]),
+        lag_p50=published["p50"],
+        lag_max=published["max"],
     )
