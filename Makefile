@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 .PHONY: help install run test lint migrate clean-data fault-run routing-simulation router-latency \
-	relay-bench replay-bench
+	relay-bench replay-bench admin-bench chromium
 
 help:
 	@echo "make run         migrate, seed the demo merchant, run web + worker + beat"
@@ -25,6 +25,7 @@ help:
 	@echo "make router-latency      router decision time with 10 gateways (p50, p99)"
 	@echo "make relay-bench         outbox relay throughput to RabbitMQ and commit-to-publish lag"
 	@echo "make replay-bench        replay_events over a million events (rate, memory)"
+	@echo "make admin-bench         the admin payment list with a million payments (ms per page)"
 
 # The virtualenv, created once with python3 from PATH.
 $(VPY):
@@ -42,8 +43,23 @@ install: $(STAMP)
 run: $(STAMP)
 	$(VPY) -m aegispay.embedded run
 
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(VPY) -m aegispay.embedded test $(PYTEST_ARGS)
+
+# Debian's Chromium for the back-office browser test (tests/payments/test_admin_browser.py).
+# Installed once with apt-get when running as root (as CI does); otherwise the test is skipped
+# and says how to install it.
+chromium:
+	@if [ ! -x /usr/bin/chromium ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			export DEBIAN_FRONTEND=noninteractive; \
+			apt-get install -y --no-install-recommends chromium \
+				|| { apt-get update && apt-get install -y --no-install-recommends chromium; }; \
+		else \
+			echo "note: /usr/bin/chromium is missing: the browser test will be skipped" \
+				"(sudo apt-get install chromium to run it)"; \
+		fi; \
+	fi
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -70,3 +86,6 @@ relay-bench: $(STAMP)
 
 replay-bench: $(STAMP)
 	$(VPY) -m aegispay.embedded bench replay_rate $(BENCH_ARGS)
+
+admin-bench: $(STAMP)
+	$(VPY) -m aegispay.embedded bench admin_list $(BENCH_ARGS)
