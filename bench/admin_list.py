@@ -86,8 +86,7 @@ def pages(payments: int) -> dict[str, str]:
         "gateway=sandbox_b": f"{base}?gateway__exact=sandbox_b",
         "currency=JPY": f"{base}?currency__exact=JPY",
         "created, a day": (
-            f"{base}?created_at__gte={day}T00:00:00%2B00:00"
-            f"&created_at__lt={day}T23:59:59%2B00:00"
+            f"{base}?created_at__gte={day}T00:00:00%2B00:00&created_at__lt={day}T23:59:59%2B00:00"
         ),
         "status+currency": f"{base}?status__exact=refunded&currency__exact=EUR",
         "search id": f"{base}?q=pay_adm_{probe:010d}",
