@@ -91,7 +91,13 @@ CACHES = {
         "BACKEND": "django_redis.cache.RedisCache",
         "LOCATION": REDIS_URL,
         "KEY_PREFIX": env("CACHE_KEY_PREFIX", default="aegispay"),
-        "OPTIONS": {"CLIENT_CLASS": "django_redis.client.DefaultClient"},
+        "OPTIONS": {
+            "CLIENT_CLASS": "django_redis.client.DefaultClient",
+            # A Redis that hangs must fail a request (breakers, locks and staff pages report
+            # it) rather than stall it forever.
+            "SOCKET_CONNECT_TIMEOUT": env.float("REDIS_CONNECT_TIMEOUT_SECONDS", default=2.0),
+            "SOCKET_TIMEOUT": env.float("REDIS_TIMEOUT_SECONDS", default=5.0),
+        },
     }
 }
 
