@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from django.apps import apps as django_apps
 from django.contrib.auth.models import Group
+from django.db import connections
 
 from payments.models import Payment, PaymentEvent, Refund
 from payments.services import merchant_create, payment_create
@@ -63,6 +64,10 @@ def browser_page(monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.set_default_timeout(20_000)
         yield page
+        # ORM calls made while Playwright's loop runs get a connection of their own; close it
+        # here, inside the loop, or it outlives the test and the test database cannot be
+        # dropped.
+        connections.close_all()
         browser.close()
 
 
