@@ -7,6 +7,8 @@ import time
 
 from django.db import models
 
+from .types import OutboxEvent
+
 
 class OutboxMessage(models.Model):
     class State(models.TextChoices):
@@ -55,6 +57,18 @@ class OutboxMessage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event_type} {self.aggregate_id}#{self.sequence} {self.state}"
+
+    def as_event(self) -> OutboxEvent:
+        """This row as the plain value the relay hands to the bus and the consumers."""
+        return OutboxEvent(
+            event_id=self.event_id,
+            event_type=self.event_type,
+            aggregate_type=self.aggregate_type,
+            aggregate_id=self.aggregate_id,
+            sequence=self.sequence,
+            merchant_id=self.merchant_id,
+            payload=self.payload,
+        )
 
 
 # --- Merchant webhooks ---

@@ -27,18 +27,7 @@ from tests.payments.helpers import payment_in
 
 
 def outbox_events(rows: list[OutboxMessage]) -> list[OutboxEvent]:
-    return [
-        OutboxEvent(
-            event_id=row.event_id,
-            event_type=row.event_type,
-            aggregate_type=row.aggregate_type,
-            aggregate_id=row.aggregate_id,
-            sequence=row.sequence,
-            merchant_id=row.merchant_id,
-            payload=row.payload,
-        )
-        for row in rows
-    ]
+    return [row.as_event() for row in rows]
 
 
 def publish(rows: list[OutboxMessage]) -> list[OutboxEvent]:

@@ -17,7 +17,6 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from outbox.models import OutboxMessage
-from outbox.types import OutboxEvent
 from payments.models import (
     Merchant,
     MerchantDailySummary,
@@ -43,20 +42,7 @@ def relay_pass() -> None:
         OutboxMessage.objects.filter(pk__in=[row.pk for row in rows]).update(
             state=OutboxMessage.State.PUBLISHED, published_at=timezone.now()
         )
-        read_models_apply(
-            [
-                OutboxEvent(
-                    event_id=row.event_id,
-                    event_type=row.event_type,
-                    aggregate_type=row.aggregate_type,
-                    aggregate_id=row.aggregate_id,
-                    sequence=row.sequence,
-                    merchant_id=row.merchant_id,
-                    payload=row.payload,
-                )
-                for row in rows
-            ]
-        )
+        read_models_apply([row.as_event() for row in rows])
 
 
 @dataclass
