@@ -16,7 +16,6 @@ the keys of one gateway share a hash tag. Reads of several gateways are one pipe
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -134,6 +133,26 @@ class GatewayStats:
         return self.errors / self.samples if self.samples else None
 
 
+# p50 and p95 (nearest rank: the ceil(pct/100 * n)-th smallest) of a latency list, computed
+# in Redis: a decision then reads two numbers per gateway instead of every sample (parsing a
+# few thousand list items per decision was most of the router's time). Returned as strings:
+# Redis would turn a Lua number into an integer.
+_LATENCY_PERCENTILES = """
+local values = redis.call('LRANGE', KEYS[1], 0, -1)
+local n = #values
+if n == 0 then return {} end
+local sorted = {}
+for i = 1, n do sorted[i] = tonumber(values[i]) end
+table.sort(sorted)
+local function rank(pct)
+  local r = math.ceil(pct / 100 * n)
+  if r < 1 then r = 1 end
+  return sorted[r]
+end
+return {string.format('%.17g', rank(50)), string.format('%.17g', rank(95))}
+"""
+
+
 def _redis() -> Any:
     return get_redis_connection("default")
 
@@ -240,21 +259,22 @@ def gateway_stats_many(
         # EVAL, not a registered Script: a pipeline of Scripts costs a SCRIPT EXISTS round trip
         # per execute; Redis caches the compiled script by its text anyway.
         pipe.eval(_READ, 1, counts_key, window_ms, buckets)
-        pipe.lrange(latency_key, 0, -1)
+        pipe.eval(_LATENCY_PERCENTILES, 1, latency_key)
     replies = pipe.execute()
     states = dict(breaker_states or {})
     stats = {}
     for index, gateway in enumerate(names):
         counts = Counts(*map(int, replies[2 * index]))
-        latencies = sorted(float(x) for x in replies[2 * index + 1])
+        percentiles = [float(x) for x in replies[2 * index + 1]] or [None, None]
+        p50, p95 = percentiles
         state = states.get(gateway) or str(breaker_for(gateway).state())
         stats[gateway] = GatewayStats(
             gateway=gateway,
             approved=counts.approved,
             declined=counts.declined,
             errors=counts.errors,
-            latency_p50_ms=_percentile(latencies, 50),
-            latency_p95_ms=_percentile(latencies, 95),
+            latency_p50_ms=p50,
+            latency_p95_ms=p95,
             breaker_state=state,
             health=_health(counts, state),
         )
@@ -273,14 +293,6 @@ def reset_metrics(gateway: str) -> None:
     keys = [*redis.scan_iter(f"{base}:*")]
     if keys:
         redis.delete(*keys)
-
-
-def _percentile(ordered: Sequence[float], pct: float) -> float | None:
-    """Nearest-rank percentile of sorted values."""
-    if not ordered:
-        return None
-    rank = max(1, math.ceil(pct / 100 * len(ordered)))
-    return ordered[rank - 1]
 
 
 def _health(counts: Counts, state: str) -> float:

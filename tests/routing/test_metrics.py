@@ -15,6 +15,16 @@ def feed(gateway: str, outcome: str, count: int, latency_ms: int = 100, **kw: ob
         record_outcome(gateway=gateway, outcome=outcome, latency_ms=latency_ms, **kw)
 
 
+def test_latency_percentiles_are_nearest_rank_over_the_samples() -> None:
+    for latency in (400, 100, 123456, 200, 600, 300, 500):
+        feed("sandbox_b", "approved", 1, latency_ms=latency)
+
+    stats = gateway_stats("sandbox_b")
+
+    # sorted: 100 200 300 400 500 600 123456; ranks ceil(0.5 * 7) = 4 and ceil(0.95 * 7) = 7
+    assert (stats.latency_p50_ms, stats.latency_p95_ms) == (400.0, 123456.0)
+
+
 def test_rates_latencies_and_health_follow_the_outcomes() -> None:
     feed("sandbox_a", "approved", 6, latency_ms=100)
     feed("sandbox_a", "declined", 2, latency_ms=200)
