@@ -162,6 +162,8 @@ def test_an_operator_retries_a_failed_payment_and_refunds_a_completed_one(
     page.fill("#payment-action-form [name=reason]", "one item returned")
     page.screenshot(path=SCREENSHOTS / "05-refund-form.png", full_page=True)
     page.click("#confirm-action")
+    # Wait for the POST's redirect to land before reloading (a reload during it fails).
+    assert "of 5.00 USD started" in page.locator("ul.messagelist").inner_text()
     refunded = wait_for_event(page, "payment.partially_refunded")
     page.screenshot(path=SCREENSHOTS / "06-refunded-payment-timeline.png", full_page=True)
 
