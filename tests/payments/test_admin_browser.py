@@ -113,6 +113,8 @@ def open_payment(page: object, payment_id: str) -> None:
     page.goto(page.url.split("/admin/")[0] + "/admin/payments/payment/")
     page.fill("input[name=q]", payment_id)
     page.press("input[name=q]", "Enter")
+    page.wait_for_url(f"**q={payment_id}*")  # the search's page, not the list before it
+    assert page.locator("#result_list tbody tr").count() == 1
     page.get_by_role("link", name=payment_id).first.click()
     page.locator("table#payment-timeline").wait_for()
 
