@@ -6,35 +6,57 @@ Every event stores in ``data["changes"]`` the fields it set, and its ``to_status
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .models import Payment, PaymentEvent
 from .representations import iso
 from .services import PROJECTED_FIELDS
 
+# The fields a payment's events rebuild: the projected ones, its status and its version.
+PAYMENT_FIELDS = (*PROJECTED_FIELDS, "status", "version")
+
+
+def replay_state(
+    rows: Iterable[tuple[int, str, Mapping[str, Any]]],
+) -> tuple[dict[str, Any], int | None]:
+    """Fold (sequence, to_status, changes) rows, oldest first, into a payment's projected state.
+
+    Returns the state and the first missing sequence number (None when the sequence is
+    1, 2, 3, ... without a gap), so a streaming verifier can report a gap instead of stopping.
+    """
+    state: dict[str, Any] = {}
+    gap = None
+    for sequence, to_status, changes in rows:
+        if gap is None and sequence != state.get("version", 0) + 1:
+            gap = state.get("version", 0) + 1
+        state.update(changes)
+        state["status"] = to_status
+        state["version"] = sequence
+    return state, gap
+
 
 def replay(events: Iterable[PaymentEvent]) -> dict[str, Any]:
-    """The state that ``events`` (one payment's, oldest first) describe."""
-    state: dict[str, Any] = {}
-    expected = 1
-    for event in events:
-        if event.sequence != expected:
-            raise ValueError(f"event sequence {event.sequence} where {expected} was due")
-        state.update(event.data.get("changes", {}))
-        state["status"] = event.to_status
-        state["version"] = event.sequence
-        expected += 1
+    """The state that ``events`` (one payment's, oldest first) describe; a gap is an error."""
+    state, gap = replay_state(
+        (event.sequence, event.to_status, event.data.get("changes", {})) for event in events
+    )
+    if gap is not None:
+        raise ValueError(f"event sequence {gap} is missing")
+    return state
+
+
+def stored_state(values: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored payment's ``PAYMENT_FIELDS`` (from the row or a ``.values()`` dict) in the form
+    events carry them."""
+    state = {name: values[name] for name in PAYMENT_FIELDS}
+    state["authorization_expires_at"] = iso(values["authorization_expires_at"])
     return state
 
 
 def snapshot(payment: Payment) -> dict[str, Any]:
     """The projected fields of a stored payment, in the form events carry them."""
-    state: dict[str, Any] = {name: getattr(payment, name) for name in PROJECTED_FIELDS}
-    state["authorization_expires_at"] = iso(payment.authorization_expires_at)
-    state["status"] = payment.status
-    state["version"] = payment.version
-    return state
+    return stored_state({name: getattr(payment, name) for name in PAYMENT_FIELDS})
 
 
 def differences(payment: Payment) -> dict[str, tuple[Any, Any]]:

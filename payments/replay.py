@@ -40,6 +40,7 @@ from django.db import connection, reset_queries, transaction
 from django.utils.dateparse import parse_datetime
 
 from .models import MerchantDailySummary, Payment, PaymentEvent
+from .projection import PAYMENT_FIELDS, replay_state, stored_state
 from .read_models import (
     APPLIED_SQL,
     AUDIT_COLUMNS,
@@ -57,10 +58,6 @@ from .read_models import (
     summary_delete,
     summary_write,
 )
-from .representations import iso
-from .services import PROJECTED_FIELDS
-
-PAYMENT_FIELDS = (*PROJECTED_FIELDS, "status", "version")
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,33 +229,6 @@ def _scan_transaction(*, repair: bool) -> Iterator[None]:
 
 
 # --- the payment projection ---
-
-
-def replay_state(
-    rows: Iterator[tuple[int, str, Mapping[str, Any]]],
-) -> tuple[dict[str, Any], int | None]:
-    """Fold (sequence, to_status, changes) rows, oldest first, into a payment's projected state.
-
-    Returns the state and the first missing sequence number (None when the sequence is
-    1, 2, 3, ... without a gap); the same fold as ``payments.projection.replay``, which raises
-    on a gap instead of reporting it.
-    """
-    state: dict[str, Any] = {}
-    gap = None
-    for sequence, to_status, changes in rows:
-        if gap is None and sequence != state.get("version", 0) + 1:
-            gap = state.get("version", 0) + 1
-        state.update(changes)
-        state["status"] = to_status
-        state["version"] = sequence
-    return state, gap
-
-
-def stored_state(values: Mapping[str, Any]) -> dict[str, Any]:
-    """A stored payment's projected fields in the form events carry them."""
-    state = {name: values[name] for name in PAYMENT_FIELDS}
-    state["authorization_expires_at"] = iso(values["authorization_expires_at"])
-    return state
 
 
 def _compare(
