@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import secrets
-import time
 
 from django.db import models
+
+from aegispay.ids import new_id
 
 from .types import OutboxEvent
 
@@ -73,22 +74,10 @@ class OutboxMessage(models.Model):
 
 # --- Merchant webhooks ---
 
-_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
-
 
 def new_webhook_endpoint_id() -> str:
-    """A new ``we_<26 characters>`` id that sorts after every id made earlier.
-
-    The same layout as ``payments/ids.py`` (48 bits of milliseconds, then 80 random bits, in
-    Crockford base32), so endpoint lists page by id like payments do. It is repeated here
-    because ``outbox`` never imports ``payments``.
-    """
-    value = ((time.time_ns() // 1_000_000) << 80) | secrets.randbits(80)
-    chars = []
-    for _ in range(26):
-        value, index = divmod(value, 32)
-        chars.append(_ALPHABET[index])
-    return "we_" + "".join(reversed(chars))
+    """A new ``we_…`` id, time-ordered like every other id, so endpoint lists page by id."""
+    return new_id("we")
 
 
 def new_webhook_secret() -> str:
