@@ -22,6 +22,8 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from payments.gateway import unresolved_payment_ids
+
 REQUESTS = Counter(
     "aegispay_http_requests_total", "HTTP requests answered", ["method", "route", "status"]
 )
@@ -32,9 +34,15 @@ class DatabaseCollector(Collector):
     """Payments per state and the outbox backlog, read at scrape time."""
 
     @staticmethod
-    def _families() -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
+    def _families() -> tuple[
+        GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily
+    ]:
         return (
             GaugeMetricFamily("aegispay_payments", "Payments by state", labels=["status"]),
+            GaugeMetricFamily(
+                "aegispay_unresolved_operations",
+                "Payments with a gateway operation unanswered past UNRESOLVED_ATTENTION_SECONDS",
+            ),
             GaugeMetricFamily("aegispay_outbox_pending", "Outbox messages not yet published"),
             GaugeMetricFamily(
                 "aegispay_outbox_oldest_pending_seconds", "Age of the oldest unpublished message"
@@ -47,7 +55,8 @@ class DatabaseCollector(Collector):
         yield from self._families()
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        payments, backlog, oldest = self._families()
+        payments, unresolved, backlog, oldest = self._families()
+        unresolved.add_metric([], unresolved_payment_ids().count())
         with connection.cursor() as cursor:
             cursor.execute("SELECT status, count(*) FROM payments_payment GROUP BY status")
             for status, count in cursor.fetchall():
@@ -59,7 +68,7 @@ class DatabaseCollector(Collector):
             count, age = cursor.fetchone()
         backlog.add_metric([], count)
         oldest.add_metric([], float(age))
-        yield from (payments, backlog, oldest)
+        yield from (payments, unresolved, backlog, oldest)
 
 
 _collector = DatabaseCollector()

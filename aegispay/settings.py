@@ -170,7 +170,8 @@ GATEWAY_RETRY_FACTOR = env.float("GATEWAY_RETRY_FACTOR", default=2.0)
 GATEWAY_RETRY_MAX_SECONDS = env.float("GATEWAY_RETRY_MAX_SECONDS", default=10.0)
 # Stop retrying an operation this long after its first attempt (the reconciler takes over).
 GATEWAY_RETRY_DEADLINE_SECONDS = env.float("GATEWAY_RETRY_DEADLINE_SECONDS", default=60.0)
-# The per-payment Redis lock lives GATEWAY_TIMEOUT_SECONDS plus this margin.
+# The per-payment Redis lock lives 3 x GATEWAY_TIMEOUT_SECONDS (lookup, send, lookup) plus this
+# margin.
 PAYMENT_LOCK_MARGIN_SECONDS = env.float("PAYMENT_LOCK_MARGIN_SECONDS", default=5.0)
 # Circuit breaker per gateway (state in Redis, shared by every worker): opens when the failure
 # rate over the window reaches the threshold with at least the minimum calls; half-opens after
@@ -265,6 +266,12 @@ AUTHORIZATION_EXPIRY_HOURS = env.int("AUTHORIZATION_EXPIRY_HOURS", default=7 * 2
 SETTLEMENT_DELAY_SECONDS = env.float("SETTLEMENT_DELAY_SECONDS", default=0.0)
 # Attempts and refunds still open this long after they started are resolved by the reconciler.
 RECONCILE_AFTER_SECONDS = env.float("RECONCILE_AFTER_SECONDS", default=120.0)
+# An open gateway operation is driven again by the reconciler with backoff: the wait doubles
+# with every send, from RECONCILE_AFTER_SECONDS up to this.
+RECONCILE_BACKOFF_MAX_SECONDS = env.float("RECONCILE_BACKOFF_MAX_SECONDS", default=3600.0)
+# An operation the gateway has not answered for this long is listed for staff ("needs
+# attention" in the admin) and counted in aegispay_unresolved_operations. Never guessed.
+UNRESOLVED_ATTENTION_SECONDS = env.float("UNRESOLVED_ATTENTION_SECONDS", default=900.0)
 IDEMPOTENCY_KEY_TTL_HOURS = env.int("IDEMPOTENCY_KEY_TTL_HOURS", default=24)
 # An in-progress idempotency key whose request died (worker killed, crash) is taken over after this.
 IDEMPOTENCY_LOCK_TIMEOUT_SECONDS = env.int("IDEMPOTENCY_LOCK_TIMEOUT_SECONDS", default=300)

@@ -14,11 +14,22 @@ from typing import Protocol, runtime_checkable
 
 
 class Outcome(StrEnum):
-    """What a gateway call achieved, as far as the caller can know."""
+    """What a gateway call achieved, as far as the caller can know (ARCHITECTURE.md).
+
+    Every call ends in exactly one of: NOT_SENT (nothing could reach the gateway), SUCCEEDED
+    (the gateway took it), DECLINED or RETRYABLE_ERROR (the gateway's definitive answer that
+    nothing was taken; the latter may succeed if asked again), UNKNOWN (sent, or maybe sent,
+    and no definitive answer). Lookups answer SUCCEEDED/DECLINED for what they find, or
+    NOT_FOUND.
+    """
 
     SUCCEEDED = "succeeded"
     DECLINED = "declined"
     RETRYABLE_ERROR = "retryable_error"
+    # Refused before any byte could reach the gateway (breaker open, bulkhead full, Redis
+    # unreadable, a local error before the request was written): certainly nothing taken by
+    # *this* call. It says nothing of an earlier call with the same reference.
+    NOT_SENT = "not_sent"
     # The request may or may not have been taken (e.g. a timeout after it was sent): never
     # answer it by charging elsewhere; look the reference up or retry it on the same gateway.
     UNKNOWN = "unknown"
@@ -128,6 +139,17 @@ class GatewayResult:
         return self.outcome is Outcome.RETRYABLE_ERROR
 
     @property
+    def not_sent(self) -> bool:
+        """True when this call never reached the gateway (see ``Outcome.NOT_SENT``)."""
+        return self.outcome is Outcome.NOT_SENT
+
+    @property
+    def definitive(self) -> bool:
+        """True when the gateway itself answered what became of the reference: taken
+        (SUCCEEDED), refused (DECLINED), or, for a lookup, no record of it (NOT_FOUND)."""
+        return self.outcome in (Outcome.SUCCEEDED, Outcome.DECLINED, Outcome.NOT_FOUND)
+
+    @property
     def is_unknown(self) -> bool:
         """True when the operation may or may not have been taken (look it up before acting)."""
         return self.outcome is Outcome.UNKNOWN
@@ -159,10 +181,13 @@ class GatewayAdapter(Protocol):
         """Refund part or all of a captured charge."""
         ...
 
-    def lookup(self, reference: str) -> GatewayResult:
-        """Status of an earlier authorize by its reference.
+    def lookup(self, reference: str, operation: str = "authorize") -> GatewayResult:
+        """What became of an earlier ``operation`` (authorize, capture, void or refund) sent
+        with ``reference``.
 
-        SUCCEEDED with the charge's ``gateway_reference``/``amount``, DECLINED, or NOT_FOUND.
+        SUCCEEDED with ``gateway_reference``/``amount`` when it was taken, DECLINED when it
+        was refused, NOT_FOUND when the gateway has positively no record of it. Changes
+        nothing at the gateway.
         """
         ...
 

@@ -3,9 +3,9 @@
 :func:`call_gateway` never raises for a gateway's misbehaviour; it always answers with a
 :class:`GatewayResult` whose outcome says what the caller may do next:
 
-* ``circuit_open`` (RETRYABLE_ERROR): the breaker refused; nothing was sent.
-* ``bulkhead_full`` (RETRYABLE_ERROR): every slot of the gateway is taken; nothing was sent.
-* ``resilience_unavailable`` (RETRYABLE_ERROR): Redis could not be asked; nothing was sent.
+* ``circuit_open`` (NOT_SENT): the breaker refused; nothing was sent.
+* ``bulkhead_full`` (NOT_SENT): every slot of the gateway is taken; nothing was sent.
+* ``resilience_unavailable`` (NOT_SENT): Redis could not be asked; nothing was sent.
 * ``gateway_timeout`` (UNKNOWN): no answer in time; the gateway may have taken it.
 * ``gateway_exception`` (UNKNOWN): the adapter raised after it may have sent the request.
 * anything else: the adapter's own answer.
@@ -48,8 +48,8 @@ RESILIENCE_UNAVAILABLE = "resilience_unavailable"
 GATEWAY_TIMEOUT = "gateway_timeout"
 GATEWAY_EXCEPTION = "gateway_exception"
 
-# The codes of answers made up before anything was sent: the operation was certainly not taken,
-# so a payment may move on to another gateway at once.
+# The codes of the NOT_SENT answers made up before anything was sent: this call certainly took
+# nothing (an earlier call with the same reference may have).
 NOT_SENT_CODES = frozenset({CIRCUIT_OPEN, BULKHEAD_FULL, RESILIENCE_UNAVAILABLE})
 
 MESSAGES: dict[str, str] = {
@@ -75,7 +75,7 @@ def call_gateway(
     """Run ``call(adapter)`` against gateway account ``gateway``, guarded, and return its result.
 
     In order: the breaker must allow the call, a bulkhead slot must be free (otherwise a
-    RETRYABLE_ERROR ``circuit_open``/``bulkhead_full`` comes back and ``call`` is never run),
+    NOT_SENT ``circuit_open``/``bulkhead_full`` comes back and ``call`` is never run),
     then ``call`` runs with a hard deadline of ``timeout`` seconds (default settings
     ``GATEWAY_TIMEOUT_SECONDS``). Its outcome feeds the breaker: RETRYABLE_ERROR and UNKNOWN are
     failures; SUCCEEDED, DECLINED and NOT_FOUND are successes. ``latency_ms`` of the result is
@@ -95,7 +95,7 @@ def call_gateway(
     bulkhead = bulkhead_for(gateway)
 
     def refused(code: str) -> GatewayResult:
-        return _made_up(gateway, op, reference, Outcome.RETRYABLE_ERROR, code)
+        return _made_up(gateway, op, reference, Outcome.NOT_SENT, code)
 
     try:
         admitted = breaker.allow()

@@ -277,26 +277,31 @@ class SandboxGateway:
             refuse=refuse,
         )
 
-    def lookup(self, reference: str) -> GatewayResult:
-        """Status of an earlier authorize by its reference, on this account.
+    def lookup(self, reference: str, operation: str = "authorize") -> GatewayResult:
+        """What became of an earlier ``operation`` sent with ``reference``, on this account.
 
-        SUCCEEDED with the charge's gateway_reference, amount and currency when a charge was
-        taken (also one whose answer was lost); DECLINED with the decline code when the latest
-        call with that reference was declined; NOT_FOUND otherwise (no charge exists).
+        SUCCEEDED when it was taken (also one whose answer was lost): for an authorize with the
+        charge's gateway_reference, amount and currency, for a capture, void or refund with
+        its own amount and the charge's gateway_reference. DECLINED with the decline code when
+        the latest call with that reference was declined; NOT_FOUND otherwise (nothing taken).
         """
         started = time.monotonic()
         self._sleep(self._chaos())
+        kind = SandboxOperation(operation)
         with transaction.atomic():
-            charge = self._entry(SandboxOperation.AUTHORIZE, reference)
+            entry = self._entry(kind, reference)
+            charge = entry
+            if entry is not None and kind is not SandboxOperation.AUTHORIZE:
+                charge = self._entry_by_charge(entry.gateway_reference) or entry
             last_call = (
                 SandboxRequest.objects.filter(
-                    gateway=self.name, operation=SandboxOperation.AUTHORIZE, reference=reference
+                    gateway=self.name, operation=kind, reference=reference
                 )
                 .order_by("-id")
                 .first()
             )
-            if charge is not None:
-                result = self._charge_result(Operation.LOOKUP, reference, charge, charge)
+            if entry is not None and charge is not None:
+                result = self._charge_result(Operation.LOOKUP, reference, entry, charge)
             elif last_call is not None and last_call.outcome == Outcome.DECLINED:
                 result = self._refusal(Operation.LOOKUP, reference, last_call.decline_code)
             else:
@@ -305,16 +310,23 @@ class SandboxGateway:
                     gateway=self.name,
                     operation=Operation.LOOKUP,
                     reference=reference,
-                    message="The gateway has no charge with that reference.",
+                    message=f"The gateway has no {kind.value} with that reference.",
                 )
             self._log(
                 SandboxOperation.LOOKUP,
                 reference=reference,
-                order_reference=charge.order_reference if charge else "",
-                token=charge.token if charge else "",
+                order_reference=entry.order_reference if entry else "",
+                token=entry.token if entry else "",
                 result=result,
             )
         return self._timed(result, started)
+
+    def _entry_by_charge(self, gateway_reference: str) -> SandboxLedgerEntry | None:
+        return SandboxLedgerEntry.objects.filter(
+            gateway=self.name,
+            operation=SandboxOperation.AUTHORIZE,
+            gateway_reference=gateway_reference,
+        ).first()
 
     # --- authorize ---
 

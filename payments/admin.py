@@ -41,6 +41,7 @@ from routing.models import GatewayConfig
 
 from .admin_forms import ACTIONS, PaymentAction, format_amount, staff_actor
 from .errors import AmountExceeded, PaymentError, VersionConflict
+from .gateway import unresolved_payment_ids
 from .models import Merchant, Payment, PaymentAttempt, PaymentEvent, Refund
 
 # --- the list: pagination without COUNT(*) ---
@@ -167,6 +168,22 @@ class CurrencyFilter(ExactInputFilter):
         return queryset.filter(currency=value) if value else queryset
 
 
+class AttentionFilter(admin.SimpleListFilter):
+    """Payments with a gateway operation still unanswered past ``UNRESOLVED_ATTENTION_SECONDS``
+    (payments/gateway.py): operations staff look into these; the system never guesses them."""
+
+    title = "needs attention"
+    parameter_name = "attention"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [("unresolved", "gateway outcome unknown")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Payment]) -> QuerySet[Payment]:
+        if self.value() != "unresolved":
+            return queryset
+        return queryset.filter(pk__in=unresolved_payment_ids().values("pk"))
+
+
 class GatewayFilter(admin.SimpleListFilter):
     """The configured gateway accounts (a small table), not ``SELECT DISTINCT`` over payments."""
 
@@ -202,6 +219,7 @@ class PaymentAdmin(ReadOnlyAdmin):
     )
     list_filter = (
         "status",
+        AttentionFilter,
         MerchantFilter,
         GatewayFilter,
         CurrencyFilter,

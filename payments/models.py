@@ -343,6 +343,15 @@ class PaymentAttempt(models.Model):
     routing_decision = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     completed_at = models.DateTimeField(null=True, blank=True)
+    # The gateway-call path's bookkeeping (payments/gateway.py). ``maybe_sent``: a sender was
+    # handed this operation and it is not known to have been refused, so it may have reached
+    # the gateway; only a definitive answer about its reference clears it. ``fence``: the
+    # payment-lock token of the sender that planned it last; only that sender may record.
+    # ``next_check_at``: when the reconciler may drive it again (backoff by ``sends``).
+    sends = models.PositiveIntegerField(default=0)
+    maybe_sent = models.BooleanField(default=False)
+    fence = models.CharField(max_length=64, blank=True, default="")
+    next_check_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ("payment", "number")
@@ -379,6 +388,11 @@ class Refund(models.Model):
     failure_code = models.CharField(max_length=64, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+    # The gateway-call path's bookkeeping, exactly as on PaymentAttempt.
+    sends = models.PositiveIntegerField(default=0)
+    maybe_sent = models.BooleanField(default=False)
+    fence = models.CharField(max_length=64, blank=True, default="")
+    next_check_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ("-id",)

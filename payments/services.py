@@ -14,7 +14,6 @@ import hashlib
 import secrets
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -24,9 +23,8 @@ from django.utils import timezone
 from django_fsm import can_proceed
 
 from aegispay.correlation import get_correlation_id
-from gateways.base import GatewayResult, Outcome
 from outbox.services import outbox_message_create
-from routing.router import PaymentFacts, route
+from routing.router import PaymentFacts
 
 from .errors import (
     AmountExceeded,
@@ -39,14 +37,12 @@ from .models import (
     OPEN_ATTEMPT_STATUSES,
     ApiKey,
     AttemptOperation,
-    AttemptStatus,
     Merchant,
     Payment,
     PaymentAttempt,
     PaymentEvent,
     PaymentStatus,
     Refund,
-    RefundStatus,
 )
 from .representations import event_to_dict, iso
 
@@ -315,43 +311,6 @@ def payment_create(
     return payment
 
 
-@dataclass(frozen=True, slots=True)
-class AttemptPlan:
-    """What a worker must send to a gateway, committed before the call is made."""
-
-    payment_id: str
-    attempt_id: str
-    operation: str
-    gateway: str
-    amount: int
-    currency: str
-    token: str
-    gateway_reference: str
-    resume: bool  # an earlier call with this reference may have reached the gateway
-    first_attempt_at: datetime
-
-
-def _plan(payment: Payment, attempt: PaymentAttempt, *, resume: bool) -> AttemptPlan:
-    first = (
-        payment.attempts.filter(operation=attempt.operation)
-        .order_by("number")
-        .values_list("created_at", flat=True)
-        .first()
-    )
-    return AttemptPlan(
-        payment_id=payment.id,
-        attempt_id=attempt.id,
-        operation=attempt.operation,
-        gateway=attempt.gateway,
-        amount=attempt.amount,
-        currency=attempt.currency,
-        token=str(payment.payment_method.get("token", "")),
-        gateway_reference=payment.gateway_reference,
-        resume=resume,
-        first_attempt_at=first or attempt.created_at,
-    )
-
-
 def _next_number(payment: Payment) -> int:
     last = payment.attempts.order_by("-number").values_list("number", flat=True).first()
     return (last or 0) + 1
@@ -374,75 +333,6 @@ def _open_attempt(
     )
 
 
-def payment_attempt_begin(
-    *, payment_id: str, available: Callable[[str], bool] | None = None
-) -> AttemptPlan | None:
-    """Commit the next authorize attempt of a payment, or say where an unfinished one stands.
-
-    * ``initiated``: choose a gateway, create an attempt (``pending``), move to ``processing``.
-    * ``processing`` whose last attempt is ``pending`` or ``unknown`` (a worker died, an answer
-      was lost): that attempt again with ``resume=True``; its reference is the gateway's
-      idempotency key, so resending it never charges twice.
-    * ``processing`` whose last attempt erred without charging: a new attempt on the next
-      gateway in the merchant's order (``retry_attempt``): the fallback.
-    * any other state: ``None``; the work was done already (tasks are redelivered).
-
-    ``available`` says whether a gateway can take a call now (breaker, bulkhead). Fails the
-    payment with ``no_gateway_available`` when no gateway can take it.
-    """
-    with _locked(payment_id) as payment:
-        last = (
-            payment.attempts.filter(operation=AttemptOperation.AUTHORIZE)
-            .order_by("-number")
-            .first()
-        )
-        if payment.status == PaymentStatus.PROCESSING and last is not None:
-            if last.status in OPEN_ATTEMPT_STATUSES:
-                return _plan(payment, last, resume=True)
-            if last.status != AttemptStatus.ERROR:
-                return None
-        elif payment.status != PaymentStatus.INITIATED:
-            return None
-        after = last.gateway if payment.status == PaymentStatus.PROCESSING and last else None
-        decision = route(
-            facts=payment_facts(payment),
-            merchant_gateways=payment.merchant.gateways,
-            after=after,
-            available=available,
-        )
-        if not decision.gateways:
-            _apply(
-                payment,
-                "fail",
-                actor=SYSTEM,
-                changes={
-                    "failure_code": "no_gateway_available",
-                    "failure_message": "no gateway of the merchant can take this payment now",
-                },
-                data={"routing": decision.as_dict()},
-            )
-            return None
-        gateway = decision.gateways[0]
-        attempt = _open_attempt(
-            payment,
-            operation=AttemptOperation.AUTHORIZE,
-            amount=payment.amount,
-            gateway=gateway,
-            routing_decision=decision.as_dict(),
-        )
-        transition = (
-            "start_processing" if payment.status == PaymentStatus.INITIATED else "retry_attempt"
-        )
-        _apply(
-            payment,
-            transition,
-            actor=SYSTEM,
-            changes={"gateway": gateway},
-            data={"attempt": attempt.id, "gateway": gateway, "routing": decision.as_dict()},
-        )
-        return _plan(payment, attempt, resume=False)
-
-
 def payment_facts(payment: Payment) -> PaymentFacts:
     """What the router may know of a payment (plain values; routing never sees the model)."""
     return PaymentFacts(
@@ -454,95 +344,6 @@ def payment_facts(payment: Payment) -> PaymentFacts:
         country=str(payment.customer.get("country", "")),
         metadata=dict(payment.metadata),
     )
-
-
-def _finish_attempt(attempt: PaymentAttempt, result: GatewayResult, status: str) -> None:
-    attempt.status = status
-    attempt.gateway_reference = result.gateway_reference or attempt.gateway_reference
-    attempt.error_code = result.decline_code or ""
-    attempt.error_message = result.message[:500]
-    attempt.latency_ms = result.latency_ms
-    attempt.completed_at = timezone.now() if status not in OPEN_ATTEMPT_STATUSES else None
-    attempt.save()
-
-
-def _attempt_data(attempt: PaymentAttempt, result: GatewayResult) -> dict[str, Any]:
-    return {
-        "attempt": attempt.id,
-        "operation": attempt.operation,
-        "gateway": attempt.gateway,
-        "outcome": str(result.outcome),
-        "code": result.decline_code,
-        "latency_ms": result.latency_ms,
-    }
-
-
-def payment_attempt_record(
-    *, attempt_id: str, result: GatewayResult, final: bool = False
-) -> Payment:
-    """Record a gateway's answer to an authorize attempt, with the transition it implies.
-
-    ``succeeded`` -> ``authorized`` (and, for automatic capture, a capture attempt opened and
-    queued); ``declined`` -> ``failed`` with the decline code; ``retryable_error`` -> the
-    attempt is marked ``error`` (``payment.attempt_failed``), or with ``final`` the payment
-    fails with that code; ``unknown`` -> the attempt is marked ``unknown`` and the payment
-    stays ``processing`` until a lookup settles it. Idempotent: an attempt already closed is
-    left alone and the payment returned as it is.
-    """
-    payment_id = PaymentAttempt.objects.values_list("payment_id", flat=True).get(pk=attempt_id)
-    with _locked(payment_id) as payment:
-        attempt = PaymentAttempt.objects.select_for_update().get(pk=attempt_id)
-        if attempt.status not in OPEN_ATTEMPT_STATUSES:
-            return payment
-        data = _attempt_data(attempt, result)
-        if result.outcome == Outcome.SUCCEEDED:
-            _finish_attempt(attempt, result, AttemptStatus.SUCCEEDED)
-            method = dict(payment.payment_method)
-            method.update(
-                {k: v for k, v in (("brand", result.brand), ("last4", result.last4)) if v}
-            )
-            expires = timezone.now() + timedelta(hours=settings.AUTHORIZATION_EXPIRY_HOURS)
-            _apply(
-                payment,
-                "authorize",
-                actor=SYSTEM,
-                changes={
-                    "amount_authorized": result.amount or attempt.amount,
-                    "gateway": attempt.gateway,
-                    "gateway_reference": result.gateway_reference or "",
-                    "payment_method": method,
-                    "authorization_expires_at": expires,
-                },
-                data=data,
-            )
-            if payment.capture_method == "automatic":
-                capture = _open_attempt(
-                    payment, operation=AttemptOperation.CAPTURE, amount=payment.amount_authorized
-                )
-                _send_after_commit("payment_operation_execute", capture.id)
-        elif result.outcome == Outcome.DECLINED or (final and result.retryable):
-            declined = result.outcome == Outcome.DECLINED
-            _finish_attempt(
-                attempt, result, AttemptStatus.DECLINED if declined else AttemptStatus.ERROR
-            )
-            _apply(
-                payment,
-                "fail",
-                actor=SYSTEM,
-                changes={
-                    "failure_code": result.decline_code or "processing_error",
-                    "failure_message": result.message or "the gateway refused the payment",
-                },
-                data=data,
-            )
-        elif result.outcome == Outcome.RETRYABLE_ERROR:
-            _finish_attempt(attempt, result, AttemptStatus.ERROR)
-            _record(payment, "payment.attempt_failed", actor=SYSTEM, data=data)
-        elif attempt.status != AttemptStatus.UNKNOWN:
-            # UNKNOWN, or NOT_FOUND from a lookup: the charge may exist; never charge elsewhere.
-            _finish_attempt(attempt, result, AttemptStatus.UNKNOWN)
-            _record(payment, "payment.attempt_failed", actor=SYSTEM, data=data)
-    return payment
 
 
 # --- capture, cancel, expiry, settlement, manual retry ---
@@ -601,58 +402,6 @@ def payment_cancel(*, payment_id: str, actor: str, expected_version: int | None 
             _send_after_commit("payment_operation_execute", attempt.id)
         else:
             raise InvalidTransition(f"cannot cancel a payment that is {payment.status}")
-    return payment
-
-
-def payment_operation_plan(*, attempt_id: str) -> AttemptPlan | None:
-    """The capture or void attempt to send, or ``None`` when it is closed already."""
-    attempt = PaymentAttempt.objects.select_related("payment").get(pk=attempt_id)
-    if attempt.status not in OPEN_ATTEMPT_STATUSES:
-        return None
-    return _plan(attempt.payment, attempt, resume=attempt.status == AttemptStatus.UNKNOWN)
-
-
-def payment_operation_record(*, attempt_id: str, result: GatewayResult) -> Payment:
-    """Record the answer to a capture or void attempt, with the transition it implies.
-
-    Capture succeeded: ``authorized -> captured`` (and at once ``-> completed`` for automatic
-    capture; manual captures are settled by beat). Void succeeded: ``authorized -> cancelled``
-    (an expired payment stays expired). A refusal closes the attempt and records
-    ``payment.attempt_failed``; the payment keeps its state. Retryable and unknown answers keep
-    the attempt open, also past the retry bound: a capture or void that is owed is sent again
-    with the same reference (by the task, then by the reconciler) until the gateway answers.
-    Idempotent: a closed attempt is left alone.
-    """
-    payment_id = PaymentAttempt.objects.values_list("payment_id", flat=True).get(pk=attempt_id)
-    with _locked(payment_id) as payment:
-        attempt = PaymentAttempt.objects.select_for_update().get(pk=attempt_id)
-        if attempt.status not in OPEN_ATTEMPT_STATUSES:
-            return payment
-        data = _attempt_data(attempt, result)
-        if result.succeeded:
-            _finish_attempt(attempt, result, AttemptStatus.SUCCEEDED)
-            if attempt.operation == AttemptOperation.CAPTURE:
-                _apply(
-                    payment,
-                    "capture",
-                    actor=SYSTEM,
-                    changes={"amount_captured": attempt.amount},
-                    data=data,
-                )
-                if payment.capture_method == "automatic":
-                    _apply(payment, "complete", actor=SYSTEM)
-            elif payment.status == PaymentStatus.AUTHORIZED:
-                _apply(payment, "cancel", actor=SYSTEM, data=data)
-            else:
-                _record(payment, "payment.voided", actor=SYSTEM, data=data)
-        elif result.declined:
-            _finish_attempt(attempt, result, AttemptStatus.DECLINED)
-            _record(payment, "payment.attempt_failed", actor=SYSTEM, data=data)
-        else:
-            # Not refused: a capture or void that is owed stays open, whatever the retry count,
-            # and the reconciler sends the same reference again until the gateway answers.
-            status = AttemptStatus.UNKNOWN if result.is_unknown else AttemptStatus.PENDING
-            _finish_attempt(attempt, result, status)
     return payment
 
 
@@ -734,47 +483,5 @@ def refund_create(
     return refund
 
 
-def _refund_data(refund: Refund, result: GatewayResult | None = None) -> dict[str, Any]:
-    data: dict[str, Any] = {"refund": refund.id, "amount": refund.amount, "status": refund.status}
-    if result is not None:
-        data.update(outcome=str(result.outcome), code=result.decline_code)
-    return data
-
-
-def refund_record(*, refund_id: str, result: GatewayResult, final: bool = False) -> Refund:
-    """Record the gateway's answer to a refund, with the payment transition it implies.
-
-    Succeeded: ``amount_refunded`` grows and the payment becomes ``refunded`` or
-    ``partially_refunded``. Refused, or a retryable error (known not refunded) with ``final``:
-    the refund fails and the payment goes back to ``completed`` or ``partially_refunded`` (the
-    money is still captured). An unknown outcome never fails a refund (it may have happened):
-    the refund stays ``pending`` and is sent again with the same reference.
-    Idempotent: a refund no longer pending is left alone.
-    """
-    payment_id = Refund.objects.values_list("payment_id", flat=True).get(pk=refund_id)
-    with _locked(payment_id) as payment:
-        refund = Refund.objects.select_for_update().get(pk=refund_id)
-        if refund.status != RefundStatus.PENDING:
-            return refund
-        if result.succeeded:
-            refund.status = RefundStatus.SUCCEEDED
-            refund.gateway_reference = result.gateway_reference or ""
-            refund.save()
-            refunded = payment.amount_refunded + refund.amount
-            _record(payment, "refund.succeeded", actor=SYSTEM, data=_refund_data(refund, result))
-            transition = (
-                "mark_refunded"
-                if refunded == payment.amount_captured
-                else "mark_partially_refunded"
-            )
-            _apply(payment, transition, actor=SYSTEM, changes={"amount_refunded": refunded})
-        elif result.declined or (final and result.retryable):
-            refund.status = RefundStatus.FAILED
-            refund.failure_code = result.decline_code or "refund_failed"
-            refund.save()
-            _record(payment, "refund.failed", actor=SYSTEM, data=_refund_data(refund, result))
-            transition = (
-                "restore_completed" if payment.amount_refunded == 0 else ("mark_partially_refunded")
-            )
-            _apply(payment, transition, actor=SYSTEM, data={"refund": refund.id})
-    return refund
+def _refund_data(refund: Refund) -> dict[str, Any]:
+    return {"refund": refund.id, "amount": refund.amount, "status": refund.status}

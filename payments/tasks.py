@@ -1,214 +1,74 @@
-"""Celery entry points for payments. Thin: each binds the correlation id and calls services.
+"""Celery entry points for payments. Thin: each binds the correlation id and runs one step of
+the gateway-call path (payments/gateway.py), which holds every rule about gateway calls.
 
-Every task is idempotent (acks late, redelivered on worker loss): it re-reads the state it acts
-on, every gateway call carries a reference that the gateway deduplicates, and a Redis lock per
-payment keeps two workers from calling a gateway for the same payment at once. Every gateway
-call goes through ``gateways.resilience.call_gateway`` (breaker, bulkhead, timeout).
+Every task is idempotent (acks late, redelivered on worker loss): each run takes the payment's
+lock, re-plans from the database, sends with a reference the gateway deduplicates, and records
+only if its fence still holds. Retries back off with full jitter; past the task's bound an open
+operation is the reconciler's.
 """
 
 from __future__ import annotations
 
 import logging
-import random
 from datetime import datetime, timedelta
 
 from celery import Task, shared_task
 from django.conf import settings
 from django.utils import timezone
-from redis.exceptions import RedisError
 
 from aegispay.correlation import bind_correlation_id
-from gateways.base import (
-    CaptureRequest,
-    ChargeRequest,
-    GatewayResult,
-    Outcome,
-    RefundRequest,
-    VoidRequest,
-)
-from gateways.resilience import NOT_SENT_CODES, call_gateway, gateway_available
-from routing.metrics import record_result
 
-from .errors import OperationInProgress, PaymentNotFound
-from .locks import PaymentBusy, payment_gateway_lock
-from .models import (
-    OPEN_ATTEMPT_STATUSES,
-    AttemptOperation,
-    Payment,
-    PaymentAttempt,
-    PaymentStatus,
-    Refund,
-    RefundStatus,
+from .gateway import (
+    Next,
+    authorize_run,
+    backoff_seconds,
+    open_attempts_due,
+    operation_run,
+    pending_refunds_due,
+    refund_run,
+    stalled_payments,
 )
-from .services import (
-    AttemptPlan,
-    payment_attempt_begin,
-    payment_attempt_record,
-    payment_expire,
-    payment_facts,
-    payment_operation_plan,
-    payment_operation_record,
-    payment_settle,
-    refund_record,
-)
+from .models import AttemptOperation, Payment, PaymentStatus
+from .services import payment_expire, payment_settle
 
 logger = logging.getLogger(__name__)
 
 BEAT_BATCH = 500
 
 
-def backoff_seconds(retries: int) -> float:
-    """Exponential backoff with full jitter: uniform in [0, min(cap, base * factor**retries)]."""
-    ceiling = min(
-        settings.GATEWAY_RETRY_MAX_SECONDS,
-        settings.GATEWAY_RETRY_BASE_SECONDS * settings.GATEWAY_RETRY_FACTOR**retries,
-    )
-    return random.uniform(0, ceiling)  # noqa: S311 - jitter, not security
-
-
-def _out_of_retries(task: Task, started_at: datetime) -> bool:
-    """True once the retry count or the deadline since the first attempt is spent."""
-    deadline = started_at + timedelta(seconds=settings.GATEWAY_RETRY_DEADLINE_SECONDS)
-    return (task.request.retries or 0) >= settings.GATEWAY_MAX_RETRIES or timezone.now() > deadline
-
-
-def _authorize(plan: AttemptPlan) -> GatewayResult:
-    """Send an authorize; an attempt that may have reached the gateway is looked up first."""
-    request = ChargeRequest(
-        reference=plan.attempt_id,
-        order_reference=plan.payment_id,
-        amount=plan.amount,
-        currency=plan.currency,
-        token=plan.token,
-    )
-
-    def lookup() -> GatewayResult:
-        return call_gateway(
-            plan.gateway, "lookup", lambda g: g.lookup(plan.attempt_id), reference=plan.attempt_id
-        )
-
-    if plan.resume:
-        found = lookup()
-        if found.outcome in (Outcome.SUCCEEDED, Outcome.DECLINED):
-            return found
-    result = call_gateway(
-        plan.gateway, "authorize", lambda g: g.authorize(request), reference=plan.attempt_id
-    )
-    if result.is_unknown:
-        # The answer was lost: ask the same gateway about this reference before anything else.
-        found = lookup()
-        if found.outcome in (Outcome.SUCCEEDED, Outcome.DECLINED):
-            return found
-    return result
-
-
-def _learn(result: GatewayResult, payment: Payment) -> None:
-    """Feed an authorize result into the live routing metrics. Best effort: the payment is
-    recorded already, and a metrics outage must not fail the task."""
-    try:
-        record_result(result, facts=payment_facts(payment))
-    except RedisError:
-        logger.warning("routing metrics not updated for %s", payment.id, exc_info=True)
+def _follow(task: Task, step: Next) -> None:
+    """Retry the task as the step says (at once, or after backoff); nothing when done."""
+    retries = task.request.retries or 0
+    if step is Next.RETRY_NOW:
+        raise task.retry(countdown=0)
+    if step is Next.RETRY_LATER:
+        raise task.retry(countdown=backoff_seconds(retries))
 
 
 @shared_task(bind=True, max_retries=None)
 def payment_process(self: Task, payment_id: str, correlation_id: str = "") -> None:
-    """Take a payment from ``initiated`` to ``authorized`` or ``failed`` through a gateway.
-
-    Commits the attempt before the call, calls the gateway outside any transaction under the
-    payment's Redis lock, then records the answer. Retryable errors become new attempts on the
-    next gateway (at once when nothing was sent, else after backoff) until the retry count or
-    deadline is spent; an unknown outcome is retried on the same gateway and reference.
-    """
+    """Take a payment from ``initiated`` to ``authorized`` or ``failed`` through a gateway
+    (``payments.gateway.authorize_run``): an unknown outcome stays open on its gateway until
+    that gateway answers; only an attempt known not taken moves on to the next gateway."""
     bind_correlation_id(correlation_id)
-    try:
-        plan = payment_attempt_begin(payment_id=payment_id, available=gateway_available)
-    except PaymentNotFound:
-        logger.warning("payment_process for a payment that does not exist: %s", payment_id)
-        return
-    except OperationInProgress:
-        return  # another task holds this payment's open attempt; the reconciler backs it up
-    if plan is None:
-        return
-    try:
-        with payment_gateway_lock(plan.payment_id):
-            result = _authorize(plan)
-            final = _out_of_retries(self, plan.first_attempt_at)
-            payment = payment_attempt_record(attempt_id=plan.attempt_id, result=result, final=final)
-        _learn(result, payment)
-    except PaymentBusy:
-        raise self.retry(countdown=backoff_seconds(self.request.retries or 0)) from None
-    if final or result.outcome in (Outcome.SUCCEEDED, Outcome.DECLINED):
-        return
-    countdown = (
-        0 if result.decline_code in NOT_SENT_CODES else backoff_seconds(self.request.retries or 0)
-    )
-    raise self.retry(countdown=countdown)
-
-
-def _operation(plan: AttemptPlan) -> GatewayResult:
-    if plan.operation == AttemptOperation.CAPTURE:
-        capture = CaptureRequest(
-            reference=plan.attempt_id,
-            gateway_reference=plan.gateway_reference,
-            amount=plan.amount,
-            currency=plan.currency,
-        )
-        return call_gateway(
-            plan.gateway, "capture", lambda g: g.capture(capture), reference=plan.attempt_id
-        )
-    void = VoidRequest(reference=plan.attempt_id, gateway_reference=plan.gateway_reference)
-    return call_gateway(plan.gateway, "void", lambda g: g.void(void), reference=plan.attempt_id)
+    _follow(self, authorize_run(payment_id=payment_id, retries=self.request.retries or 0))
 
 
 @shared_task(bind=True, max_retries=None)
 def payment_operation_execute(self: Task, attempt_id: str, correlation_id: str = "") -> None:
-    """Send a capture or void attempt to its gateway and record the answer.
-
-    The attempt id is the gateway's idempotency reference, so a retried or redelivered task
-    never captures or voids twice. Past the retry bound the attempt stays open and the
-    reconciler sends it again.
-    """
+    """Send a capture or void attempt to its gateway and record the answer
+    (``payments.gateway.operation_run``). The attempt id is the gateway's idempotency
+    reference, so a retried or redelivered task never captures or voids twice."""
     bind_correlation_id(correlation_id)
-    plan = payment_operation_plan(attempt_id=attempt_id)
-    if plan is None:
-        return
-    try:
-        with payment_gateway_lock(plan.payment_id):
-            result = _operation(plan)
-            payment_operation_record(attempt_id=attempt_id, result=result)
-            final = _out_of_retries(self, plan.first_attempt_at)
-    except PaymentBusy:
-        raise self.retry(countdown=backoff_seconds(self.request.retries or 0)) from None
-    if not final and (result.retryable or result.is_unknown):
-        raise self.retry(countdown=backoff_seconds(self.request.retries or 0))
+    _follow(self, operation_run(attempt_id=attempt_id, retries=self.request.retries or 0))
 
 
 @shared_task(bind=True, max_retries=None)
 def refund_execute(self: Task, refund_id: str, correlation_id: str = "") -> None:
-    """Send a refund to the payment's gateway (reference: the refund id) and record the answer."""
+    """Send a refund to the payment's gateway (reference: the refund id) and record the answer
+    (``payments.gateway.refund_run``). An unknown refund stays pending; it never fails."""
     bind_correlation_id(correlation_id)
-    refund = Refund.objects.select_related("payment").filter(pk=refund_id).first()
-    if refund is None or refund.status != RefundStatus.PENDING:
-        return
-    payment = refund.payment
-    request = RefundRequest(
-        reference=refund.id,
-        gateway_reference=payment.gateway_reference,
-        amount=refund.amount,
-        currency=refund.currency,
-    )
-    try:
-        with payment_gateway_lock(payment.id):
-            result = call_gateway(
-                payment.gateway, "refund", lambda g: g.refund(request), reference=refund.id
-            )
-            final = _out_of_retries(self, refund.created_at)
-            refund_record(refund_id=refund.id, result=result, final=final)
-    except PaymentBusy:
-        raise self.retry(countdown=backoff_seconds(self.request.retries or 0)) from None
-    if not final and (result.retryable or result.is_unknown):
-        raise self.retry(countdown=backoff_seconds(self.request.retries or 0))
+    _follow(self, refund_run(refund_id=refund_id, retries=self.request.retries or 0))
 
 
 # --- beat ---
@@ -234,20 +94,22 @@ def payments_settle_captures() -> int:
     )
 
 
-@shared_task
-def payments_reconcile() -> dict[str, int]:
-    """Resume work left in flight past ``RECONCILE_AFTER_SECONDS``.
+def reconcile(now: datetime) -> dict[str, int]:
+    """Drive again every non-terminal payment, attempt and refund with no live task behind it,
+    as of ``now``.
 
-    Open attempts (a worker killed mid-call, a lost answer) are sent again through their task,
-    which looks the reference up before anything else; pending refunds likewise; payments
-    still ``initiated`` (a processing task lost before it ran, or never sent) are queued
-    again. Every resumed task is idempotent, so a resume that races a live task is harmless.
+    Open attempts and pending refunds past their ``next_check_at`` (a worker killed mid-call,
+    a lost answer, a task that gave up) are sent again through their task, which looks the
+    reference up first; the wait between two checks of one operation grows with every send
+    (``RECONCILE_BACKOFF_MAX_SECONDS``), for as long as it takes. Payments ``initiated``, or
+    ``processing`` with no open attempt, whose task was lost are queued again. Every resumed
+    task is idempotent and takes the payment's lock, so a resume that races a live task is
+    harmless. Returns how many of each it queued.
     """
-    cutoff = timezone.now() - timedelta(seconds=settings.RECONCILE_AFTER_SECONDS)
     attempts = list(
-        PaymentAttempt.objects.filter(
-            status__in=OPEN_ATTEMPT_STATUSES, created_at__lte=cutoff
-        ).values_list("pk", "payment_id", "operation")[:BEAT_BATCH]
+        open_attempts_due(now)
+        .order_by("created_at")
+        .values_list("pk", "payment_id", "operation")[:BEAT_BATCH]
     )
     for attempt_id, payment_id, operation in attempts:
         if operation == AttemptOperation.AUTHORIZE:
@@ -255,17 +117,19 @@ def payments_reconcile() -> dict[str, int]:
         else:
             payment_operation_execute.delay(attempt_id)
     refunds = list(
-        Refund.objects.filter(status=RefundStatus.PENDING, created_at__lte=cutoff).values_list(
-            "pk", flat=True
-        )[:BEAT_BATCH]
+        pending_refunds_due(now).order_by("created_at").values_list("pk", flat=True)[:BEAT_BATCH]
     )
     for refund_id in refunds:
         refund_execute.delay(refund_id)
     stalled = list(
-        Payment.objects.filter(status=PaymentStatus.INITIATED, updated_at__lte=cutoff).values_list(
-            "pk", flat=True
-        )[:BEAT_BATCH]
+        stalled_payments(now).order_by("created_at").values_list("pk", flat=True)[:BEAT_BATCH]
     )
     for payment_id in stalled:
         payment_process.delay(payment_id)
-    return {"attempts": len(attempts), "refunds": len(refunds), "initiated": len(stalled)}
+    return {"attempts": len(attempts), "refunds": len(refunds), "stalled": len(stalled)}
+
+
+@shared_task
+def payments_reconcile() -> dict[str, int]:
+    """The beat sweep: ``reconcile`` as of now."""
+    return reconcile(timezone.now())

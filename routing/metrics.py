@@ -24,7 +24,6 @@ from django_redis import get_redis_connection
 
 from gateways.base import GatewayResult, Outcome
 from gateways.breaker import BreakerState, breaker_for
-from gateways.resilience import NOT_SENT_CODES
 from routing.conf import fsetting, isetting, setting
 from routing.types import PaymentFacts
 
@@ -199,7 +198,7 @@ def record_outcome(
 def outcome_of(result: GatewayResult) -> str | None:
     """The metrics outcome of a gateway result, or None when nothing reached the gateway
     (breaker open, bulkhead full, Redis down) or the operation was a lookup's not_found."""
-    if result.decline_code in NOT_SENT_CODES:
+    if result.not_sent:
         return None
     if result.outcome == Outcome.SUCCEEDED:
         return "approved"

@@ -32,6 +32,7 @@ def test_outcomes_are_their_lowercase_values() -> None:
         "succeeded",
         "declined",
         "retryable_error",
+        "not_sent",
         "unknown",
         "not_found",
     ]

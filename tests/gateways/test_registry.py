@@ -42,7 +42,7 @@ class FakeGateway:
     def refund(self, request: RefundRequest) -> GatewayResult:
         return self._declined("refund", request.reference)
 
-    def lookup(self, reference: str) -> GatewayResult:
+    def lookup(self, reference: str, operation: str = "authorize") -> GatewayResult:
         return GatewayResult(Outcome.NOT_FOUND, self.name, "lookup", reference)
 
 

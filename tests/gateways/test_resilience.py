@@ -69,7 +69,7 @@ class FakeGateway:
     def refund(self, request: RefundRequest) -> GatewayResult:
         return self._call("refund", request.reference)
 
-    def lookup(self, reference: str) -> GatewayResult:
+    def lookup(self, reference: str, operation: str = "authorize") -> GatewayResult:
         return self._call("lookup", reference)
 
 
@@ -203,7 +203,7 @@ def test_an_open_breaker_refuses_without_calling_the_gateway(fake: FakeGateway) 
 
     result = authorize(fake.name)
 
-    assert (result.outcome, result.decline_code) == (Outcome.RETRYABLE_ERROR, "circuit_open")
+    assert (result.outcome, result.decline_code) == (Outcome.NOT_SENT, "circuit_open")
     assert (result.gateway, result.operation) == (fake.name, "authorize")
     assert result.decline_code in NOT_SENT_CODES
     assert fake.calls == []
@@ -261,7 +261,7 @@ def test_a_full_bulkhead_refuses_without_calling_the_gateway(fake: FakeGateway) 
 
     result = authorize(fake.name)
 
-    assert (result.outcome, result.decline_code) == (Outcome.RETRYABLE_ERROR, "bulkhead_full")
+    assert (result.outcome, result.decline_code) == (Outcome.NOT_SENT, "bulkhead_full")
     assert fake.calls == []
     assert result.decline_code in NOT_SENT_CODES
     assert breaker_for(fake.name).snapshot().calls == 0

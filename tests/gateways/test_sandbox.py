@@ -324,6 +324,47 @@ def test_lookup_of_an_unknown_reference_is_not_found(gateway: GatewayAdapter) ->
 
 
 @pytest.mark.django_db
+def test_lookup_finds_a_capture_a_refund_and_a_void_by_their_references(
+    gateway: GatewayAdapter,
+) -> None:
+    charge = _authorized(gateway, amount=3000)
+    capture = CaptureRequestFactory(gateway_reference=charge.gateway_reference, amount=3000)
+    refund = RefundRequestFactory(gateway_reference=charge.gateway_reference, amount=700)
+    other = _authorized(gateway, amount=1000)
+    void = VoidRequestFactory(gateway_reference=other.gateway_reference)
+    gateway.capture(capture)
+    gateway.refund(refund)
+    gateway.void(void)
+
+    found = [
+        gateway.lookup(capture.reference, "capture"),
+        gateway.lookup(refund.reference, "refund"),
+        gateway.lookup(void.reference, "void"),
+    ]
+
+    assert [(r.outcome, r.amount, r.gateway_reference) for r in found] == [
+        (Outcome.SUCCEEDED, 3000, charge.gateway_reference),
+        (Outcome.SUCCEEDED, 700, charge.gateway_reference),
+        (Outcome.SUCCEEDED, 1000, other.gateway_reference),
+    ]
+
+
+@pytest.mark.django_db
+def test_lookup_of_an_operation_is_by_operation(gateway: GatewayAdapter) -> None:
+    charge = _authorized(gateway)
+    refused = RefundRequestFactory(gateway_reference=charge.gateway_reference, amount=100)
+    gateway.refund(refused)  # nothing captured yet: refused
+
+    results = [
+        gateway.lookup(refused.reference, "refund").outcome,
+        gateway.lookup(refused.reference, "capture").outcome,
+        gateway.lookup("re_never_sent", "refund").outcome,
+    ]
+
+    assert results == [Outcome.DECLINED, Outcome.NOT_FOUND, Outcome.NOT_FOUND]
+
+
+@pytest.mark.django_db
 def test_lookup_of_a_declined_reference_is_declined(gateway: GatewayAdapter) -> None:
     request = ChargeRequestFactory(token="tok_insufficientFunds")
     gateway.authorize(request)

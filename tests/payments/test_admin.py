@@ -129,10 +129,10 @@ def test_payments_cannot_be_edited_or_deleted(staff: Client) -> None:
 
 def test_the_detail_shows_each_attempts_routing_decision(staff: Client) -> None:
     from gateways.resilience import gateway_available
-    from payments.services import payment_attempt_begin
+    from payments.gateway import authorize_plan
 
     payment = payment_in(make_client(strategy="priority").merchant, "initiated")
-    payment_attempt_begin(payment_id=payment.id, available=gateway_available)
+    authorize_plan(payment_id=payment.id, fence="test", available=gateway_available)
     detail = staff.get(f"/admin/payments/payment/{payment.id}/change/").content.decode()
     assert "&quot;strategy&quot;: &quot;priority&quot;" in detail
     assert "&quot;candidates&quot;" in detail

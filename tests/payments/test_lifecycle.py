@@ -195,17 +195,23 @@ def test_manual_retry_processes_again_with_a_new_attempt(start_worker: WorkerFac
 
 
 def test_a_worker_killed_mid_call_ends_with_one_charge(start_worker: WorkerFactory) -> None:
-    slow = start_worker(SANDBOX_LATENCY_MS="3000")
+    # The killed worker's lock and its attempt's next check both fall due after the lock's
+    # lifetime: 3 x 2 s + 1 s here. The reconciler leaves the attempt alone until then.
+    short = {"GATEWAY_TIMEOUT_SECONDS": "2", "PAYMENT_LOCK_MARGIN_SECONDS": "1"}
+    slow = start_worker(SANDBOX_LATENCY_MS="1500", RECONCILE_AFTER_SECONDS="0", **short)
     api = make_client()
     payment_id = pay(api)
-    wait_until(lambda: PaymentAttempt.objects.filter(payment_id=payment_id, status="pending"))
+    wait_until(lambda: PaymentAttempt.objects.filter(payment_id=payment_id, maybe_sent=True))
     os.killpg(slow.pid, signal.SIGKILL)
     slow.wait(timeout=30)
-    start_worker(RECONCILE_AFTER_SECONDS="0")
     with override_settings(RECONCILE_AFTER_SECONDS=0):
-        resumed = payments_reconcile()
+        at_once = payments_reconcile()
+    start_worker(RECONCILE_AFTER_SECONDS="0", **short)
+    with override_settings(RECONCILE_AFTER_SECONDS=0):
+        resumed = wait_until(lambda: payments_reconcile()["attempts"], timeout=30)
     completed = reaches(payment_id, "completed")
-    assert resumed["attempts"] == 1
+    assert at_once["attempts"] == 0
+    assert resumed == 1
     assert completed.amount_captured == 2000
     assert charge_count(payment_id) == 1
 

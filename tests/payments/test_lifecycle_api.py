@@ -155,15 +155,15 @@ def test_racing_refund_requests_start_one_refund_at_a_time() -> None:
 def test_an_open_breaker_sends_the_first_attempt_to_the_next_gateway() -> None:
     from gateways.breaker import breaker_for
     from gateways.resilience import gateway_available
-    from payments.services import payment_attempt_begin
+    from payments.gateway import authorize_plan
 
     breaker = breaker_for("sandbox_a")
     for _ in range(20):
         breaker.record_failure()
     merchant = make_client(gateways=["sandbox_a", "sandbox_b"], strategy="priority").merchant
     payment = payment_in(merchant, "initiated")
-    plan = payment_attempt_begin(payment_id=payment.id, available=gateway_available)
-    attempt = PaymentAttempt.objects.get(pk=plan.attempt_id)
+    plan = authorize_plan(payment_id=payment.id, fence="test", available=gateway_available)
+    attempt = PaymentAttempt.objects.get(pk=plan.reference)
     assert breaker.state() == "open"
     assert plan.gateway == "sandbox_b"
     assert attempt.routing_decision["excluded"] == [
@@ -175,12 +175,12 @@ def test_an_open_breaker_sends_the_first_attempt_to_the_next_gateway() -> None:
 def test_no_available_gateway_fails_the_payment_with_the_reason() -> None:
     from gateways.breaker import breaker_for
     from gateways.resilience import gateway_available
-    from payments.services import payment_attempt_begin
+    from payments.gateway import authorize_plan
 
     for _ in range(20):
         breaker_for("sandbox_a").record_failure()
     payment = payment_in(make_client(gateways=["sandbox_a"]).merchant, "initiated")
-    plan = payment_attempt_begin(payment_id=payment.id, available=gateway_available)
+    plan = authorize_plan(payment_id=payment.id, fence="test", available=gateway_available)
     stored = Payment.objects.get(pk=payment.id)
     event = stored.events.order_by("-sequence").first()
     assert plan is None

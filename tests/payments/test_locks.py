@@ -54,7 +54,7 @@ def test_the_lock_expires_and_a_late_owner_cannot_release_the_new_owners_lock() 
 
     def late_owner() -> None:
         with payment_gateway_lock(payment_id):
-            time.sleep(0.5)
+            time.sleep(0.9)  # the TTL is 3 x 0.2 + 0.1 = 0.7 s
             expired.set()
         late_owner_left.set()
 
@@ -67,3 +67,14 @@ def test_the_lock_expires_and_a_late_owner_cannot_release_the_new_owners_lock() 
     thread.join(10)
     assert held_after_late_release
     assert redis.get(key) is None
+
+
+@override_settings(GATEWAY_TIMEOUT_SECONDS=10, PAYMENT_LOCK_MARGIN_SECONDS=5)
+def test_the_lock_outlives_a_lookup_a_send_and_a_lookup() -> None:
+    payment_id = f"pay_{uuid.uuid4().hex}"
+    redis = get_redis_connection("default")
+    with payment_gateway_lock(payment_id) as token:
+        ttl_ms = redis.pttl(f"aegispay:lock:payment:{payment_id}")
+        stored = redis.get(f"aegispay:lock:payment:{payment_id}")
+    assert 30_000 < ttl_ms <= 35_000
+    assert stored.decode() == token

@@ -92,8 +92,8 @@ def test_segments_are_counted_apart() -> None:
         (Outcome.DECLINED, "card_declined", True, (0, 1, 0)),
         (Outcome.RETRYABLE_ERROR, "gateway_error", True, (0, 0, 1)),
         (Outcome.UNKNOWN, "gateway_timeout", True, (0, 0, 1)),
-        (Outcome.RETRYABLE_ERROR, "circuit_open", False, (0, 0, 0)),
-        (Outcome.RETRYABLE_ERROR, "bulkhead_full", False, (0, 0, 0)),
+        (Outcome.NOT_SENT, "circuit_open", False, (0, 0, 0)),
+        (Outcome.NOT_SENT, "bulkhead_full", False, (0, 0, 0)),
     ],
 )
 def test_gateway_results_map_to_outcomes_and_unsent_calls_are_ignored(

@@ -1,0 +1,758 @@
+"""The gateway-call path for all four operations: plan (commit), send (no transaction), record.
+
+Authorize, capture, void and refund all go the same way, under the payment's Redis lock:
+
+1. **plan** (one short transaction): the operation to send is chosen or resumed, and marked
+   ``maybe_sent`` with this sender's lock token as its ``fence`` and a ``next_check_at`` past
+   which the reconciler may drive it again. From this commit on, the operation may reach the
+   gateway, so nothing may treat it as "not taken" without the gateway's word.
+2. **send** (no transaction open): an operation that an earlier sender may have sent is first
+   looked up on the same gateway by its reference; then it is sent with that same reference
+   (the gateway's idempotency key), and a call whose answer was lost is looked up once more.
+3. **record** (one short transaction, fenced): the verdict and the transition it implies; a
+   sender whose fence was replaced by a later sender records nothing.
+
+Every send ends in one verdict (ARCHITECTURE.md, "Every call ends in exactly one outcome"):
+
+* ``succeeded``: the gateway took it (its answer, or a lookup that found it);
+* ``declined``: the gateway refused it (its answer, or a lookup that found it refused);
+* ``not_taken``: known not taken: this call was ``not_sent``, or answered with a retryable
+  error that a lookup confirmed (no record), *and* no earlier call with the reference can
+  have been taken (none was sent, or a lookup made under the lock found no record of it).
+  Only this and ``declined`` may lead to another gateway, to ``failed``, or to a failed
+  refund;
+* ``unknown``: anything else. The operation stays open (the payment ``processing``, the refund
+  ``pending``) and is looked up again, by the task and then by the reconciler with backoff,
+  for as long as it takes; past ``UNRESOLVED_ATTENTION_SECONDS`` it is listed for staff.
+  It is never guessed.
+
+A lookup's "no record" is trusted only when made under the lock after an earlier run: the
+previous sender's lock lived past its calls' deadlines, so nothing of ours is still in flight.
+Right after our own timed-out send the request may still be on its way, so a "no record" then
+keeps the operation unknown.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from django.conf import settings
+from django.db.models import Q, QuerySet
+from django.utils import timezone
+from redis.exceptions import RedisError
+
+from gateways.base import (
+    CaptureRequest,
+    ChargeRequest,
+    GatewayResult,
+    Outcome,
+    RefundRequest,
+    VoidRequest,
+)
+from gateways.resilience import call_gateway, gateway_available
+from routing.metrics import record_result
+from routing.router import route
+
+from .errors import OperationInProgress, PaymentNotFound
+from .locks import PaymentBusy, payment_gateway_lock
+from .models import (
+    OPEN_ATTEMPT_STATUSES,
+    AttemptOperation,
+    AttemptStatus,
+    Payment,
+    PaymentAttempt,
+    PaymentStatus,
+    Refund,
+    RefundStatus,
+)
+from .services import (
+    SYSTEM,
+    _apply,
+    _locked,
+    _open_attempt,
+    _record,
+    _refund_data,
+    _send_after_commit,
+    payment_facts,
+)
+
+logger = logging.getLogger(__name__)
+
+REFUND = "refund"
+
+
+class Verdict(StrEnum):
+    """What one run of the path established about an operation (see the module docstring)."""
+
+    SUCCEEDED = "succeeded"
+    DECLINED = "declined"
+    NOT_TAKEN = "not_taken"
+    UNKNOWN = "unknown"
+
+
+class Next(StrEnum):
+    """What the task should do after a run."""
+
+    DONE = "done"  # nothing more for this task (the operation is closed, or not ours)
+    RETRY_NOW = "retry_now"  # known not taken and nothing was sent: go again at once
+    RETRY_LATER = "retry_later"  # go again after backoff
+
+
+class FenceLost(Exception):
+    """A later sender re-planned this operation; this sender's answer is not recorded."""
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayPlan:
+    """One operation to send, committed before the call. ``reference`` is the attempt (or
+    refund) id, the gateway's idempotency key; ``maybe_sent`` says an earlier sender may have
+    sent it already."""
+
+    operation: str  # authorize, capture, void or refund
+    payment_id: str
+    reference: str
+    gateway: str
+    amount: int
+    currency: str
+    token: str
+    gateway_reference: str
+    maybe_sent: bool
+    first_at: datetime
+    fence: str
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """The outcome of ``send``: the verdict, the answer to record (the lookup's when a lookup
+    settled it), and the send call's own answer (``None`` when no send was needed), which is
+    what routing metrics learn from: a timeout is a timeout, however it was settled later."""
+
+    verdict: Verdict
+    result: GatewayResult
+    call: GatewayResult | None
+
+
+# --- plan ---
+
+
+def _mark_planned(row: PaymentAttempt | Refund, fence: str) -> None:
+    """The plan's write: from now on the operation may reach the gateway."""
+    row.sends += 1
+    row.maybe_sent = True
+    row.fence = fence
+    row.next_check_at = timezone.now() + timedelta(seconds=check_backoff_seconds(row.sends))
+    row.save(update_fields=["sends", "maybe_sent", "fence", "next_check_at"])
+
+
+def check_backoff_seconds(sends: int) -> float:
+    """How long after a plan the reconciler leaves the operation to its sender: at least the
+    lock's lifetime (so a live sender is never raced), growing with every send up to
+    ``RECONCILE_BACKOFF_MAX_SECONDS``."""
+    from .locks import lock_ttl_seconds
+
+    grown = settings.RECONCILE_AFTER_SECONDS * 2 ** max(0, sends - 1)
+    return max(lock_ttl_seconds(), min(settings.RECONCILE_BACKOFF_MAX_SECONDS, grown))
+
+
+def _first_at(payment: Payment, operation: str, default: datetime) -> datetime:
+    first = (
+        payment.attempts.filter(operation=operation)
+        .order_by("number")
+        .values_list("created_at", flat=True)
+        .first()
+    )
+    return first or default
+
+
+def _attempt_plan(payment: Payment, attempt: PaymentAttempt, *, fence: str) -> GatewayPlan:
+    maybe_sent = attempt.maybe_sent or attempt.status == AttemptStatus.UNKNOWN
+    _mark_planned(attempt, fence)
+    return GatewayPlan(
+        operation=attempt.operation,
+        payment_id=payment.id,
+        reference=attempt.id,
+        gateway=attempt.gateway,
+        amount=attempt.amount,
+        currency=attempt.currency,
+        token=str(payment.payment_method.get("token", "")),
+        gateway_reference=payment.gateway_reference,
+        maybe_sent=maybe_sent,
+        first_at=_first_at(payment, attempt.operation, attempt.created_at),
+        fence=fence,
+    )
+
+
+def authorize_plan(
+    *, payment_id: str, fence: str, available: Callable[[str], bool] | None = None
+) -> GatewayPlan | None:
+    """Commit the authorize to send for a payment, or ``None`` when there is none to send.
+
+    * ``initiated``: choose a gateway, open an attempt, move to ``processing``.
+    * ``processing`` with an open attempt (pending or unknown): that attempt again, the same
+      reference, marked as maybe sent when an earlier sender had it.
+    * ``processing`` whose last attempt is known not taken (``error``): a new attempt on the
+      next gateway (``retry_attempt``): the fallback. No other attempt of a payment is ever
+      opened while one may hold funds.
+    * any other state: ``None``.
+
+    Fails the payment with ``no_gateway_available`` when no gateway can take it (it holds no
+    funds then: every attempt is closed as declined or not taken). Call under the payment's
+    lock; raises ``PaymentNotFound``.
+    """
+    with _locked(payment_id) as payment:
+        last = (
+            payment.attempts.select_for_update()
+            .filter(operation=AttemptOperation.AUTHORIZE)
+            .order_by("-number")
+            .first()
+        )
+        if payment.status == PaymentStatus.PROCESSING and last is not None:
+            if last.status in OPEN_ATTEMPT_STATUSES:
+                return _attempt_plan(payment, last, fence=fence)
+            if last.status != AttemptStatus.ERROR:
+                return None
+        elif payment.status != PaymentStatus.INITIATED:
+            return None
+        after = last.gateway if payment.status == PaymentStatus.PROCESSING and last else None
+        decision = route(
+            facts=payment_facts(payment),
+            merchant_gateways=payment.merchant.gateways,
+            after=after,
+            available=available,
+        )
+        if not decision.gateways:
+            _apply(
+                payment,
+                "fail",
+                actor=SYSTEM,
+                changes={
+                    "failure_code": "no_gateway_available",
+                    "failure_message": "no gateway of the merchant can take this payment now",
+                },
+                data={"routing": decision.as_dict()},
+            )
+            return None
+        gateway = decision.gateways[0]
+        attempt = _open_attempt(
+            payment,
+            operation=AttemptOperation.AUTHORIZE,
+            amount=payment.amount,
+            gateway=gateway,
+            routing_decision=decision.as_dict(),
+        )
+        transition = (
+            "start_processing" if payment.status == PaymentStatus.INITIATED else "retry_attempt"
+        )
+        _apply(
+            payment,
+            transition,
+            actor=SYSTEM,
+            changes={"gateway": gateway},
+            data={"attempt": attempt.id, "gateway": gateway, "routing": decision.as_dict()},
+        )
+        return _attempt_plan(payment, attempt, fence=fence)
+
+
+def operation_plan(*, attempt_id: str, fence: str) -> GatewayPlan | None:
+    """Commit the capture or void attempt to send, or ``None`` when it is closed already."""
+    payment_id = PaymentAttempt.objects.values_list("payment_id", flat=True).get(pk=attempt_id)
+    with _locked(payment_id) as payment:
+        attempt = PaymentAttempt.objects.select_for_update().get(pk=attempt_id)
+        if attempt.status not in OPEN_ATTEMPT_STATUSES:
+            return None
+        return _attempt_plan(payment, attempt, fence=fence)
+
+
+def refund_plan(*, refund_id: str, fence: str) -> GatewayPlan | None:
+    """Commit the refund to send, or ``None`` when it is no longer pending."""
+    payment_id = Refund.objects.values_list("payment_id", flat=True).get(pk=refund_id)
+    with _locked(payment_id) as payment:
+        refund = Refund.objects.select_for_update().get(pk=refund_id)
+        if refund.status != RefundStatus.PENDING:
+            return None
+        maybe_sent = refund.maybe_sent
+        _mark_planned(refund, fence)
+        return GatewayPlan(
+            operation=REFUND,
+            payment_id=payment.id,
+            reference=refund.id,
+            gateway=payment.gateway,
+            amount=refund.amount,
+            currency=refund.currency,
+            token="",
+            gateway_reference=payment.gateway_reference,
+            maybe_sent=maybe_sent,
+            first_at=refund.created_at,
+            fence=fence,
+        )
+
+
+# --- send ---
+
+
+def _request(plan: GatewayPlan) -> Callable[[Any], GatewayResult]:
+    if plan.operation == AttemptOperation.AUTHORIZE:
+        charge = ChargeRequest(
+            reference=plan.reference,
+            order_reference=plan.payment_id,
+            amount=plan.amount,
+            currency=plan.currency,
+            token=plan.token,
+        )
+        return lambda g: g.authorize(charge)
+    if plan.operation == AttemptOperation.CAPTURE:
+        capture = CaptureRequest(
+            reference=plan.reference,
+            gateway_reference=plan.gateway_reference,
+            amount=plan.amount,
+            currency=plan.currency,
+        )
+        return lambda g: g.capture(capture)
+    if plan.operation == AttemptOperation.VOID:
+        void = VoidRequest(reference=plan.reference, gateway_reference=plan.gateway_reference)
+        return lambda g: g.void(void)
+    refund = RefundRequest(
+        reference=plan.reference,
+        gateway_reference=plan.gateway_reference,
+        amount=plan.amount,
+        currency=plan.currency,
+    )
+    return lambda g: g.refund(refund)
+
+
+def _lookup(plan: GatewayPlan) -> GatewayResult:
+    return call_gateway(
+        plan.gateway,
+        "lookup",
+        lambda g: g.lookup(plan.reference, plan.operation),
+        reference=plan.reference,
+    )
+
+
+def _settled(found: GatewayResult) -> Verdict | None:
+    if found.outcome == Outcome.SUCCEEDED:
+        return Verdict.SUCCEEDED
+    if found.outcome == Outcome.DECLINED:
+        return Verdict.DECLINED
+    return None
+
+
+def send(plan: GatewayPlan) -> Sent:
+    """Send a planned operation and say what became of it. Opens no transaction; never raises
+    for a gateway's misbehaviour (``call_gateway`` turns it into an outcome)."""
+    clean = not plan.maybe_sent
+    if plan.maybe_sent:
+        found = _lookup(plan)
+        verdict = _settled(found)
+        if verdict is not None:
+            return Sent(verdict, found, None)
+        # "No record", asked under the lock after the earlier sender's deadline: not taken.
+        clean = found.outcome == Outcome.NOT_FOUND
+    call = call_gateway(plan.gateway, plan.operation, _request(plan), reference=plan.reference)
+    if call.outcome == Outcome.SUCCEEDED:
+        return Sent(Verdict.SUCCEEDED, call, call)
+    if call.outcome == Outcome.DECLINED:
+        return Sent(Verdict.DECLINED, call, call)
+    if call.not_sent:
+        return Sent(Verdict.NOT_TAKEN if clean else Verdict.UNKNOWN, call, call)
+    # A retryable error or a lost answer: ask the same gateway about this reference before
+    # anything else. An error answer ended the request, so "no record" then is trusted (a
+    # gateway can fail after taking an operation: a 5xx is no proof that nothing was taken);
+    # after a lost answer the request may still be in flight, so it is not.
+    found = _lookup(plan)
+    verdict = _settled(found)
+    if verdict is not None:
+        return Sent(verdict, found, call)
+    if call.retryable and clean and found.outcome == Outcome.NOT_FOUND:
+        return Sent(Verdict.NOT_TAKEN, call, call)
+    return Sent(Verdict.UNKNOWN, call, call)
+
+
+# --- record ---
+
+
+def _fenced_attempt(plan: GatewayPlan) -> PaymentAttempt:
+    attempt = PaymentAttempt.objects.select_for_update().get(pk=plan.reference)
+    if attempt.fence != plan.fence:
+        raise FenceLost(plan.reference)
+    return attempt
+
+
+def _finish_attempt(attempt: PaymentAttempt, sent: Sent, status: str) -> None:
+    result = sent.result
+    attempt.status = status
+    attempt.gateway_reference = result.gateway_reference or attempt.gateway_reference
+    attempt.error_code = result.decline_code or ""
+    attempt.error_message = result.message[:500]
+    attempt.latency_ms = (sent.call or result).latency_ms
+    # Known not taken: a later run need not look it up first.
+    attempt.maybe_sent = sent.verdict is not Verdict.NOT_TAKEN and attempt.maybe_sent
+    attempt.completed_at = timezone.now() if status not in OPEN_ATTEMPT_STATUSES else None
+    attempt.save()
+
+
+def _attempt_data(attempt: PaymentAttempt, sent: Sent) -> dict[str, Any]:
+    return {
+        "attempt": attempt.id,
+        "operation": attempt.operation,
+        "gateway": attempt.gateway,
+        "outcome": str(sent.result.outcome),
+        "verdict": str(sent.verdict),
+        "code": sent.result.decline_code,
+        "latency_ms": (sent.call or sent.result).latency_ms,
+    }
+
+
+def authorize_record(*, plan: GatewayPlan, sent: Sent, final: bool = False) -> Payment:
+    """Record the verdict on an authorize attempt, with the transition it implies.
+
+    ``succeeded`` -> ``authorized`` (for automatic capture a capture attempt is opened and
+    queued); ``declined`` -> ``failed``; ``not_taken`` -> the attempt closes as ``error``
+    (``payment.attempt_failed``) and the next run tries the next gateway, or with ``final``
+    the payment fails; ``unknown`` -> the attempt stays open as ``unknown`` and the payment
+    ``processing``, whatever ``final`` says. Raises ``FenceLost`` when another sender planned
+    the attempt since; idempotent for a closed attempt.
+    """
+    with _locked(plan.payment_id) as payment:
+        attempt = _fenced_attempt(plan)
+        if attempt.status not in OPEN_ATTEMPT_STATUSES:
+            return payment
+        data = _attempt_data(attempt, sent)
+        result = sent.result
+        if sent.verdict is Verdict.SUCCEEDED:
+            _finish_attempt(attempt, sent, AttemptStatus.SUCCEEDED)
+            method = dict(payment.payment_method)
+            method.update(
+                {k: v for k, v in (("brand", result.brand), ("last4", result.last4)) if v}
+            )
+            expires = timezone.now() + timedelta(hours=settings.AUTHORIZATION_EXPIRY_HOURS)
+            _apply(
+                payment,
+                "authorize",
+                actor=SYSTEM,
+                changes={
+                    "amount_authorized": result.amount or attempt.amount,
+                    "gateway": attempt.gateway,
+                    "gateway_reference": result.gateway_reference or "",
+                    "payment_method": method,
+                    "authorization_expires_at": expires,
+                },
+                data=data,
+            )
+            if payment.capture_method == "automatic":
+                capture = _open_attempt(
+                    payment, operation=AttemptOperation.CAPTURE, amount=payment.amount_authorized
+                )
+                _send_after_commit("payment_operation_execute", capture.id)
+        elif sent.verdict is Verdict.DECLINED or (final and sent.verdict is Verdict.NOT_TAKEN):
+            declined = sent.verdict is Verdict.DECLINED
+            _finish_attempt(
+                attempt, sent, AttemptStatus.DECLINED if declined else AttemptStatus.ERROR
+            )
+            _apply(
+                payment,
+                "fail",
+                actor=SYSTEM,
+                changes={
+                    "failure_code": result.decline_code or "processing_error",
+                    "failure_message": result.message or "the gateway refused the payment",
+                },
+                data=data,
+            )
+        elif sent.verdict is Verdict.NOT_TAKEN:
+            _finish_attempt(attempt, sent, AttemptStatus.ERROR)
+            _record(payment, "payment.attempt_failed", actor=SYSTEM, data=data)
+        else:
+            first = attempt.status != AttemptStatus.UNKNOWN
+            _finish_attempt(attempt, sent, AttemptStatus.UNKNOWN)
+            if first:
+                _record(payment, "payment.attempt_failed", actor=SYSTEM, data=data)
+    return payment
+
+
+def operation_record(*, plan: GatewayPlan, sent: Sent) -> Payment:
+    """Record the verdict on a capture or void attempt, with the transition it implies.
+
+    Capture succeeded: ``authorized -> captured`` (and at once ``-> completed`` for automatic
+    capture). Void succeeded: ``authorized -> cancelled`` (an expired payment stays expired).
+    Declined: the attempt closes, ``payment.attempt_failed``, the payment keeps its state.
+    Not taken: the attempt stays ``pending`` (a capture or void that is owed is sent again);
+    unknown: it stays open as ``unknown`` until a lookup settles it. Raises ``FenceLost``.
+    """
+    with _locked(plan.payment_id) as payment:
+        attempt = _fenced_attempt(plan)
+        if attempt.status not in OPEN_ATTEMPT_STATUSES:
+            return payment
+        data = _attempt_data(attempt, sent)
+        if sent.verdict is Verdict.SUCCEEDED:
+            _finish_attempt(attempt, sent, AttemptStatus.SUCCEEDED)
+            if attempt.operation == AttemptOperation.CAPTURE:
+                _apply(
+                    payment,
+                    "capture",
+                    actor=SYSTEM,
+                    changes={"amount_captured": attempt.amount},
+                    data=data,
+                )
+                if payment.capture_method == "automatic":
+                    _apply(payment, "complete", actor=SYSTEM)
+            elif payment.status == PaymentStatus.AUTHORIZED:
+                _apply(payment, "cancel", actor=SYSTEM, data=data)
+            else:
+                _record(payment, "payment.voided", actor=SYSTEM, data=data)
+        elif sent.verdict is Verdict.DECLINED:
+            _finish_attempt(attempt, sent, AttemptStatus.DECLINED)
+            _record(payment, "payment.attempt_failed", actor=SYSTEM, data=data)
+        elif sent.verdict is Verdict.NOT_TAKEN:
+            _finish_attempt(attempt, sent, AttemptStatus.PENDING)
+        else:
+            _finish_attempt(attempt, sent, AttemptStatus.UNKNOWN)
+    return payment
+
+
+def _refund_result(refund: Refund, sent: Sent) -> dict[str, Any]:
+    return {
+        **_refund_data(refund),
+        "outcome": str(sent.result.outcome),
+        "verdict": str(sent.verdict),
+        "code": sent.result.decline_code,
+    }
+
+
+def refund_record(*, plan: GatewayPlan, sent: Sent, final: bool = False) -> Refund:
+    """Record the verdict on a refund, with the payment transition it implies.
+
+    Succeeded: ``amount_refunded`` grows and the payment becomes ``refunded`` or
+    ``partially_refunded``. Declined, or not taken with ``final``: the refund fails and the
+    payment goes back to ``completed`` or ``partially_refunded`` (the money is still captured).
+    Unknown never fails a refund: it stays ``pending`` until the gateway says what became of
+    it. Raises ``FenceLost``; idempotent for a refund no longer pending.
+    """
+    with _locked(plan.payment_id) as payment:
+        refund = Refund.objects.select_for_update().get(pk=plan.reference)
+        if refund.fence != plan.fence:
+            raise FenceLost(plan.reference)
+        if refund.status != RefundStatus.PENDING:
+            return refund
+        result = sent.result
+        if sent.verdict is Verdict.SUCCEEDED:
+            refund.status = RefundStatus.SUCCEEDED
+            refund.gateway_reference = result.gateway_reference or ""
+            refund.save()
+            refunded = payment.amount_refunded + refund.amount
+            _record(payment, "refund.succeeded", actor=SYSTEM, data=_refund_result(refund, sent))
+            transition = (
+                "mark_refunded"
+                if refunded == payment.amount_captured
+                else "mark_partially_refunded"
+            )
+            _apply(payment, transition, actor=SYSTEM, changes={"amount_refunded": refunded})
+        elif sent.verdict is Verdict.DECLINED or (final and sent.verdict is Verdict.NOT_TAKEN):
+            refund.status = RefundStatus.FAILED
+            refund.failure_code = result.decline_code or "refund_failed"
+            refund.maybe_sent = False
+            refund.save()
+            _record(payment, "refund.failed", actor=SYSTEM, data=_refund_result(refund, sent))
+            transition = (
+                "restore_completed" if payment.amount_refunded == 0 else "mark_partially_refunded"
+            )
+            _apply(payment, transition, actor=SYSTEM, data={"refund": refund.id})
+        else:
+            refund.maybe_sent = sent.verdict is not Verdict.NOT_TAKEN and refund.maybe_sent
+            refund.save(update_fields=["maybe_sent", "updated_at"])
+    return refund
+
+
+# --- one run: lock, plan, send, record ---
+
+
+def out_of_retries(retries: int, first_at: datetime) -> bool:
+    """True once the task's retry count or the deadline since the first attempt is spent."""
+    deadline = first_at + timedelta(seconds=settings.GATEWAY_RETRY_DEADLINE_SECONDS)
+    return retries >= settings.GATEWAY_MAX_RETRIES or timezone.now() > deadline
+
+
+def _next(sent: Sent, *, final: bool) -> Next:
+    if sent.verdict in (Verdict.SUCCEEDED, Verdict.DECLINED):
+        return Next.DONE
+    if final:
+        # Past the task's bound: a known-not-taken authorize or refund was closed by the
+        # record step; anything still open is the reconciler's, with backoff.
+        return Next.DONE
+    if sent.verdict is Verdict.NOT_TAKEN and sent.result.not_sent:
+        return Next.RETRY_NOW
+    return Next.RETRY_LATER
+
+
+def _learn(sent: Sent, payment_id: str) -> None:
+    """Feed the send call's own answer (a timeout stays a timeout) into the routing metrics.
+    Best effort: the payment is recorded already."""
+    if sent.call is None:
+        return
+    try:
+        payment = Payment.objects.get(pk=payment_id)
+        record_result(sent.call, facts=payment_facts(payment))
+    except RedisError:
+        logger.warning("routing metrics not updated for %s", payment_id, exc_info=True)
+
+
+Checkpoint = Callable[[str], None]
+
+
+def _no_checkpoint(step: str) -> None:
+    """Where a run has reached: ``locked``, ``planned``, ``sent``, ``recorded``. The
+    deterministic simulator (bench/simulate.py) passes its own, to abandon a run between any
+    two steps as a killed worker would."""
+
+
+def _run(
+    payment_id: str,
+    what: str,
+    plan: Callable[[str], GatewayPlan | None],
+    record: Callable[[GatewayPlan, Sent, bool], object],
+    *,
+    retries: int,
+    checkpoint: Checkpoint,
+) -> Next:
+    """Lock, plan, send, record. A busy lock means another sender has the payment: retry
+    later. A fence lost means a later sender re-planned the operation: it is theirs."""
+    try:
+        with payment_gateway_lock(payment_id) as fence:
+            checkpoint("locked")
+            planned = plan(fence)
+            if planned is None:
+                return Next.DONE
+            checkpoint("planned")
+            sent = send(planned)
+            checkpoint("sent")
+            final = out_of_retries(retries, planned.first_at)
+            record(planned, sent, final)
+            checkpoint("recorded")
+    except PaymentBusy:
+        return Next.RETRY_LATER
+    except FenceLost:
+        logger.warning("%s: re-planned by another sender, not recorded", what)
+        return Next.DONE
+    if planned.operation == AttemptOperation.AUTHORIZE:
+        _learn(sent, payment_id)
+    return _next(sent, final=final)
+
+
+def authorize_run(
+    *, payment_id: str, retries: int = 0, checkpoint: Checkpoint = _no_checkpoint
+) -> Next:
+    """One run of a payment's authorize (see ``authorize_plan`` and ``authorize_record``)."""
+    try:
+        return _run(
+            payment_id,
+            payment_id,
+            lambda fence: authorize_plan(
+                payment_id=payment_id, fence=fence, available=gateway_available
+            ),
+            lambda plan, sent, final: authorize_record(plan=plan, sent=sent, final=final),
+            retries=retries,
+            checkpoint=checkpoint,
+        )
+    except PaymentNotFound:
+        logger.warning("authorize for a payment that does not exist: %s", payment_id)
+        return Next.DONE
+    except OperationInProgress:
+        return Next.DONE  # another operation of the payment is open; the reconciler backs it up
+
+
+def operation_run(
+    *, attempt_id: str, retries: int = 0, checkpoint: Checkpoint = _no_checkpoint
+) -> Next:
+    """One run of a capture or void attempt (see ``operation_record``)."""
+    payment_id = (
+        PaymentAttempt.objects.filter(pk=attempt_id).values_list("payment_id", flat=True).first()
+    )
+    if payment_id is None:
+        return Next.DONE
+    return _run(
+        payment_id,
+        attempt_id,
+        lambda fence: operation_plan(attempt_id=attempt_id, fence=fence),
+        lambda plan, sent, final: operation_record(plan=plan, sent=sent),
+        retries=retries,
+        checkpoint=checkpoint,
+    )
+
+
+def refund_run(
+    *, refund_id: str, retries: int = 0, checkpoint: Checkpoint = _no_checkpoint
+) -> Next:
+    """One run of a refund (see ``refund_record``)."""
+    payment_id = Refund.objects.filter(pk=refund_id).values_list("payment_id", flat=True).first()
+    if payment_id is None:
+        return Next.DONE
+    return _run(
+        payment_id,
+        refund_id,
+        lambda fence: refund_plan(refund_id=refund_id, fence=fence),
+        lambda plan, sent, final: refund_record(plan=plan, sent=sent, final=final),
+        retries=retries,
+        checkpoint=checkpoint,
+    )
+
+
+# --- what the reconciler drives, and what staff must look at ---
+
+
+def _due(now: datetime) -> Q:
+    cutoff = now - timedelta(seconds=settings.RECONCILE_AFTER_SECONDS)
+    return Q(next_check_at__lte=now) | Q(next_check_at__isnull=True, created_at__lte=cutoff)
+
+
+def open_attempts_due(now: datetime) -> QuerySet[PaymentAttempt]:
+    """Open attempts no live sender holds (never planned past the cutoff, or past their
+    ``next_check_at``)."""
+    return PaymentAttempt.objects.filter(_due(now), status__in=OPEN_ATTEMPT_STATUSES)
+
+
+def pending_refunds_due(now: datetime) -> QuerySet[Refund]:
+    """Pending refunds no live sender holds."""
+    return Refund.objects.filter(_due(now), status=RefundStatus.PENDING)
+
+
+def stalled_payments(now: datetime) -> QuerySet[Payment]:
+    """Payments whose processing has no task behind it: ``initiated`` (the task was lost
+    before it ran), or ``processing`` with no open attempt (the last attempt closed as not
+    taken and the message that would try the next gateway was lost)."""
+    cutoff = now - timedelta(seconds=settings.RECONCILE_AFTER_SECONDS)
+    open_attempts = PaymentAttempt.objects.filter(status__in=OPEN_ATTEMPT_STATUSES)
+    return Payment.objects.filter(updated_at__lte=cutoff).filter(
+        Q(status=PaymentStatus.INITIATED)
+        | Q(status=PaymentStatus.PROCESSING) & ~Q(pk__in=open_attempts.values("payment_id"))
+    )
+
+
+def unresolved_payment_ids(now: datetime | None = None) -> QuerySet[Payment]:
+    """Payments with an operation still open past ``UNRESOLVED_ATTENTION_SECONDS``: an
+    authorize, capture or void attempt, or a refund, the gateway has not answered for. Listed
+    for staff ("needs attention") and counted by the ``aegispay_unresolved_operations``
+    metric; never guessed."""
+    now = now or timezone.now()
+    cutoff = now - timedelta(seconds=settings.UNRESOLVED_ATTENTION_SECONDS)
+    attempts = PaymentAttempt.objects.filter(
+        status__in=OPEN_ATTEMPT_STATUSES, created_at__lte=cutoff
+    ).values("payment_id")
+    refunds = Refund.objects.filter(status=RefundStatus.PENDING, created_at__lte=cutoff).values(
+        "payment_id"
+    )
+    return Payment.objects.filter(Q(pk__in=attempts) | Q(pk__in=refunds))
+
+
+def backoff_seconds(retries: int) -> float:
+    """A task's retry countdown: exponential backoff with full jitter."""
+    ceiling = min(
+        settings.GATEWAY_RETRY_MAX_SECONDS,
+        settings.GATEWAY_RETRY_BASE_SECONDS * settings.GATEWAY_RETRY_FACTOR**retries,
+    )
+    return random.uniform(0, ceiling)  # noqa: S311 - jitter, not security

@@ -1,0 +1,211 @@
+"""The gateway-call path under stacked faults: an unknown outcome is never guessed.
+
+The tasks run in this process (``Task.run``, as a worker would run them; a retry request
+surfaces as ``celery.exceptions.Retry``), against the sandbox gateways, the real database and
+Redis. A gateway "timeout after it took the operation" is made real: the sandbox sleeps past
+the gateway deadline, the call is abandoned, and its thread takes the operation afterwards.
+"""
+
+from __future__ import annotations
+
+import pytest
+from celery.exceptions import Retry
+from django.test import override_settings
+
+from gateways.breaker import breaker_for
+from gateways.chaos import ChaosConfig, clear_chaos, set_chaos
+from gateways.sandbox import charge_count, ledger_entries
+from payments.models import Payment, PaymentAttempt, Refund
+from payments.services import payment_create, refund_create
+from payments.tasks import payment_operation_execute, payment_process, refund_execute
+from tests.conftest import WorkerFactory, make_client
+from tests.waiting import wait_until
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+# The gateway deadline, and a sandbox slower than it: every call times out after taking effect.
+SLOW = {"GATEWAY_TIMEOUT_SECONDS": 0.2}
+SLOW_MS = 600
+
+
+def run(task, *args: str) -> str:
+    """Run a task once in this process; "retry" when it asked to be retried."""
+    try:
+        task.run(*args)
+    except Retry:
+        return "retry"
+    return "done"
+
+
+def open_breaker(gateway: str) -> None:
+    breaker = breaker_for(gateway)
+    for _ in range(50):
+        breaker.record_failure()
+    assert breaker.state() == "open"
+
+
+def heal(gateway: str) -> None:
+    breaker_for(gateway).reset()
+    clear_chaos(gateway)
+
+
+def new_payment(token: str = "tok_visa") -> Payment:
+    merchant = make_client(gateways=["sandbox_a", "sandbox_b"], strategy="priority").merchant
+    return payment_create(
+        merchant=merchant,
+        amount=2000,
+        currency="USD",
+        payment_method={"type": "card", "token": token},
+        actor="test",
+    )
+
+
+def time_out_after_taking(gateway: str, operation: str, task, *args: str) -> None:
+    """Run ``task`` once while ``gateway`` answers too late: the operation is taken by the
+    abandoned call, the task sees no answer (its lookup times out too)."""
+    set_chaos(gateway, ChaosConfig(added_latency_ms=SLOW_MS))
+    with override_settings(**SLOW):
+        assert run(task, *args) == "retry"
+    wait_until(lambda: ledger_entries(gateway=gateway, operation=operation), timeout=10)
+
+
+def completed_payment() -> Payment:
+    payment = new_payment()
+    assert run(payment_process, payment.id) == "done"
+    capture = PaymentAttempt.objects.get(payment=payment, operation="capture")
+    assert run(payment_operation_execute, capture.id) == "done"
+    payment.refresh_from_db()
+    assert payment.status == "completed"
+    return payment
+
+
+def test_unknown_authorize_meeting_an_open_breaker_is_not_charged_on_another_gateway() -> None:
+    payment = new_payment()
+    time_out_after_taking("sandbox_a", "authorize", payment_process, payment.id)
+    clear_chaos("sandbox_a")
+    open_breaker("sandbox_a")
+    resumed = [run(payment_process, payment.id) for _ in range(3)]
+    while_open = Payment.objects.get(pk=payment.id)
+    heal("sandbox_a")
+    healed = run(payment_process, payment.id)
+    settled = Payment.objects.get(pk=payment.id)
+    assert resumed == ["retry", "retry", "retry"]
+    assert while_open.status == "processing"
+    assert healed == "done"
+    assert (settled.status, settled.gateway) == ("authorized", "sandbox_a")
+    assert charge_count(payment.id) == 1
+    assert ledger_entries(gateway="sandbox_b") == []
+
+
+@override_settings(GATEWAY_MAX_RETRIES=0)
+def test_unknown_authorize_out_of_retries_never_fails_the_payment() -> None:
+    payment = new_payment()
+    set_chaos("sandbox_a", ChaosConfig(added_latency_ms=SLOW_MS))
+    with override_settings(**SLOW):
+        run(payment_process, payment.id)
+    wait_until(lambda: ledger_entries(gateway="sandbox_a", operation="authorize"), timeout=10)
+    clear_chaos("sandbox_a")
+    open_breaker("sandbox_a")
+    run(payment_process, payment.id)
+    while_open = Payment.objects.get(pk=payment.id)
+    heal("sandbox_a")
+    run(payment_process, payment.id)
+    settled = Payment.objects.get(pk=payment.id)
+    assert (while_open.status, while_open.failure_code) == ("processing", "")
+    assert (settled.status, settled.amount_authorized) == ("authorized", 2000)
+    assert charge_count(payment.id) == 1
+
+
+def test_unknown_refund_meeting_an_open_breaker_is_not_failed_nor_paid_twice() -> None:
+    payment = completed_payment()
+    refund = refund_create(payment_id=payment.id, actor="test", amount=500)
+    time_out_after_taking("sandbox_a", "refund", refund_execute, refund.id)
+    clear_chaos("sandbox_a")
+    open_breaker("sandbox_a")
+    # The reconciler resumes it after the task's retry deadline has passed.
+    with override_settings(GATEWAY_RETRY_DEADLINE_SECONDS=0):
+        resumed = run(refund_execute, refund.id)
+    while_open = Refund.objects.get(pk=refund.id)
+    payment_while_open = Payment.objects.get(pk=payment.id)
+    heal("sandbox_a")
+    run(refund_execute, refund.id)
+    settled = Payment.objects.get(pk=payment.id)
+    paid_out = sum(e.amount for e in ledger_entries(order_reference=payment.id, operation="refund"))
+    assert resumed == "done"
+    assert (while_open.status, payment_while_open.status) == ("pending", "refund_initiated")
+    assert Refund.objects.get(pk=refund.id).status == "succeeded"
+    assert (settled.status, settled.amount_refunded) == ("partially_refunded", 500)
+    assert paid_out == settled.amount_refunded == 500
+
+
+def test_a_timeout_settled_by_a_lookup_still_counts_as_a_timeout_in_routing_metrics() -> None:
+    from routing.metrics import read_counts, reset_metrics
+
+    reset_metrics("sandbox_a")
+    payment = new_payment(token="tok_timeout")
+    outcome = run(payment_process, payment.id)
+    counts = read_counts(["sandbox_a"])["sandbox_a"]
+    assert outcome == "done"
+    assert Payment.objects.get(pk=payment.id).status == "authorized"
+    assert (counts.approved, counts.errors) == (0, 1)
+
+
+@pytest.mark.e2e
+def test_the_reconciler_drives_a_processing_payment_whose_retry_was_lost(
+    start_worker: WorkerFactory,
+) -> None:
+    from aegispay.celery import app as celery_app
+    from payments.tasks import payments_reconcile
+
+    payment = new_payment()
+    set_chaos("sandbox_a", ChaosConfig(error_rate=1.0))
+    lost = run(payment_process, payment.id)  # its retry message is never delivered
+    clear_chaos("sandbox_a")
+    celery_app.control.purge()  # nor is the first message, which this test ran by hand
+    stalled = Payment.objects.get(pk=payment.id)
+    attempts = list(stalled.attempts.values_list("status", flat=True))
+    start_worker()
+    with override_settings(RECONCILE_AFTER_SECONDS=0):
+        payments_reconcile()
+    done = wait_until(
+        lambda: Payment.objects.filter(pk=payment.id, status="completed").first(), timeout=60
+    )
+    assert (lost, stalled.status) == ("retry", "processing")
+    assert attempts == ["error"]
+    assert done.gateway == "sandbox_b"
+    assert charge_count(payment.id) == 1
+
+
+def test_a_sender_whose_operation_was_replanned_records_nothing() -> None:
+    from payments.gateway import FenceLost, authorize_plan, authorize_record, send
+
+    payment = new_payment()
+    first = authorize_plan(payment_id=payment.id, fence="first")
+    answer = send(first)
+    # The first sender's lock expired; a second sender re-planned the same attempt.
+    second = authorize_plan(payment_id=payment.id, fence="second")
+    with pytest.raises(FenceLost):
+        authorize_record(plan=first, sent=answer, final=False)
+    untouched = Payment.objects.get(pk=payment.id)
+    authorize_record(plan=second, sent=send(second), final=False)
+    recorded = Payment.objects.get(pk=payment.id)
+    assert (second.reference, second.maybe_sent) == (first.reference, True)
+    assert untouched.status == "processing"
+    assert recorded.status == "authorized"
+    assert charge_count(payment.id) == 1
+
+
+@override_settings(UNRESOLVED_ATTENTION_SECONDS=0)
+def test_an_unknown_operation_is_listed_for_staff_and_counted() -> None:
+    from aegispay.metrics import DatabaseCollector
+    from payments.gateway import unresolved_payment_ids
+    from tests.payments.test_admin import login
+
+    payment = new_payment()
+    time_out_after_taking("sandbox_a", "authorize", payment_process, payment.id)
+    families = {family.name: family for family in DatabaseCollector().collect()}
+    staff = login("vera", "viewers")
+    page = staff.get("/admin/payments/payment/?attention=unresolved").content.decode()
+    assert list(unresolved_payment_ids().values_list("pk", flat=True)) == [payment.id]
+    assert families["aegispay_unresolved_operations"].samples[0].value == 1
+    assert payment.id in page
