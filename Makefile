@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 .PHONY: help install run test lint migrate clean-data fault-run routing-simulation router-latency \
-	relay-bench replay-bench admin-bench chromium
+	relay-bench replay-bench admin-bench chromium simulate
 
 help:
 	@echo "make run         migrate, seed the demo merchant, run web + worker + beat"
@@ -26,6 +26,7 @@ help:
 	@echo "make relay-bench         outbox relay throughput to RabbitMQ and commit-to-publish lag"
 	@echo "make replay-bench        replay_events over a million events (rate, memory)"
 	@echo "make admin-bench         the admin payment list with a million payments (ms per page)"
+	@echo "make simulate            the deterministic fault simulator: SEEDS=500 seeds (SEED=N replays one)"
 
 # The virtualenv, created once with python3 from PATH.
 $(VPY):
@@ -90,3 +91,11 @@ replay-bench: $(STAMP)
 
 admin-bench: $(STAMP)
 	$(VPY) -m aegispay.embedded bench admin_list $(BENCH_ARGS)
+
+# The deterministic fault simulator (bench/simulate.py): SEEDS seeds from FIRST_SEED, or replay
+# one with SEED=N (its steps printed). CI runs the default 500.
+SEEDS ?= 500
+FIRST_SEED ?= 0
+simulate: $(STAMP)
+	$(VPY) -m aegispay.embedded bench simulate \
+		$(if $(SEED),--seed $(SEED),--seeds $(SEEDS) --first $(FIRST_SEED)) $(BENCH_ARGS)
