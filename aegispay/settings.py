@@ -265,9 +265,19 @@ AUTHORIZATION_EXPIRY_HOURS = env.int("AUTHORIZATION_EXPIRY_HOURS", default=7 * 2
 SETTLEMENT_DELAY_SECONDS = env.float("SETTLEMENT_DELAY_SECONDS", default=0.0)
 # Attempts and refunds still open this long after they started are resolved by the reconciler.
 RECONCILE_AFTER_SECONDS = env.float("RECONCILE_AFTER_SECONDS", default=120.0)
+# Idempotency keys are replayed this long (the retention), then forgotten and purged by beat.
 IDEMPOTENCY_KEY_TTL_HOURS = env.int("IDEMPOTENCY_KEY_TTL_HOURS", default=24)
 # An in-progress idempotency key whose request died (worker killed, crash) is taken over after this.
 IDEMPOTENCY_LOCK_TIMEOUT_SECONDS = env.int("IDEMPOTENCY_LOCK_TIMEOUT_SECONDS", default=300)
+# The purge deletes expired keys in transactions of at most this many rows.
+IDEMPOTENCY_PURGE_BATCH_SIZE = env.int("IDEMPOTENCY_PURGE_BATCH_SIZE", default=1000)
+BEAT_IDEMPOTENCY_PURGE_SECONDS = env.float("BEAT_IDEMPOTENCY_PURGE_SECONDS", default=3600.0)
+CELERY_BEAT_SCHEDULE |= {
+    "idempotency-purge": {
+        "task": "payments.idempotency_tasks.idempotency_keys_purge",
+        "schedule": BEAT_IDEMPOTENCY_PURGE_SECONDS,
+    },
+}
 # The largest payment accepted, in major units of its currency (10**10 USD is 10**12 cents).
 MAX_AMOUNT_MAJOR_UNITS = env.int("MAX_AMOUNT_MAJOR_UNITS", default=10**10)
 METADATA_MAX_KEYS = 50

@@ -370,7 +370,9 @@ def test_the_purge_deletes_keys_past_the_retention_in_batches(api: MerchantClien
     _aged(23, "key-5")
     with CaptureQueriesContext(connection) as queries:
         purged = idempotency_keys_purge.apply().get()
-    deletes = [q for q in queries.captured_queries if q["sql"].startswith("DELETE")]
+    deletes = [
+        q for q in queries.captured_queries if 'DELETE FROM "payments_idempotencykey"' in q["sql"]
+    ]
     assert purged == 5
     assert sorted(IdempotencyKey.objects.values_list("key", flat=True)) == ["key-5", "key-6"]
     assert len(deletes) == 3
@@ -393,11 +395,9 @@ def test_the_purge_keeps_an_expired_key_whose_request_still_runs() -> None:
     blocker.rollback()
     blocker.close()
     thread.join(timeout=30)
-    replay = post(api, VISA)
     assert (purged, kept) == (0, True)
     assert results["first"].status_code == 201
-    assert replay["Idempotent-Replayed"] == "true"
-    assert Payment.objects.count() == 1
+    assert IdempotencyKey.objects.get(key="key-1").response_body["id"] == Payment.objects.get().id
 
 
 @pytest.mark.django_db
