@@ -76,9 +76,10 @@ def test_each_beat_run_has_its_own_id() -> None:
     assert "" not in ids
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_a_task_sent_without_its_id_argument_runs_under_a_fresh_one() -> None:
-    """The reconciler resumes work with ``payment_process.delay(payment_id)``: no id given."""
+    """The reconciler resumes work with ``payment_process.delay(payment_id)``: no id given.
+    (Transactional: the sandbox gateway writes its ledger on a connection of its own.)"""
     payment = payment_in(make_client().merchant, "initiated")
     payment_process.apply(args=(payment.id,))
     stamped = set(
