@@ -1,13 +1,85 @@
-"""The Celery application. Configuration lives in settings (the ``CELERY_`` names)."""
+"""The Celery application. Configuration lives in settings (the ``CELERY_`` names).
+
+Correlation ids, for every task of every app: a message carries the id of the code that sent
+it in the ``aegispay_correlation_id`` header; a task runs under the id given as its
+``correlation_id`` argument, else the header's, else a fresh one (beat sends without one), and
+when it ends its worker is left as it was before (no id in a worker; the caller's id for a task
+run eagerly inside a request). Tasks therefore need not bind or clear ids themselves.
+"""
 
 from __future__ import annotations
 
+import inspect
 import os
+from collections.abc import Mapping, Sequence
+from contextvars import ContextVar
+from typing import Any
 
-from celery import Celery
+from celery import Celery, Task
+from celery.signals import before_task_publish, task_postrun, task_prerun
+
+from .correlation import (
+    bind_correlation_id,
+    clear_correlation_id,
+    get_correlation_id,
+    new_correlation_id,
+)
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "aegispay.settings")
 
 app = Celery("aegispay")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+# Not "correlation_id": Celery's messages already have a property of that name (the task id).
+CORRELATION_HEADER = "aegispay_correlation_id"
+
+# The ids bound before each running task, innermost last (eager tasks can nest).
+_outer_ids: ContextVar[tuple[str, ...]] = ContextVar("aegispay_outer_correlation_ids", default=())
+
+
+@before_task_publish.connect
+def _stamp_correlation_header(headers: dict[str, Any] | None = None, **_: Any) -> None:
+    current = get_correlation_id()
+    if current and headers is not None:
+        headers.setdefault(CORRELATION_HEADER, current)
+
+
+def _argument_id(task: Task, args: Sequence[Any], kwargs: Mapping[str, Any]) -> str:
+    """The task's own ``correlation_id`` argument (keyword or positional), when it has one."""
+    try:
+        bound = inspect.signature(task.run).bind_partial(*args, **kwargs)
+    except (TypeError, ValueError):
+        return ""
+    value = bound.arguments.get("correlation_id")
+    return value if isinstance(value, str) else ""
+
+
+def _header_id(task: Task) -> str:
+    request = task.request
+    # A worker turns custom headers into request attributes; an eager apply() keeps them in
+    # request.headers.
+    value = getattr(request, CORRELATION_HEADER, None) or (request.headers or {}).get(
+        CORRELATION_HEADER
+    )
+    return value if isinstance(value, str) else ""
+
+
+@task_prerun.connect
+def _bind_task_correlation_id(
+    task: Task, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None, **_: Any
+) -> None:
+    _outer_ids.set((*_outer_ids.get(), get_correlation_id()))
+    chosen = _argument_id(task, args or (), kwargs or {}) or _header_id(task)
+    bind_correlation_id(chosen or new_correlation_id())
+
+
+@task_postrun.connect
+def _restore_correlation_id(**_: Any) -> None:
+    outer = _outer_ids.get()
+    previous = outer[-1] if outer else ""
+    _outer_ids.set(outer[:-1])
+    if previous:
+        bind_correlation_id(previous)
+    else:
+        clear_correlation_id()

@@ -1,7 +1,9 @@
 """The correlation id that follows a request into every Celery task it causes.
 
 It lives in structlog's contextvars, so every log line carries it; services read it to stamp
-events, and tasks receive it as an argument and bind it again in the worker.
+events. A request binds one in ``aegispay/middleware.py``; a Celery task binds the one it was
+sent with, or a fresh one when it came without (work started by beat), and clears it when it
+ends, both in ``aegispay/celery.py`` for every task.
 """
 
 from __future__ import annotations
@@ -23,7 +25,10 @@ def get_correlation_id() -> str:
 
 
 def bind_correlation_id(value: str) -> None:
-    structlog.contextvars.bind_contextvars(**{_KEY: value})
+    """Bind ``value``. An empty value binds nothing and keeps the current id: a task sent
+    without an id runs under the fresh one its worker bound for it before it started."""
+    if value:
+        structlog.contextvars.bind_contextvars(**{_KEY: value})
 
 
 def clear_correlation_id() -> None:

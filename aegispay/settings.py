@@ -272,9 +272,19 @@ RECONCILE_BACKOFF_MAX_SECONDS = env.float("RECONCILE_BACKOFF_MAX_SECONDS", defau
 # An operation the gateway has not answered for this long is listed for staff ("needs
 # attention" in the admin) and counted in aegispay_unresolved_operations. Never guessed.
 UNRESOLVED_ATTENTION_SECONDS = env.float("UNRESOLVED_ATTENTION_SECONDS", default=900.0)
+# Idempotency keys are replayed this long (the retention), then forgotten and purged by beat.
 IDEMPOTENCY_KEY_TTL_HOURS = env.int("IDEMPOTENCY_KEY_TTL_HOURS", default=24)
 # An in-progress idempotency key whose request died (worker killed, crash) is taken over after this.
 IDEMPOTENCY_LOCK_TIMEOUT_SECONDS = env.int("IDEMPOTENCY_LOCK_TIMEOUT_SECONDS", default=300)
+# The purge deletes expired keys in transactions of at most this many rows.
+IDEMPOTENCY_PURGE_BATCH_SIZE = env.int("IDEMPOTENCY_PURGE_BATCH_SIZE", default=1000)
+BEAT_IDEMPOTENCY_PURGE_SECONDS = env.float("BEAT_IDEMPOTENCY_PURGE_SECONDS", default=3600.0)
+CELERY_BEAT_SCHEDULE |= {
+    "idempotency-purge": {
+        "task": "payments.idempotency_tasks.idempotency_keys_purge",
+        "schedule": BEAT_IDEMPOTENCY_PURGE_SECONDS,
+    },
+}
 # The largest payment accepted, in major units of its currency (10**10 USD is 10**12 cents).
 MAX_AMOUNT_MAJOR_UNITS = env.int("MAX_AMOUNT_MAJOR_UNITS", default=10**10)
 METADATA_MAX_KEYS = 50

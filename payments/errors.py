@@ -10,6 +10,10 @@ class PaymentError(Exception):
     code = "payment_error"
     status = 400
     param: str | None = None
+    # A transient error describes a passing conflict with other work (a concurrent request, a
+    # stale version), not the request itself: the same request may succeed later, so an
+    # Idempotency-Key never keeps it as its answer (payments/idempotency.py).
+    transient = False
 
     def __init__(self, message: str, *, param: str | None = None) -> None:
         super().__init__(message)
@@ -41,11 +45,13 @@ class InvalidTransition(PaymentError):
 class VersionConflict(PaymentError):
     code = "version_conflict"
     status = 409
+    transient = True
 
 
 class OperationInProgress(PaymentError):
     code = "operation_in_progress"
     status = 409
+    transient = True
 
 
 class AmountExceeded(PaymentError):
@@ -71,3 +77,4 @@ class IdempotencyKeyReused(PaymentError):
 class IdempotencyKeyInUse(PaymentError):
     code = "idempotency_key_in_use"
     status = 409
+    transient = True

@@ -5,7 +5,26 @@ with the same key sees it at once (``409 idempotency_key_in_use``). The request 
 one transaction that also stores its response on the key row: the payment and the stored
 response commit together or not at all. A request that dies leaves the key ``in_progress``;
 after ``IDEMPOTENCY_LOCK_TIMEOUT_SECONDS`` a retry may take it over (nothing it did committed).
-Responses of 5xx are not stored, and release the key so the client can retry.
+The response is stored only while the request still holds the key (the ``locked_at`` it
+claimed it with): a request whose key was taken over meanwhile rolls back entirely and answers
+``409 idempotency_key_in_use``, so one key never commits two requests.
+
+Which answers a key keeps (replayed with ``Idempotent-Replayed: true`` until it expires):
+
+* kept, final: every answer below 500 that the request itself earned: a success, a validation
+  error (400, 422), a missing object (404), a decline (402), ``amount_exceeded``, and the state
+  machine's refusal (``409 invalid_state_transition``: the payment's state answered the request);
+* not kept, the key is released and the next request with it runs: 5xx, an exception, and the
+  transient conflicts (``PaymentError.transient``): ``409 version_conflict`` (stale
+  ``If-Match``), ``409 operation_in_progress`` (another gateway operation is open) and
+  ``409 idempotency_key_in_use``. Those describe other work at that moment, not the request,
+  and nothing of the request committed.
+
+A key is kept for ``IDEMPOTENCY_KEY_TTL_HOURS``. Past it, the next request with the key runs
+anew, and the beat task ``idempotency_keys_purge`` deletes it, in batches of
+``IDEMPOTENCY_PURGE_BATCH_SIZE``, every ``BEAT_IDEMPOTENCY_PURGE_SECONDS``. Neither ever forgets
+a key whose request is still running (``in_progress`` with a lock younger than the lock
+timeout), however old the key.
 """
 
 from __future__ import annotations
@@ -13,12 +32,13 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import wraps
 from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 from rest_framework.exceptions import APIException
 from rest_framework.request import Request
@@ -38,6 +58,41 @@ def request_fingerprint(method: str, path: str, body: bytes) -> str:
     except ValueError:
         canonical = body.decode("utf-8", "replace")
     return hashlib.sha256(f"{method}\n{path}\n{canonical}".encode()).hexdigest()
+
+
+def _forgettable(now: datetime) -> QuerySet[IdempotencyKey]:
+    """Keys past the retention whose request is not running: completed, or in progress under a
+    lock older than the lock timeout (the request died; nothing of it committed)."""
+    expired = now - timedelta(hours=settings.IDEMPOTENCY_KEY_TTL_HOURS)
+    stale = now - timedelta(seconds=settings.IDEMPOTENCY_LOCK_TIMEOUT_SECONDS)
+    return IdempotencyKey.objects.filter(created_at__lt=expired).filter(
+        Q(state=IdempotencyKey.State.COMPLETED) | Q(locked_at__lt=stale)
+    )
+
+
+def idempotency_keys_purge(*, batch_size: int | None = None) -> int:
+    """Delete the keys ``_forgettable`` names, in short transactions of at most ``batch_size``
+    (default ``IDEMPOTENCY_PURGE_BATCH_SIZE``) rows each. Returns how many it deleted.
+
+    Each batch locks its rows with ``SKIP LOCKED`` and checks them again under the lock, so a
+    key a request is finishing or taking over right now is left for a later run.
+    """
+    size = batch_size or settings.IDEMPOTENCY_PURGE_BATCH_SIZE
+    now = timezone.now()
+    deleted = 0
+    while True:
+        with transaction.atomic():
+            batch = list(
+                _forgettable(now)
+                .order_by("created_at")
+                .select_for_update(skip_locked=True)
+                .values_list("pk", flat=True)[:size]
+            )
+            if batch:
+                IdempotencyKey.objects.filter(pk__in=batch).delete()
+        deleted += len(batch)
+        if len(batch) < size:
+            return deleted
 
 
 def _claim(
@@ -61,10 +116,10 @@ def _claim(
         existing = IdempotencyKey.objects.filter(merchant=merchant, key=key).first()
         if existing is None:
             continue  # released in between: claim again
-        ttl = timedelta(hours=settings.IDEMPOTENCY_KEY_TTL_HOURS)
-        if existing.created_at < now - ttl:
-            # Expired: forget it (compare-and-delete, so only one request does) and claim anew.
-            IdempotencyKey.objects.filter(pk=existing.pk, created_at=existing.created_at).delete()
+        if _forgettable(now).filter(pk=existing.pk).exists():
+            # Expired and not running: forget it (compare-and-delete, so only one request does)
+            # and claim anew. An expired key whose request still runs answers as in use.
+            _forgettable(now).filter(pk=existing.pk, locked_at=existing.locked_at).delete()
             continue
         if existing.fingerprint != fingerprint:
             raise IdempotencyKeyReused(
@@ -95,8 +150,30 @@ def _claim(
 
 
 class _NotStored(Exception):
+    """The answer is not the key's: roll the request back and release the key."""
+
     def __init__(self, response: Response) -> None:
         self.response = response
+
+
+class _Lost(_NotStored):
+    """The key is no longer this request's: roll back and leave the key to its new owner."""
+
+
+def _in_use(view: Any) -> Response:
+    return view.handle_exception(
+        IdempotencyKeyInUse(
+            "a request with this Idempotency-Key is still being processed",
+            param="Idempotency-Key",
+        )
+    )
+
+
+def _release(claimed: IdempotencyKey) -> None:
+    """Delete the key this request holds (not one another request took over meanwhile)."""
+    IdempotencyKey.objects.filter(
+        pk=claimed.pk, state=IdempotencyKey.State.IN_PROGRESS, locked_at=claimed.locked_at
+    ).delete()
 
 
 def idempotent(handler: Callable[..., Response]) -> Callable[..., Response]:
@@ -127,20 +204,34 @@ def idempotent(handler: Callable[..., Response]) -> Callable[..., Response]:
             with transaction.atomic():
                 try:
                     response = handler(view, request, *args, **kwargs)
-                except (PaymentError, APIException) as exc:
+                except PaymentError as exc:
+                    response = view.handle_exception(exc)
+                    if exc.transient:
+                        raise _NotStored(response) from exc
+                except APIException as exc:
                     response = view.handle_exception(exc)
                 if response.status_code >= 500:
                     raise _NotStored(response)
-                IdempotencyKey.objects.filter(pk=claimed.pk).update(
+                stored = IdempotencyKey.objects.filter(
+                    pk=claimed.pk,
+                    state=IdempotencyKey.State.IN_PROGRESS,
+                    locked_at=claimed.locked_at,
+                ).update(
                     state=IdempotencyKey.State.COMPLETED,
                     response_code=response.status_code,
                     response_body=response.data,
                 )
+                if not stored:
+                    # Taken over (or purged) after the lock timeout: another request owns the
+                    # key now, so nothing of this one may commit.
+                    raise _Lost(_in_use(view))
+        except _Lost as lost:
+            return lost.response
         except _NotStored as not_stored:
-            IdempotencyKey.objects.filter(pk=claimed.pk).delete()
+            _release(claimed)
             return not_stored.response
         except BaseException:
-            IdempotencyKey.objects.filter(pk=claimed.pk).delete()
+            _release(claimed)
             raise
         return response
 

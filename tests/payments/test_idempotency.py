@@ -13,13 +13,23 @@ from django.db import connection, connections
 from django.test import override_settings
 from django.utils import timezone
 
-from payments.models import IdempotencyKey, Payment
+from gateways.base import GatewayResult, Outcome
+from payments.models import IdempotencyKey, Payment, PaymentAttempt
+from payments.services import payment_operation_record
 from tests.conftest import VISA, MerchantClient, make_client
+from tests.payments.helpers import payment_in
 from tests.waiting import wait_until
 
 
-def post(api: MerchantClient, body: dict, key: str | None = "key-1", path: str = "/v1/payments"):
-    headers = {"HTTP_IDEMPOTENCY_KEY": key} if key is not None else {}
+def post(
+    api: MerchantClient,
+    body: dict,
+    key: str | None = "key-1",
+    path: str = "/v1/payments",
+    **headers: str,
+):
+    if key is not None:
+        headers["HTTP_IDEMPOTENCY_KEY"] = key
     return api.post(path, data=json.dumps(body), content_type="application/json", **headers)
 
 
@@ -187,3 +197,231 @@ def test_concurrent_duplicates_create_exactly_one_payment() -> None:
     assert sum(r.get("Idempotent-Replayed") is None for r in created) == 1
     assert Payment.objects.filter(merchant=api.merchant).count() == 1
     assert {r.json()["error"]["code"] for r in conflicts} <= {"idempotency_key_in_use"}
+
+
+# --- which answers a key keeps: conflicts are not final ---
+
+
+def _authorized(api: MerchantClient) -> Payment:
+    return payment_in(api.merchant, "authorized")
+
+
+@pytest.mark.django_db
+def test_a_version_conflict_is_not_stored_and_the_retry_runs(api: MerchantClient) -> None:
+    payment = _authorized(api)
+    path = f"/v1/payments/{payment.id}/capture"
+    stale = post(
+        api, {"amount": 400}, key="cap-1", path=path, HTTP_IF_MATCH=str(payment.version - 1)
+    )
+    retry = post(api, {"amount": 400}, key="cap-1", path=path, HTTP_IF_MATCH=str(payment.version))
+    assert (stale.status_code, stale.json()["error"]["code"]) == (409, "version_conflict")
+    assert retry.status_code == 200
+    assert retry.get("Idempotent-Replayed") is None
+    assert PaymentAttempt.objects.filter(payment=payment, operation="capture").count() == 1
+    assert IdempotencyKey.objects.get(key="cap-1").response_code == 200
+
+
+@pytest.mark.django_db
+def test_operation_in_progress_is_not_stored_and_the_retry_runs(api: MerchantClient) -> None:
+    payment = _authorized(api)
+    capture = post(api, {"amount": 400}, key="cap-1", path=f"/v1/payments/{payment.id}/capture")
+    busy = post(api, {}, key="cancel-1", path=f"/v1/payments/{payment.id}/cancel")
+    attempt = PaymentAttempt.objects.get(payment=payment, operation="capture")
+    payment_operation_record(
+        attempt_id=attempt.id,
+        result=GatewayResult(
+            outcome=Outcome.DECLINED,
+            gateway=attempt.gateway,
+            operation="capture",
+            reference=attempt.id,
+            decline_code="card_declined",
+        ),
+    )
+    retry = post(api, {}, key="cancel-1", path=f"/v1/payments/{payment.id}/cancel")
+    assert capture.status_code == 200
+    assert (busy.status_code, busy.json()["error"]["code"]) == (409, "operation_in_progress")
+    assert retry.status_code == 200
+    assert retry.get("Idempotent-Replayed") is None
+    assert PaymentAttempt.objects.filter(payment=payment, operation="void").count() == 1
+
+
+@pytest.mark.django_db
+def test_a_refused_transition_is_final_and_replayed(api: MerchantClient) -> None:
+    """Unlike a conflict, the state machine's refusal is the request's answer: replayed as is."""
+    payment = payment_in(api.merchant, "cancelled")
+    path = f"/v1/payments/{payment.id}/capture"
+    first = post(api, {}, key="cap-1", path=path)
+    second = post(api, {}, key="cap-1", path=path)
+    assert (first.status_code, first.json()["error"]["code"]) == (409, "invalid_state_transition")
+    assert second["Idempotent-Replayed"] == "true"
+
+
+@pytest.mark.django_db
+def test_a_decline_is_final_and_replayed(api: MerchantClient) -> None:
+    payment = payment_in(api.merchant, "authorized")
+    path = f"/v1/payments/{payment.id}/capture"
+    first = post(api, {"amount": payment.amount_authorized + 1}, key="cap-1", path=path)
+    second = post(api, {"amount": payment.amount_authorized + 1}, key="cap-1", path=path)
+    assert (first.status_code, first.json()["error"]["code"]) == (422, "amount_exceeded")
+    assert second["Idempotent-Replayed"] == "true"
+
+
+# --- a key whose request is still running is never forgotten, and one request wins ---
+
+
+def _blocked_first_request(api: MerchantClient, results: dict[str, object]) -> tuple:
+    """Start a request with key-1 that claims the key and then waits (its payment INSERT is
+    held by a SHARE lock on the payment table, taken on another connection)."""
+    blocker = _raw_connection()
+    blocker.execute("LOCK TABLE payments_payment IN SHARE MODE")
+
+    def first() -> None:
+        try:
+            results["first"] = post(api, VISA)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    wait_until(IdempotencyKey.objects.filter(key="key-1").exists)
+    return blocker, thread
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_expired_key_whose_request_still_runs_is_not_taken_over() -> None:
+    api = make_client()
+    results: dict[str, object] = {}
+    blocker, thread = _blocked_first_request(api, results)
+    IdempotencyKey.objects.update(created_at=timezone.now() - timedelta(hours=25))
+
+    def second() -> None:
+        try:
+            results["second"] = post(api, VISA)
+        finally:
+            connections.close_all()
+
+    taker = threading.Thread(target=second)
+    taker.start()
+    taker.join(timeout=10)  # answered at once, or blocked behind the first (the old defect)
+    blocker.rollback()
+    blocker.close()
+    thread.join(timeout=30)
+    taker.join(timeout=30)
+    assert (results["second"].status_code, results["second"].json()["error"]["code"]) == (
+        409,
+        "idempotency_key_in_use",
+    )
+    assert results["first"].status_code == 201
+    assert Payment.objects.count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_request_whose_key_was_taken_over_commits_nothing() -> None:
+    """A request outlives the lock timeout and a retry takes its key over: only one of the two
+    may commit, or the merchant gets two payments for one key."""
+    api = make_client()
+    results: dict[str, object] = {}
+    blocker, thread = _blocked_first_request(api, results)
+    IdempotencyKey.objects.update(locked_at=timezone.now() - timedelta(hours=1))
+
+    def second() -> None:
+        try:
+            results["second"] = post(api, VISA)
+        finally:
+            connections.close_all()
+
+    taker = threading.Thread(target=second)
+    taker.start()
+    wait_until(
+        lambda: IdempotencyKey.objects.filter(
+            locked_at__gt=timezone.now() - timedelta(minutes=1)
+        ).exists()
+    )
+    blocker.rollback()
+    blocker.close()
+    thread.join(timeout=30)
+    taker.join(timeout=30)
+    assert sorted(r.status_code for r in (results["first"], results["second"])) == [201, 409]
+    assert Payment.objects.count() == 1
+    replay = post(api, VISA)
+    assert replay["Idempotent-Replayed"] == "true"
+    assert replay.json()["id"] == Payment.objects.get().id
+
+
+# --- expired keys are purged by beat ---
+
+
+def _aged(hours: float, *keys: str) -> None:
+    IdempotencyKey.objects.filter(key__in=keys).update(
+        created_at=timezone.now() - timedelta(hours=hours)
+    )
+
+
+@pytest.mark.django_db
+@override_settings(IDEMPOTENCY_KEY_TTL_HOURS=24, IDEMPOTENCY_PURGE_BATCH_SIZE=2)
+def test_the_purge_deletes_keys_past_the_retention_in_batches(api: MerchantClient) -> None:
+    from django.test.utils import CaptureQueriesContext
+
+    from payments.idempotency_tasks import idempotency_keys_purge
+
+    for n in range(7):
+        post(api, VISA, key=f"key-{n}")
+    _aged(25, "key-0", "key-1", "key-2", "key-3", "key-4")
+    _aged(23, "key-5")
+    with CaptureQueriesContext(connection) as queries:
+        purged = idempotency_keys_purge.apply().get()
+    deletes = [
+        q for q in queries.captured_queries if 'DELETE FROM "payments_idempotencykey"' in q["sql"]
+    ]
+    assert purged == 5
+    assert sorted(IdempotencyKey.objects.values_list("key", flat=True)) == ["key-5", "key-6"]
+    assert len(deletes) == 3
+    again = post(api, VISA, key="key-0")
+    assert again.status_code == 201
+    assert again.get("Idempotent-Replayed") is None
+
+
+@pytest.mark.django_db(transaction=True)
+@override_settings(IDEMPOTENCY_KEY_TTL_HOURS=24)
+def test_the_purge_keeps_an_expired_key_whose_request_still_runs() -> None:
+    from payments.idempotency_tasks import idempotency_keys_purge
+
+    api = make_client()
+    results: dict[str, object] = {}
+    blocker, thread = _blocked_first_request(api, results)
+    IdempotencyKey.objects.update(created_at=timezone.now() - timedelta(hours=25))
+    purged = idempotency_keys_purge.apply().get()
+    kept = IdempotencyKey.objects.filter(key="key-1").exists()
+    blocker.rollback()
+    blocker.close()
+    thread.join(timeout=30)
+    assert (purged, kept) == (0, True)
+    assert results["first"].status_code == 201
+    assert IdempotencyKey.objects.get(key="key-1").response_body["id"] == Payment.objects.get().id
+
+
+@pytest.mark.django_db
+@override_settings(IDEMPOTENCY_KEY_TTL_HOURS=24, IDEMPOTENCY_LOCK_TIMEOUT_SECONDS=300)
+def test_the_purge_deletes_an_expired_key_whose_request_died(api: MerchantClient) -> None:
+    from payments.idempotency import request_fingerprint
+    from payments.idempotency_tasks import idempotency_keys_purge
+
+    IdempotencyKey.objects.create(
+        merchant=api.merchant,
+        key="dead",
+        method="POST",
+        path="/v1/payments",
+        fingerprint=request_fingerprint("POST", "/v1/payments", b"{}"),
+        locked_at=timezone.now() - timedelta(hours=25),
+    )
+    _aged(25, "dead")
+    assert idempotency_keys_purge.apply().get() == 1
+    assert not IdempotencyKey.objects.exists()
+
+
+def test_the_purge_runs_on_beat() -> None:
+    from django.conf import settings
+
+    entry = settings.CELERY_BEAT_SCHEDULE["idempotency-purge"]
+    assert entry["task"] == "payments.idempotency_tasks.idempotency_keys_purge"
+    assert entry["schedule"] == settings.BEAT_IDEMPOTENCY_PURGE_SECONDS
