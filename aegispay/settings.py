@@ -281,7 +281,7 @@ IDEMPOTENCY_PURGE_BATCH_SIZE = env.int("IDEMPOTENCY_PURGE_BATCH_SIZE", default=1
 BEAT_IDEMPOTENCY_PURGE_SECONDS = env.float("BEAT_IDEMPOTENCY_PURGE_SECONDS", default=3600.0)
 CELERY_BEAT_SCHEDULE |= {
     "idempotency-purge": {
-        "task": "payments.idempotency_tasks.idempotency_keys_purge",
+        "task": "payments.tasks.idempotency_keys_purge",
         "schedule": BEAT_IDEMPOTENCY_PURGE_SECONDS,
     },
 }

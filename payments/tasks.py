@@ -1,5 +1,6 @@
-"""Celery entry points for payments. Thin: each binds the correlation id and runs one step of
-the gateway-call path (payments/gateway.py), which holds every rule about gateway calls.
+"""Celery entry points for payments. Thin: each runs one step of the gateway-call path
+(payments/gateway.py), which holds every rule about gateway calls, or one beat sweep. The
+correlation id a task was sent with is bound and cleared around it by aegispay/celery.py.
 
 Every task is idempotent (acks late, redelivered on worker loss): each run takes the payment's
 lock, re-plans from the database, sends with a reference the gateway deduplicates, and records
@@ -16,8 +17,6 @@ from celery import Task, shared_task
 from django.conf import settings
 from django.utils import timezone
 
-from aegispay.correlation import bind_correlation_id
-
 from .gateway import (
     Next,
     authorize_run,
@@ -28,6 +27,7 @@ from .gateway import (
     refund_run,
     stalled_payments,
 )
+from .idempotency import idempotency_keys_purge as purge_idempotency_keys
 from .models import AttemptOperation, Payment, PaymentStatus
 from .services import payment_expire, payment_settle
 
@@ -50,7 +50,6 @@ def payment_process(self: Task, payment_id: str, correlation_id: str = "") -> No
     """Take a payment from ``initiated`` to ``authorized`` or ``failed`` through a gateway
     (``payments.gateway.authorize_run``): an unknown outcome stays open on its gateway until
     that gateway answers; only an attempt known not taken moves on to the next gateway."""
-    bind_correlation_id(correlation_id)
     _follow(self, authorize_run(payment_id=payment_id, retries=self.request.retries or 0))
 
 
@@ -59,7 +58,6 @@ def payment_operation_execute(self: Task, attempt_id: str, correlation_id: str =
     """Send a capture or void attempt to its gateway and record the answer
     (``payments.gateway.operation_run``). The attempt id is the gateway's idempotency
     reference, so a retried or redelivered task never captures or voids twice."""
-    bind_correlation_id(correlation_id)
     _follow(self, operation_run(attempt_id=attempt_id, retries=self.request.retries or 0))
 
 
@@ -67,7 +65,6 @@ def payment_operation_execute(self: Task, attempt_id: str, correlation_id: str =
 def refund_execute(self: Task, refund_id: str, correlation_id: str = "") -> None:
     """Send a refund to the payment's gateway (reference: the refund id) and record the answer
     (``payments.gateway.refund_run``). An unknown refund stays pending; it never fails."""
-    bind_correlation_id(correlation_id)
     _follow(self, refund_run(refund_id=refund_id, retries=self.request.retries or 0))
 
 
@@ -133,3 +130,11 @@ def reconcile(now: datetime) -> dict[str, int]:
 def payments_reconcile() -> dict[str, int]:
     """The beat sweep: ``reconcile`` as of now."""
     return reconcile(timezone.now())
+
+
+@shared_task
+def idempotency_keys_purge() -> int:
+    """Delete keys older than ``IDEMPOTENCY_KEY_TTL_HOURS`` in batches of
+    ``IDEMPOTENCY_PURGE_BATCH_SIZE``, never one whose request is still running. Returns how
+    many it deleted. Idempotent: a second run finds nothing more to delete."""
+    return purge_idempotency_keys()

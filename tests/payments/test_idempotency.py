@@ -14,8 +14,8 @@ from django.test import override_settings
 from django.utils import timezone
 
 from gateways.base import GatewayResult, Outcome
+from payments.gateway import Sent, Verdict, operation_plan, operation_record
 from payments.models import IdempotencyKey, Payment, PaymentAttempt
-from payments.services import payment_operation_record
 from tests.conftest import VISA, MerchantClient, make_client
 from tests.payments.helpers import payment_in
 from tests.waiting import wait_until
@@ -227,15 +227,16 @@ def test_operation_in_progress_is_not_stored_and_the_retry_runs(api: MerchantCli
     capture = post(api, {"amount": 400}, key="cap-1", path=f"/v1/payments/{payment.id}/capture")
     busy = post(api, {}, key="cancel-1", path=f"/v1/payments/{payment.id}/cancel")
     attempt = PaymentAttempt.objects.get(payment=payment, operation="capture")
-    payment_operation_record(
-        attempt_id=attempt.id,
-        result=GatewayResult(
-            outcome=Outcome.DECLINED,
-            gateway=attempt.gateway,
-            operation="capture",
-            reference=attempt.id,
-            decline_code="card_declined",
-        ),
+    declined = GatewayResult(
+        outcome=Outcome.DECLINED,
+        gateway=attempt.gateway,
+        operation="capture",
+        reference=attempt.id,
+        decline_code="card_declined",
+    )
+    operation_record(
+        plan=operation_plan(attempt_id=attempt.id, fence="test"),
+        sent=Sent(Verdict.DECLINED, declined, declined),
     )
     retry = post(api, {}, key="cancel-1", path=f"/v1/payments/{payment.id}/cancel")
     assert capture.status_code == 200
@@ -362,7 +363,7 @@ def _aged(hours: float, *keys: str) -> None:
 def test_the_purge_deletes_keys_past_the_retention_in_batches(api: MerchantClient) -> None:
     from django.test.utils import CaptureQueriesContext
 
-    from payments.idempotency_tasks import idempotency_keys_purge
+    from payments.tasks import idempotency_keys_purge
 
     for n in range(7):
         post(api, VISA, key=f"key-{n}")
@@ -384,7 +385,7 @@ def test_the_purge_deletes_keys_past_the_retention_in_batches(api: MerchantClien
 @pytest.mark.django_db(transaction=True)
 @override_settings(IDEMPOTENCY_KEY_TTL_HOURS=24)
 def test_the_purge_keeps_an_expired_key_whose_request_still_runs() -> None:
-    from payments.idempotency_tasks import idempotency_keys_purge
+    from payments.tasks import idempotency_keys_purge
 
     api = make_client()
     results: dict[str, object] = {}
@@ -404,7 +405,7 @@ def test_the_purge_keeps_an_expired_key_whose_request_still_runs() -> None:
 @override_settings(IDEMPOTENCY_KEY_TTL_HOURS=24, IDEMPOTENCY_LOCK_TIMEOUT_SECONDS=300)
 def test_the_purge_deletes_an_expired_key_whose_request_died(api: MerchantClient) -> None:
     from payments.idempotency import request_fingerprint
-    from payments.idempotency_tasks import idempotency_keys_purge
+    from payments.tasks import idempotency_keys_purge
 
     IdempotencyKey.objects.create(
         merchant=api.merchant,
@@ -423,5 +424,5 @@ def test_the_purge_runs_on_beat() -> None:
     from django.conf import settings
 
     entry = settings.CELERY_BEAT_SCHEDULE["idempotency-purge"]
-    assert entry["task"] == "payments.idempotency_tasks.idempotency_keys_purge"
+    assert entry["task"] == "payments.tasks.idempotency_keys_purge"
     assert entry["schedule"] == settings.BEAT_IDEMPOTENCY_PURGE_SECONDS
