@@ -66,6 +66,7 @@ os.environ.update(
 )
 benchdb.setup("aegispay_sim")
 
+from django.conf import settings  # noqa: E402
 from django.db import DatabaseError, OperationalError, connection  # noqa: E402
 from django.utils import timezone  # noqa: E402
 from django_redis import get_redis_connection  # noqa: E402
@@ -494,8 +495,9 @@ def merchant_ops(w: World, merchant: Any) -> dict[str, Callable[[], str]]:
 
 def open_breaker(w: World) -> str:
     name = w.rng.choice(GATEWAYS)
-    for _ in range(50):
-        breaker_for(name).record_failure()
+    breaker = breaker_for(name)
+    for _ in range(settings.BREAKER_MINIMUM_CALLS):
+        breaker.record_failure()
     w.covered["breaker_forced_open"] += 1
     return f"breaker {name} forced open"
 
@@ -556,24 +558,23 @@ def scenario(seed: int, sims: dict[str, SimGateway]) -> tuple[World, list[str]]:
     merchant, _key = services.merchant_create(name=f"sim-{seed}", gateways=list(GATEWAYS))
     MerchantRouting.objects.create(merchant_id=merchant.id, strategy="priority")
     ops = merchant_ops(w, merchant)
-    ops["create"]()
-    w.log(f"create {w.label(w.payments[0])}")
+    w.log(ops["create"]())
 
-    actions: list[tuple[int, Callable[[], str]]] = [
-        (8, lambda: ops["create"]() if len(w.payments) < MAX_PAYMENTS else "create: enough"),
-        (5, ops["capture"]),
-        (3, ops["cancel"]),
-        (6, ops["refund"]),
-        (2, ops["retry"]),
-        (3, lambda: open_breaker(w)),
-        (2, lambda: fill_bulkhead(w)),
-        (3, lambda: release(w)),
-        (2, lambda: redis_window(w)),
-        (3, lambda: crash_next(w)),
-        (2, lambda: lose_db_next(w)),
-        (3, lambda: f"{sum(time_passes(w).values())} queued"),
+    actions: list[tuple[int, str, Callable[[], str]]] = [
+        (8, "create", lambda: ops["create"]() if len(w.payments) < MAX_PAYMENTS else "enough"),
+        (5, "capture", ops["capture"]),
+        (3, "cancel", ops["cancel"]),
+        (6, "refund", ops["refund"]),
+        (2, "staff retry", ops["retry"]),
+        (3, "breaker", lambda: open_breaker(w)),
+        (2, "bulkhead", lambda: fill_bulkhead(w)),
+        (3, "heal", lambda: release(w)),
+        (2, "redis", lambda: redis_window(w)),
+        (3, "crash", lambda: crash_next(w)),
+        (2, "db", lambda: lose_db_next(w)),
+        (3, "time", lambda: f"{sum(time_passes(w).values())} queued"),
     ]
-    weights = [weight for weight, _ in actions]
+    weights = [weight for weight, _, _ in actions]
     for _ in range(w.rng.randint(20, 80)):
         if w.queue and w.rng.random() < 0.6:
             index = w.rng.randrange(len(w.queue))
@@ -582,13 +583,13 @@ def scenario(seed: int, sims: dict[str, SimGateway]) -> tuple[World, list[str]]:
                 w.covered["duplicate_delivery"] += 1
             deliver(w, index)
             continue
-        action = w.rng.choices(actions, weights=weights)[0][1]
+        name, action = w.rng.choices(actions, weights=weights)[0][1:]
         try:
             w.log(action())
         except PaymentError as refused:
-            w.log(f"refused: {type(refused).__name__}")
+            w.log(f"{name}: refused, {refused.code}")
         except (RedisError, DatabaseError) as error:
-            w.log(f"operation failed: {type(error).__name__}")
+            w.log(f"{name}: failed, {type(error).__name__}")
     quiesce(w)
     return w, check(w, sims)
 
