@@ -1,8 +1,9 @@
 """System checks for settings that only work in a certain order.
 
-A gateway call must time out before the task's soft limit, the soft limit must come before the
-hard one, the payment lock must outlive a gateway call, and the broker's visibility timeout must
-exceed every retry countdown (or a delayed task is delivered twice)."""
+One run of the gateway-call path (a lookup, the send and a lookup, each up to the gateway
+timeout) must end before the task's soft limit, the soft limit must come before the hard one,
+and the broker's visibility timeout must exceed every retry countdown (or a delayed task is
+delivered twice). The payment lock is sized from the same worst case (payments/locks.py)."""
 
 from __future__ import annotations
 
@@ -11,18 +12,20 @@ from typing import Any
 from django.conf import settings
 from django.core.checks import Error, register
 
+from payments.locks import CALLS_PER_RUN
+
 
 @register()
 def timeouts_are_ordered(app_configs: Any = None, **kwargs: Any) -> list[Error]:
     errors = []
-    gateway = settings.GATEWAY_TIMEOUT_SECONDS
+    run = CALLS_PER_RUN * settings.GATEWAY_TIMEOUT_SECONDS
     soft, hard = settings.CELERY_TASK_SOFT_TIME_LIMIT, settings.CELERY_TASK_TIME_LIMIT
     visibility = settings.CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"]
-    if not gateway < soft < hard:
+    if not run < soft < hard:
         errors.append(
             Error(
-                f"need GATEWAY_TIMEOUT_SECONDS ({gateway}) < CELERY_TASK_SOFT_TIME_LIMIT "
-                f"({soft}) < CELERY_TASK_TIME_LIMIT ({hard})",
+                f"need {CALLS_PER_RUN} x GATEWAY_TIMEOUT_SECONDS ({run}) < "
+                f"CELERY_TASK_SOFT_TIME_LIMIT ({soft}) < CELERY_TASK_TIME_LIMIT ({hard})",
                 id="aegispay.E001",
             )
         )
