@@ -60,7 +60,7 @@ from routing.metrics import record_result
 from routing.router import route
 
 from .errors import OperationInProgress, PaymentNotFound
-from .locks import PaymentBusy, payment_gateway_lock
+from .locks import PaymentBusy, lock_ttl_seconds, payment_gateway_lock
 from .models import (
     OPEN_ATTEMPT_STATUSES,
     AttemptOperation,
@@ -154,8 +154,6 @@ def check_backoff_seconds(sends: int) -> float:
     """How long after a plan the reconciler leaves the operation to its sender: at least the
     lock's lifetime (so a live sender is never raced), growing with every send up to
     ``RECONCILE_BACKOFF_MAX_SECONDS``."""
-    from .locks import lock_ttl_seconds
-
     grown = settings.RECONCILE_AFTER_SECONDS * 2 ** max(0, sends - 1)
     return max(lock_ttl_seconds(), min(settings.RECONCILE_BACKOFF_MAX_SECONDS, grown))
 
@@ -578,15 +576,19 @@ def out_of_retries(retries: int, first_at: datetime) -> bool:
     return retries >= settings.GATEWAY_MAX_RETRIES or timezone.now() > deadline
 
 
-def _next(sent: Sent, *, final: bool) -> Next:
+def _next(plan: GatewayPlan, sent: Sent, *, final: bool) -> Next:
     if sent.verdict in (Verdict.SUCCEEDED, Verdict.DECLINED):
         return Next.DONE
     if final:
         # Past the task's bound: a known-not-taken authorize or refund was closed by the
         # record step; anything still open is the reconciler's, with backoff.
         return Next.DONE
-    if sent.verdict is Verdict.NOT_TAKEN and sent.result.not_sent:
-        return Next.RETRY_NOW
+    if (
+        plan.operation == AttemptOperation.AUTHORIZE
+        and sent.verdict is Verdict.NOT_TAKEN
+        and sent.result.not_sent
+    ):
+        return Next.RETRY_NOW  # nothing was sent: the next gateway, at once
     return Next.RETRY_LATER
 
 
@@ -641,7 +643,7 @@ def _run(
         return Next.DONE
     if planned.operation == AttemptOperation.AUTHORIZE:
         _learn(sent, payment_id)
-    return _next(sent, final=final)
+    return _next(planned, sent, final=final)
 
 
 def authorize_run(
