@@ -1,14 +1,24 @@
 """Fault run: many payments through two faulty sandbox gateways, then check nothing went wrong.
 
-    make fault-run                       # 1,000 payments, 20% errors, 10% timeouts
+    make fault-run                       # 1,000 payments, the defaults below
     .venv/bin/python -m aegispay.embedded bench fault_run --payments 200 --workers 2
 
 It uses its own database (``aegispay_bench`` on the configured PostgreSQL, created and migrated
 here, emptied at the start), starts real Celery worker processes, switches on the sandbox's
-fault injection for ``sandbox_a`` and ``sandbox_b`` (seeded), creates the payments through the
-service the API uses, and acts as beat (reconcile, settle) until every payment is in a
-terminal or deliberately waiting state or the time limit passes. Then it checks, and exits
-non-zero if any check fails:
+fault injection (seeded), creates the payments through the service the API uses, and acts as
+beat (reconcile, settle) until every payment is in a terminal or deliberately waiting state or
+the time limit passes. The faults stack, as they do in production:
+
+* ``sandbox_a`` fails more often than the breaker's threshold (``--hot-error-rate``, default
+  60% errors against a 50% threshold), so its breaker opens and stays in play;
+* ``sandbox_b`` fails at ``--error-rate`` / ``--timeout-rate`` (20% / 10%);
+* the bulkhead is small (``--bulkhead``, 2 calls per gateway) and every call has added
+  latency, so bulkheads fill under the workers' concurrency;
+* Redis goes away for ``--redis-outage`` seconds (``CLIENT PAUSE`` past the clients' socket
+  timeout), twice, while payments are in flight: the lock, breaker, bulkhead and metrics calls
+  fail, and so does the Celery broker.
+
+Then it checks, and exits non-zero if any check fails:
 
 * every payment is terminal (``completed``, ``failed``) or deliberately waiting (a manual
   capture, authorised, waits for the merchant): none stuck, no gateway attempt left open;
@@ -26,7 +36,9 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import benchdb
 
@@ -38,6 +50,13 @@ BENCH_ENV = {
     "GATEWAY_RETRY_MAX_SECONDS": "2",
     "GATEWAY_RETRY_DEADLINE_SECONDS": "30",
     "RECONCILE_AFTER_SECONDS": "5",
+    "RECONCILE_BACKOFF_MAX_SECONDS": "10",
+    "GATEWAY_TIMEOUT_SECONDS": "2",
+    "PAYMENT_LOCK_MARGIN_SECONDS": "1",
+    "BREAKER_OPEN_SECONDS": "5",
+    # A Redis that does not answer fails the call after a second instead of stalling it.
+    "REDIS_TIMEOUT_SECONDS": "1",
+    "REDIS_CONNECT_TIMEOUT_SECONDS": "1",
 }
 os.environ.update(BENCH_ENV)
 
@@ -79,6 +98,13 @@ def start_workers(count: int, log_dir: Path) -> list[subprocess.Popen]:
     return workers
 
 
+def redis_outage(redis: Any, seconds: float) -> None:
+    """Make Redis answer nobody for ``seconds`` (longer than the clients' socket timeout)."""
+    print(f"Redis outage: {seconds:.0f}s")
+    redis.execute_command("CLIENT", "PAUSE", int(seconds * 1000), "ALL")
+    time.sleep(seconds)
+
+
 def stop_workers(workers: list[subprocess.Popen]) -> None:
     for worker in workers:
         os.killpg(worker.pid, signal.SIGTERM)
@@ -91,10 +117,15 @@ def main() -> int:
     parser.add_argument("--payments", type=int, default=1000)
     parser.add_argument("--error-rate", type=float, default=0.2)
     parser.add_argument("--timeout-rate", type=float, default=0.1)
+    parser.add_argument("--hot-error-rate", type=float, default=0.6, help="sandbox_a's errors")
+    parser.add_argument("--bulkhead", type=int, default=2, help="calls in flight per gateway")
+    parser.add_argument("--latency-ms", type=int, default=30, help="added to every call")
+    parser.add_argument("--redis-outage", type=float, default=4.0, help="seconds, twice")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--time-limit", type=float, default=600)
     args = parser.parse_args()
+    os.environ["BULKHEAD_LIMIT"] = str(args.bulkhead)
 
     benchdb.setup("aegispay_bench")
     from django.db.models import Q
@@ -118,19 +149,21 @@ def main() -> int:
     benchdb.empty_tables()
     celery_app.control.purge()
     from django_redis import get_redis_connection
+    from redis.exceptions import RedisError
 
     redis = get_redis_connection("default")
     for key in redis.scan_iter("aegispay:breaker:*"):
         redis.delete(key)
     for key in redis.scan_iter("aegispay:bulkhead:*"):
         redis.delete(key)
-    for index, gateway in enumerate(("sandbox_a", "sandbox_b")):
-        set_chaos(
-            gateway,
-            ChaosConfig(
-                error_rate=args.error_rate, timeout_rate=args.timeout_rate, seed=args.seed + index
-            ),
-        )
+    chaos = {
+        "sandbox_a": ChaosConfig(error_rate=args.hot_error_rate, seed=args.seed),
+        "sandbox_b": ChaosConfig(
+            error_rate=args.error_rate, timeout_rate=args.timeout_rate, seed=args.seed + 1
+        ),
+    }
+    for gateway, config in chaos.items():
+        set_chaos(gateway, replace(config, added_latency_ms=args.latency_ms))
     log_dir = REPO / ".aegispay"
     log_dir.mkdir(exist_ok=True)
     workers = start_workers(args.workers, log_dir)
@@ -150,12 +183,21 @@ def main() -> int:
         created = time.monotonic() - started
         print(f"created {args.payments} payments in {created:.1f}s; processing under faults")
         deadline = started + args.time_limit
+        processing = time.monotonic()
+        outages = [processing + 3, processing + 12]
         with override_settings(**{k: float(v) for k, v in BENCH_ENV.items()}):
             while time.monotonic() < deadline:
-                if unsettled().count() == 0:
-                    break
-                payments_reconcile()  # what beat does, every couple of seconds here
-                payments_settle_captures()
+                if outages and time.monotonic() >= outages[0]:
+                    outages.pop(0)
+                    redis_outage(redis, args.redis_outage)
+                    continue
+                try:
+                    if not outages and unsettled().count() == 0:
+                        break
+                    payments_reconcile()  # what beat does, every couple of seconds here
+                    payments_settle_captures()
+                except RedisError:
+                    print("beat: Redis unavailable, sweeping again later")
                 time.sleep(2)
         elapsed = time.monotonic() - started
     finally:
@@ -190,8 +232,14 @@ def main() -> int:
             decline_code__in=("gateway_error", "gateway_timeout")
         ).values_list("operation", "decline_code")
     )
+    refused = Counter(
+        PaymentAttempt.objects.filter(
+            error_code__in=("circuit_open", "bulkhead_full", "resilience_unavailable")
+        ).values_list("error_code", flat=True)
+    )
     print(f"finished in {elapsed:.1f}s with {args.workers} workers x 4 processes")
     print(f"faults injected (operation, fault): {dict(sorted(injected.items()))}")
+    print(f"attempts refused before sending (not_sent): {dict(sorted(refused.items()))}")
     print(f"payments by status: {dict(sorted(statuses.items()))}")
     print(f"failure codes: {dict(sorted(failures.items()))}")
     print(f"stuck (not terminal or waiting): {stuck}; gateway attempts still open: {open_attempts}")
