@@ -104,6 +104,18 @@ MAX_PAYMENTS = 3
 ALLOWED_AT_REST = {"completed", "refunded", "partially_refunded", "cancelled", "failed", "expired"}
 
 
+class SimulatedRedisError(RedisError):
+    """A Redis error the simulation injected (any other Redis error is a finding)."""
+
+
+class SimulatedConnectionLoss(OperationalError):
+    """A lost database connection the simulation injected (any other database error in a task
+    is a finding)."""
+
+
+INJECTED = (SimulatedRedisError, SimulatedConnectionLoss)
+
+
 class WorkerCrash(BaseException):
     """A worker killed between two steps of a run (BaseException: nothing may catch it)."""
 
@@ -297,6 +309,7 @@ class World:
     lose_db_at: str | None = None
     held_slots: dict[str, list[str]] = field(default_factory=dict)
     crashed_locks: set[str] = field(default_factory=set)
+    unexpected: list[str] = field(default_factory=list)
     healthy: bool = False
 
     def __post_init__(self) -> None:
@@ -345,7 +358,7 @@ class World:
             self.lose_db_at = None
             self.covered[f"db_lost_after_{step}"] += 1
             connection.close()
-            raise OperationalError("simulated lost database connection")
+            raise SimulatedConnectionLoss("simulated lost database connection")
 
 
 WORLD: World | None = None
@@ -370,7 +383,7 @@ def install() -> None:
     def failing(what: str, real: Callable[..., Any]) -> Callable[..., Any]:
         def call(*args: Any, **kwargs: Any) -> Any:
             if world().redis_fails(what):
-                raise RedisError(f"simulated Redis error on {what}")
+                raise SimulatedRedisError(f"simulated Redis error on {what}")
             return real(*args, **kwargs)
 
         return call
@@ -417,8 +430,12 @@ def deliver(w: World, index: int) -> None:
         w.queue.append(message)
         w.log(f"{what}: worker killed after {crash}")
         return
-    except (RedisError, DatabaseError) as error:
+    except INJECTED as error:
         w.log(f"{what}: task failed ({type(error).__name__}), message acknowledged")
+        return
+    except (RedisError, DatabaseError) as error:
+        w.unexpected.append(f"{what}: {type(error).__name__}: {error}")
+        w.log(f"{what}: task failed unexpectedly ({type(error).__name__}: {error})")
         return
     w.log(f"{what}: {step}")
     if step is not gateway.Next.DONE:
@@ -588,7 +605,7 @@ def scenario(seed: int, sims: dict[str, SimGateway]) -> tuple[World, list[str]]:
             w.log(action())
         except PaymentError as refused:
             w.log(f"{name}: refused, {refused.code}")
-        except (RedisError, DatabaseError) as error:
+        except INJECTED as error:
             w.log(f"{name}: failed, {type(error).__name__}")
     quiesce(w)
     return w, check(w, sims)
@@ -624,7 +641,7 @@ def quiesce(w: World, rounds: int = 40) -> None:
 
 def check(w: World, sims: dict[str, SimGateway]) -> list[str]:
     """The oracle. Returns the violations (none when all holds)."""
-    problems: list[str] = []
+    problems = [f"unexpected error: {text}" for text in w.unexpected]
     outbox_relay_drain()
     for pid in w.payments:
         p = Payment.objects.get(pk=pid)
