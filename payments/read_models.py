@@ -1,4 +1,4 @@
-"""The read models fed by published events: the merchant daily summary and the audit trail.
+"""The read models fed by the outbox: the merchant daily summary and the audit trail.
 
 ``read_models_apply`` is the in-process outbox consumer ``read_models`` (registered in
 ``PaymentsConfig.ready``): the consumer pass (``outbox/consumers.py``) reads the outbox itself,
