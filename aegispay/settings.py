@@ -148,6 +148,7 @@ CELERY_OUTBOX_QUEUE = env("CELERY_OUTBOX_QUEUE", default=f"{CELERY_TASK_DEFAULT_
 CELERY_TASK_ROUTES = {
     "outbox.tasks.outbox_relay": {"queue": CELERY_OUTBOX_QUEUE},
     "outbox.tasks.outbox_prune": {"queue": CELERY_OUTBOX_QUEUE},
+    "outbox.tasks.outbox_consumers": {"queue": CELERY_OUTBOX_QUEUE},
 }
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
@@ -232,12 +233,9 @@ OUTBOX_RETENTION_HOURS = env.float("OUTBOX_RETENTION_HOURS", default=7 * 24)
 OUTBOX_KICK_TTL_SECONDS = env.float("OUTBOX_KICK_TTL_SECONDS", default=5.0)
 BEAT_OUTBOX_SWEEP_SECONDS = env.float("BEAT_OUTBOX_SWEEP_SECONDS", default=5.0)
 BEAT_OUTBOX_PRUNE_SECONDS = env.float("BEAT_OUTBOX_PRUNE_SECONDS", default=3600.0)
-# In-process consumers of every published event, called inside the relay's transaction with a
-# list of outbox.types.OutboxEvent: the read models and the webhook dispatcher.
-OUTBOX_CONSUMERS = [
-    "payments.read_models.read_models_apply",
-    "outbox.webhooks.webhook_deliveries_create",
-]
+# The in-process consumers (read models, webhook dispatcher) are registered in code, in their
+# apps' AppConfig.ready(), and read the outbox themselves (outbox/consumers.py); kicked after
+# commit and swept by beat every BEAT_OUTBOX_SWEEP_SECONDS, like the relay but apart from it.
 
 # --- Merchant webhooks (outbox/webhooks.py) ---
 WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=10.0)
@@ -252,6 +250,10 @@ BEAT_WEBHOOK_SWEEP_SECONDS = env.float("BEAT_WEBHOOK_SWEEP_SECONDS", default=10.
 
 CELERY_BEAT_SCHEDULE |= {
     "outbox-sweep": {"task": "outbox.tasks.outbox_relay", "schedule": BEAT_OUTBOX_SWEEP_SECONDS},
+    "outbox-consumers-sweep": {
+        "task": "outbox.tasks.outbox_consumers",
+        "schedule": BEAT_OUTBOX_SWEEP_SECONDS,
+    },
     "outbox-prune": {"task": "outbox.tasks.outbox_prune", "schedule": BEAT_OUTBOX_PRUNE_SECONDS},
     "webhooks-sweep": {
         "task": "outbox.webhook_tasks.webhook_deliveries_sweep",

@@ -72,6 +72,53 @@ class OutboxMessage(models.Model):
         )
 
 
+class OutboxConsumerMark(models.Model):
+    """One event for one in-process consumer (read models, webhooks): applied yet or not.
+
+    Written with its outbox row, in the transaction of the event, one per registered consumer
+    (``outbox/registry.py``), so a consumer finds what it has not applied without depending on
+    the relay or the event bus. A consumer pass (``outbox/consumers.py``) claims unapplied marks
+    with ``FOR UPDATE SKIP LOCKED`` in per-aggregate order and sets ``applied_at`` in the
+    transaction that applies the events: unique per (consumer, event), so each event takes
+    effect once per consumer. ``aggregate_id`` and ``sequence`` are copied from the outbox row
+    so the order check reads this table alone. Deleted with its outbox row when that is pruned,
+    which waits until every mark of the row is applied.
+    """
+
+    consumer = models.CharField(max_length=64)
+    message = models.ForeignKey(OutboxMessage, on_delete=models.CASCADE, related_name="marks")
+    event_id = models.CharField(max_length=40)
+    aggregate_id = models.CharField(max_length=40)
+    sequence = models.PositiveIntegerField()
+    applied_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ("id",)
+        constraints = [
+            models.UniqueConstraint(
+                fields=["consumer", "event_id"], name="outbox_consumer_mark_event_uniq"
+            ),
+        ]
+        indexes = [
+            # A consumer's backlog, oldest first.
+            models.Index(
+                fields=["consumer", "id"],
+                name="outbox_mark_unapplied_idx",
+                condition=models.Q(applied_at__isnull=True),
+            ),
+            # The order check: is an earlier event of this aggregate still unapplied?
+            models.Index(
+                fields=["consumer", "aggregate_id", "sequence"],
+                name="outbox_mark_order_idx",
+                condition=models.Q(applied_at__isnull=True),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        state = "applied" if self.applied_at else "pending"
+        return f"{self.consumer} {self.event_id} {state}"
+
+
 # --- Merchant webhooks ---
 
 

@@ -1,4 +1,7 @@
-"""The outbox relay: pending rows to the event bus and to the in-process consumers.
+"""The outbox relay: pending rows to the event bus, for outside consumers.
+
+The in-process consumers (read models, merchant webhooks) do not go through here: they read the
+outbox themselves (``outbox/consumers.py``), so a bus outage never holds them up.
 
 One pass, in one transaction:
 
@@ -12,9 +15,8 @@ One pass, in one transaction:
    round of publisher confirms covers many messages while a payment's events still leave one
    after the other. A broker outage stops the pass (nothing later would succeed) and counts
    against no row; a message the broker refuses blocks only the rest of its own aggregate.
-3. **Record**: published rows are marked published and handed to ``settings.OUTBOX_CONSUMERS``
-   (read models, webhook dispatcher) in the same transaction, so each consumer sees each event
-   exactly once; refused rows get ``attempts + 1``, the error, and a next attempt after an
+3. **Record**: published rows are marked published; refused rows get ``attempts + 1``, the
+   error, and a next attempt after an
    exponential backoff with full jitter, or are dead-lettered after ``OUTBOX_MAX_ATTEMPTS``.
    During an outage the relay as a whole backs off (``outbox/tasks.py``) and beat keeps
    sweeping, so publishing resumes within seconds of the broker's return.
@@ -28,21 +30,20 @@ from __future__ import annotations
 import json
 import logging
 import random
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from functools import cache
 from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
-from django.utils.module_loading import import_string
 from django_redis import get_redis_connection
 from redis.exceptions import RedisError
 
 from .bus import BusUnavailable, EventBus, event_bus
-from .models import OutboxMessage
+from .models import OutboxConsumerMark, OutboxMessage
 from .services import KICK_KEY, kick_relay
 from .types import OutboxEvent
 
@@ -165,15 +166,6 @@ def backoff_seconds(attempts: int) -> float:
     return random.uniform(0, ceiling)  # noqa: S311 - jitter, not security
 
 
-@cache
-def _consumer(path: str) -> Callable[[list[OutboxEvent]], None]:
-    return import_string(path)
-
-
-def consumers() -> list[Callable[[list[OutboxEvent]], None]]:
-    return [_consumer(path) for path in settings.OUTBOX_CONSUMERS]
-
-
 def _record_failure(row: _Row, error: str) -> bool:
     """Schedule ``row`` again or dead-letter it; returns True when it went dead."""
     attempts = row.attempts + 1
@@ -216,8 +208,7 @@ def outbox_relay_pass(*, batch_size: int | None = None, bus: EventBus | None = N
     broker failure: a refused message is recorded on its row (backoff, dead letter); an
     outage stops the pass, leaves the unpublished rows as they were (an outage is not their
     fault and never dead-letters them), notes the error on the first of them and reports
-    ``bus_down``. An exception from a consumer rolls the whole pass back (nothing marked
-    published), so the rows are published again later.
+    ``bus_down``.
     """
     batch_size = batch_size or settings.OUTBOX_BATCH_SIZE
     bus = bus or event_bus()
@@ -255,9 +246,6 @@ def outbox_relay_pass(*, batch_size: int | None = None, bus: EventBus | None = N
                 next_attempt_at=None,
                 last_error="",
             )
-            events = [r.event for r in published]
-            for consume in consumers():
-                consume(events)
     if bus_down:
         logger.warning("event bus unavailable; the relay backs off")
     return RelayResult(
@@ -337,18 +325,25 @@ def outbox_messages_requeue(*, ids: Sequence[int]) -> int:
 
 def outbox_prune(*, older_than: timedelta | None = None, chunk: int = 10_000) -> int:
     """Delete published rows published more than ``older_than`` (default
-    ``OUTBOX_RETENTION_HOURS``) ago, in chunks so no transaction grows large; returns the count.
-    Pending and dead rows are never pruned."""
+    ``OUTBOX_RETENTION_HOURS``) ago and applied by every in-process consumer, with their
+    consumer marks, in chunks so no transaction grows large; returns the count. Pending and
+    dead rows, and rows a consumer has not applied yet, are never pruned."""
     if older_than is None:
         older_than = timedelta(hours=settings.OUTBOX_RETENTION_HOURS)
     cutoff = timezone.now() - older_than
     total = 0
+    unapplied = OutboxConsumerMark.objects.filter(message=OuterRef("pk"), applied_at__isnull=True)
     while True:
         ids = list(
             OutboxMessage.objects.filter(
                 state=OutboxMessage.State.PUBLISHED, published_at__lt=cutoff
-            ).values_list("pk", flat=True)[:chunk]
+            )
+            .exclude(Exists(unapplied))
+            .values_list("pk", flat=True)[:chunk]
         )
         if not ids:
             return total
-        total += OutboxMessage.objects.filter(pk__in=ids).delete()[0]
+        # A published row stays published and an applied mark stays applied: no re-check.
+        with transaction.atomic():
+            OutboxConsumerMark.objects.filter(message_id__in=ids).delete()
+            total += OutboxMessage.objects.filter(pk__in=ids).delete()[0]

@@ -20,11 +20,35 @@ from django.db.models import (
 )
 from django.utils import timezone
 
-from .models import OutboxMessage, WebhookDelivery, WebhookEndpoint
+from .models import OutboxConsumerMark, OutboxMessage, WebhookDelivery, WebhookEndpoint
+from .registry import valid_consumer_name
 from .webhooks import WebhookNotFound
 
 SWEEP_BATCH = 500
 HOUR = timedelta(hours=1)
+
+
+def consumer_applied_sql(*, consumer: str, event_id: str) -> str:
+    """A SQL condition, true when the event whose id is the SQL expression ``event_id`` has
+    been applied by the in-process consumer ``consumer``: it has no unapplied mark for it.
+
+    An event without a mark counts as applied: its mark was deleted with its outbox row, which
+    is pruned only after every consumer applied it (or it predates the marks, whose migration
+    marked every row the relay had handed over). ``event_id`` is SQL written by the caller's
+    code, never a value.
+    """
+    if not valid_consumer_name(consumer):
+        raise ValueError(f"not a consumer name: {consumer!r}")
+    table = OutboxConsumerMark._meta.db_table
+    return (
+        f"NOT EXISTS (SELECT 1 FROM {table} c WHERE c.consumer = '{consumer}' "  # noqa: S608 - checked name
+        f"AND c.event_id = {event_id} AND c.applied_at IS NULL)"
+    )
+
+
+def consumer_unapplied_count(*, consumer: str) -> int:
+    """How many events ``consumer`` has not applied yet (staff, tests)."""
+    return OutboxConsumerMark.objects.filter(consumer=consumer, applied_at__isnull=True).count()
 
 
 def webhook_endpoint_get(*, merchant_id: str, endpoint_id: str) -> WebhookEndpoint:

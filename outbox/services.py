@@ -11,12 +11,15 @@ from django.db import transaction
 from django_redis import get_redis_connection
 from redis.exceptions import RedisError
 
-from .models import OutboxMessage
+from .models import OutboxConsumerMark, OutboxMessage
+from .registry import consumer_names
 
 logger = logging.getLogger(__name__)
 
 # Set while a relay task is queued; the task clears it when it starts (outbox/tasks.py).
 KICK_KEY = "aegispay:outbox:kick"
+# The same for the in-process consumers' task (outbox/consumers.py).
+CONSUMERS_KICK_KEY = "aegispay:outbox:consumers:kick"
 
 
 def kick_relay() -> None:
@@ -38,6 +41,20 @@ def kick_relay() -> None:
         logger.warning("could not kick the outbox relay; the beat sweep will", exc_info=True)
 
 
+def kick_consumers() -> None:
+    """Queue a run of the in-process consumers unless one is already queued (after the commit
+    of an event), as ``kick_relay`` does for the relay; the beat sweep is the guarantee."""
+    try:
+        if get_redis_connection("default").set(
+            CONSUMERS_KICK_KEY, "1", nx=True, ex=max(1, round(settings.OUTBOX_KICK_TTL_SECONDS))
+        ):
+            from .tasks import outbox_consumers
+
+            outbox_consumers.delay()
+    except (RedisError, OSError, ConnectionError):
+        logger.warning("could not kick the outbox consumers; the beat sweep will", exc_info=True)
+
+
 def outbox_message_create(
     *,
     event_id: str,
@@ -52,8 +69,10 @@ def outbox_message_create(
 
     Must run inside the transaction that wrote the event (enforced: it raises
     ``TransactionManagementError`` outside ``atomic``), so the row exists exactly when the
-    event does. The relay (``outbox/relay.py``) publishes pending rows; it is kicked after
-    commit for low latency, and beat sweeps for the guarantee.
+    event does, with one ``OutboxConsumerMark`` per registered in-process consumer. The relay
+    (``outbox/relay.py``) publishes pending rows to the event bus; the consumers
+    (``outbox/consumers.py``) apply their marks, independently of the relay. Both are kicked
+    after commit for low latency, and beat sweeps for the guarantee.
     """
     if not transaction.get_connection().in_atomic_block:
         raise transaction.TransactionManagementError(
@@ -68,6 +87,19 @@ def outbox_message_create(
         merchant_id=merchant_id,
         payload=dict(payload),
     )
+    names = consumer_names()
+    OutboxConsumerMark.objects.bulk_create(
+        OutboxConsumerMark(
+            consumer=name,
+            message=message,
+            event_id=event_id,
+            aggregate_id=aggregate_id,
+            sequence=sequence,
+        )
+        for name in names
+    )
     # robust: a failed kick must not fail the request that committed the event.
     transaction.on_commit(kick_relay, robust=True)
+    if names:
+        transaction.on_commit(kick_consumers, robust=True)
     return message

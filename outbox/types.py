@@ -1,4 +1,4 @@
-"""Plain values that cross the outbox boundary. Consumers of published events receive these,
+"""Plain values that cross the outbox boundary. Consumers of outbox events receive these,
 never ORM rows, so ``payments`` (read models) and the webhook dispatcher stay independent."""
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
 """Merchant webhooks: endpoints, one delivery per (endpoint, event), and sending them.
 
-The relay hands every published batch to ``webhook_deliveries_create`` inside its transaction;
-each delivery is then sent by its own Celery task (``outbox/webhook_tasks.py``), so a slow or
+``webhook_deliveries_create`` is the in-process outbox consumer ``webhooks``
+(``outbox/consumers.py``): it reads the outbox itself, whether or not the event bus is up, and
+gets each event once, in per-payment order, inside the transaction that marks it applied. Each
+delivery is then sent by its own Celery task (``outbox/webhook_tasks.py``), so a slow or
 failing receiver holds up nothing but its own delivery. Retries are driven by the beat sweep
 (``webhook_deliveries_due``), whose period bounds how late a retry can start; nothing waits in
 the broker for an hour-long countdown. Delivery is at least once: a receiver deduplicates by
@@ -43,6 +45,9 @@ from .signing import HEADER, sign
 from .types import OutboxEvent
 
 logger = logging.getLogger(__name__)
+
+# The name this module's outbox consumer is registered under (``OutboxConfig.ready``).
+WEBHOOKS_CONSUMER = "webhooks"
 
 # --- errors ---
 
@@ -363,8 +368,8 @@ def _enqueue_after_commit(delivery_ids: list[int]) -> None:
 def webhook_deliveries_create(events: Sequence[OutboxEvent]) -> None:
     """Create one delivery per event and enabled endpoint of its merchant that wants it.
 
-    An ``OUTBOX_CONSUMERS`` entry: the relay calls it (positionally) inside its transaction,
-    so the deliveries commit with the "published" mark. Rows are inserted with ON CONFLICT DO
+    The outbox consumer ``webhooks``: the consumer pass calls it inside its transaction, so the
+    deliveries commit with the consumer's "applied" marks. Rows are inserted with ON CONFLICT DO
     NOTHING on (endpoint, event), so handing over the same events again creates nothing new.
     The send tasks are enqueued after commit, for the new deliveries only, in event order.
     """
@@ -403,7 +408,7 @@ def webhook_deliveries_create(events: Sequence[OutboxEvent]) -> None:
         return
     WebhookDelivery.objects.bulk_create(fresh, ignore_conflicts=True)
     # ignore_conflicts returns no ids: read back the rows of the pairs that were new above.
-    # (A relay racing on the same event, which SKIP LOCKED prevents, could enqueue a delivery
+    # (A pass racing on the same event, which SKIP LOCKED prevents, could enqueue a delivery
     # twice; the lease still sends it once.)
     wanted = {(row.endpoint_id, row.event_id) for row in fresh}
     new_ids = [

@@ -6,3 +6,10 @@ from django.apps import AppConfig
 class PaymentsConfig(AppConfig):
     name = "payments"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from outbox.registry import register_consumer
+
+        from .read_models import READ_MODELS_CONSUMER, read_models_apply
+
+        register_consumer(READ_MODELS_CONSUMER, read_models_apply)

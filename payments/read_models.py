@@ -1,8 +1,10 @@
-"""The read models fed by published events: the merchant daily summary and the audit trail.
+"""The read models fed by the outbox: the merchant daily summary and the audit trail.
 
-``read_models_apply`` is an outbox consumer (``settings.OUTBOX_CONSUMERS``): the relay calls it
-with every event it published, in the transaction that marks those events published, so an
-event counts as applied exactly when its outbox row is published or pruned. The same folding
+``read_models_apply`` is the in-process outbox consumer ``read_models`` (registered in
+``PaymentsConfig.ready``): the consumer pass (``outbox/consumers.py``) reads the outbox itself,
+independently of the relay and the event bus, and calls it with each event once, in per-payment
+order, in the transaction that marks the event applied for this consumer. So an event counts as
+applied exactly when the consumer's mark says so (``APPLIED_SQL``). The same folding
 code (``SummaryFold``) serves the incremental path and the rebuild from the event table
 (``read_models_rebuild``, ``summary_expected``), so both give the same rows by construction.
 
@@ -13,10 +15,10 @@ in. An event's audit row is inserted first, ``ON CONFLICT DO NOTHING ... RETURNI
 events that really got a new audit row move the summary: a batch delivered twice changes
 nothing the second time.
 
-Concurrency. Two relays apply disjoint batches at once; each upserts its summary rows in one
-statement in a fixed key order, so they cannot deadlock on those rows. ``replay_events
+Concurrency. Two consumer passes apply disjoint batches at once; each upserts its summary rows
+in one statement in a fixed key order, so they cannot deadlock on those rows. ``replay_events
 --repair`` and ``read_models_rebuild`` take ``READ_MODELS_LOCK`` exclusively; apply takes it
-shared, so a repair never computes from a state the relay is changing under it.
+shared, so a repair never computes from a state a consumer pass is changing under it.
 """
 
 from __future__ import annotations
@@ -30,11 +32,15 @@ from typing import Any, NamedTuple
 
 from django.db import connection, transaction
 
+from outbox.selectors import consumer_applied_sql
 from outbox.types import OutboxEvent
 
 logger = logging.getLogger(__name__)
 
-# The advisory lock (one bigint key) that orders read-model repairs against the relay.
+# The name of this module's outbox consumer, and of its "applied" marks.
+READ_MODELS_CONSUMER = "read_models"
+
+# The advisory lock (one bigint key) that orders read-model repairs against the consumer.
 READ_MODELS_LOCK = 0x6165_6769_7301  # "aegis" + 1; any constant unique to this purpose
 
 SUMMARY_VALUES = (
@@ -65,15 +71,13 @@ AUDIT_FIELDS = (
     "created_at",
 )
 
-# "Applied" in SQL: the event's outbox row is published, or pruned (gone).
-APPLIED_SQL = (
-    "NOT EXISTS (SELECT 1 FROM outbox_outboxmessage o "
-    "WHERE o.event_id = e.id AND o.state <> 'published')"
-)
+# "Applied" in SQL: the read-models consumer has no unapplied mark for the event ``e``. Whether
+# the relay published the event has nothing to do with it.
+APPLIED_SQL = consumer_applied_sql(consumer=READ_MODELS_CONSUMER, event_id="e.id")
 
 
 def lock_shared() -> None:
-    """Take ``READ_MODELS_LOCK`` shared until the transaction ends (apply: relays coexist)."""
+    """Take ``READ_MODELS_LOCK`` shared until the transaction ends (apply: passes coexist)."""
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_advisory_xact_lock_shared(%s)", [READ_MODELS_LOCK])
 
@@ -277,7 +281,7 @@ def summary_delete(keys: Iterable[SummaryKey]) -> None:
         )
 
 
-# --- the relay's consumer ---
+# --- the outbox consumer ---
 
 AUDIT_COLUMNS = (
     "event_id, merchant_id, payment_id, sequence, type, from_status, to_status, actor, "
@@ -309,10 +313,11 @@ ORDER BY e.payment_id, e.sequence
 
 
 def read_models_apply(events: list[OutboxEvent]) -> None:
-    """Fold a batch of published events into the summary and the audit trail.
+    """Fold a batch of events into the summary and the audit trail.
 
-    Called by the outbox relay inside the transaction that marks ``events`` published (any
-    transaction works: it opens one if there is none). Four statements whatever the batch size:
+    Called by the outbox consumer pass inside the transaction that marks ``events`` applied,
+    each payment's events in sequence order (any transaction works: it opens one if there is
+    none). Four statements whatever the batch size:
     the shared advisory lock, the audit insert, the batch payments' event history, one summary
     upsert. Idempotent per event: an event that has its audit row already changes nothing.
     Events of other aggregates are ignored. Locks only the summary rows it changes.
@@ -373,7 +378,7 @@ class RebuildResult:
 def read_models_rebuild(*, chunk_size: int = 5000) -> RebuildResult:
     """Throw both read models away and compute them again from the event table.
 
-    Holds ``READ_MODELS_LOCK`` exclusively for its one transaction (the relay's apply waits),
+    Holds ``READ_MODELS_LOCK`` exclusively for its one transaction (the consumer's apply waits),
     so the events it counts as applied cannot change under it. The audit trail is one
     ``INSERT ... SELECT``; the summary is folded from a streamed read of the events, so memory
     holds one payment plus the summary rows. Events are only read.

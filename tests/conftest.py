@@ -109,13 +109,17 @@ FAST = {"GATEWAY_RETRY_BASE_SECONDS": "0.1", "GATEWAY_RETRY_MAX_SECONDS": "0.5"}
 def start_worker(transactional_db: None, tmp_path: Path) -> Iterator[WorkerFactory]:
     """Start ``celery worker`` processes on the test database and queue; all stop at teardown.
 
-    ``concurrency`` is the number of pool processes; the other keyword arguments become
-    environment variables of the worker (settings overrides).
+    Keyword arguments become environment variables of the worker (settings overrides);
+    ``queues`` (comma-separated) replaces the default of the task queue and the outbox queue;
+    ``concurrency`` is the number of pool processes.
     """
     celery_app.control.purge()
     started: list[subprocess.Popen] = []
 
-    def start(*, concurrency: int = 2, **overrides: str) -> subprocess.Popen:
+    def start(
+        *, queues: str | None = None, concurrency: int = 2, **overrides: str
+    ) -> subprocess.Popen:
+        queues = queues or f"{settings.CELERY_TASK_DEFAULT_QUEUE},{settings.CELERY_OUTBOX_QUEUE}"
         log = tmp_path / f"worker-{len(started)}.log"
         env = {
             **os.environ,
@@ -130,7 +134,7 @@ def start_worker(transactional_db: None, tmp_path: Path) -> Iterator[WorkerFacto
                     sys.executable, "-m", "celery", "-A", "aegispay", "worker",
                     "--loglevel", "INFO", "--concurrency", str(concurrency), "--without-gossip",
                     "--without-mingle", "--without-heartbeat",
-                    "-Q", f"{settings.CELERY_TASK_DEFAULT_QUEUE},{settings.CELERY_OUTBOX_QUEUE}",
+                    "-Q", queues,
                 ],
                 env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip

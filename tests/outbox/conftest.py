@@ -22,6 +22,7 @@ from django.conf import settings
 from kombu import Connection, Queue
 
 from outbox.bus import bus_connection, consumer_queue, is_amqp
+from tests.outbox.receivers import receivers
 
 
 def amqp_url() -> str | None:
@@ -191,4 +192,4 @@ def _fresh_bus_connection() -> Iterator[None]:
         bus._local.bus = None
 
 
-__all__ = ["CuttableProxy", "Listener", "settings"]
+__all__ = ["CuttableProxy", "Listener", "receivers", "settings"]

@@ -18,7 +18,9 @@ from django_redis import get_redis_connection
 from kombu import Queue
 
 from outbox.bus import EventBus, bus_connection, event_exchange
-from outbox.models import OutboxMessage
+from outbox.consumers import outbox_consumer_drain, outbox_consumers_run
+from outbox.models import OutboxConsumerMark, OutboxMessage
+from outbox.registry import consumer_names
 from outbox.relay import (
     OUTAGE_KEY,
     OUTAGES_KEY,
@@ -30,6 +32,7 @@ from outbox.relay import (
     outbox_relay_run,
 )
 from payments.models import Merchant, PaymentEvent
+from payments.read_models import READ_MODELS_CONSUMER
 from payments.services import merchant_create
 from tests.outbox.conftest import CuttableProxy, Listener
 from tests.payments.helpers import payment_in
@@ -275,19 +278,27 @@ def test_backoff_grows_with_full_jitter_up_to_the_cap(settings: Any) -> None:
     assert len({round(s, 6) for s in samples[12]}) > 300
 
 
-def test_prune_deletes_published_rows_past_retention_only(bus_url: str, settings: Any) -> None:
+def test_prune_deletes_published_rows_past_retention_only_once_every_consumer_applied_them(
+    bus_url: str, settings: Any
+) -> None:
     settings.OUTBOX_RETENTION_HOURS = 24
     shop = merchant()
     payment_in(shop, "processing")
     outbox_relay_drain()
     OutboxMessage.objects.update(published_at=timezone.now() - timedelta(hours=25))
+    assert outbox_prune() == 0  # published long ago, but no consumer has applied them yet
+    outbox_consumer_drain(consumer=READ_MODELS_CONSUMER)
+    assert outbox_prune() == 0  # the webhooks consumer still has to
+    outbox_consumers_run()
     payment_in(shop, "initiated")
     outbox_relay_drain()  # published just now: kept
     payment_in(shop, "initiated")  # pending: never pruned
+    outbox_consumers_run()
 
     assert outbox_prune() == 2
     assert sorted(OutboxMessage.objects.values_list("state", flat=True)) == [
         "pending",
         "published",
     ]
+    assert OutboxConsumerMark.objects.count() == 2 * len(consumer_names())  # theirs went too
     assert PaymentEvent.objects.count() == 4  # events are never pruned

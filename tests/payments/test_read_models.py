@@ -1,4 +1,5 @@
-"""payments/read_models.py: the daily summary and the audit trail, fed as the relay feeds them."""
+"""payments/read_models.py: the daily summary and the audit trail, fed as their outbox consumer
+feeds them (outbox/consumers.py: apply the events and mark them applied, in one transaction)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import pytest
 from django.db import connection, transaction
 from django.utils import timezone
 
-from outbox.models import OutboxMessage
+from outbox.consumers import outbox_consumer_drain
+from outbox.models import OutboxConsumerMark, OutboxMessage
 from outbox.types import OutboxEvent
 from payments.models import (
     Merchant,
@@ -20,7 +22,12 @@ from payments.models import (
     PaymentAuditEntry,
     PaymentEvent,
 )
-from payments.read_models import lock_exclusive, read_models_apply, read_models_rebuild
+from payments.read_models import (
+    READ_MODELS_CONSUMER,
+    lock_exclusive,
+    read_models_apply,
+    read_models_rebuild,
+)
 from payments.services import payment_create, payment_transition
 from tests.conftest import make_client
 from tests.payments.helpers import payment_in
@@ -30,19 +37,25 @@ def outbox_events(rows: list[OutboxMessage]) -> list[OutboxEvent]:
     return [row.as_event() for row in rows]
 
 
-def publish(rows: list[OutboxMessage]) -> list[OutboxEvent]:
-    """What the relay does: mark the rows published and apply them, in one transaction."""
+def apply(rows: list[OutboxMessage]) -> list[OutboxEvent]:
+    """What the consumer pass does with these rows: apply their events and mark them applied
+    for the read models, in one transaction."""
     events = outbox_events(rows)
     with transaction.atomic():
-        OutboxMessage.objects.filter(pk__in=[row.pk for row in rows]).update(
-            state=OutboxMessage.State.PUBLISHED, published_at=timezone.now()
-        )
         read_models_apply(events)
+        OutboxConsumerMark.objects.filter(
+            consumer=READ_MODELS_CONSUMER, message__in=[row.pk for row in rows]
+        ).update(applied_at=timezone.now())
     return events
 
 
 def pending() -> list[OutboxMessage]:
-    return list(OutboxMessage.objects.filter(state="pending").order_by("id"))
+    """Outbox rows whose events the read models have not applied yet."""
+    return list(
+        OutboxMessage.objects.filter(
+            marks__consumer=READ_MODELS_CONSUMER, marks__applied_at__isnull=True
+        ).order_by("id")
+    )
 
 
 def summary() -> dict[tuple[str, date, str, str], tuple[int, ...]]:
@@ -100,7 +113,7 @@ def test_applying_events_builds_the_summary_and_the_audit_trail() -> None:
     failed = payment_in(merchant, "failed")
     partly = payment_in(merchant, "partially_refunded")
     fresh = eur_payment(merchant, 500)
-    publish(pending())
+    apply(pending())
     day = day_of(completed)
 
     assert summary() == {
@@ -136,8 +149,8 @@ def test_a_payment_split_across_batches_sums_like_one_batch() -> None:
     merchant = make_client().merchant
     refunded = payment_in(merchant, "refunded")
     rows = pending()
-    for start in range(0, len(rows), 2):  # two events per relay pass
-        publish(rows[start : start + 2])
+    for start in range(0, len(rows), 2):  # two events per consumer pass
+        apply(rows[start : start + 2])
 
     assert summary() == {
         (merchant.id, day_of(refunded), "refunded", "USD"): (1, 1000, 1000, 1000, 1000)
@@ -150,7 +163,7 @@ def test_applying_the_same_events_twice_changes_nothing() -> None:
     merchant = make_client().merchant
     payment_in(merchant, "completed")
     payment_in(merchant, "cancelled")
-    events = publish(pending())
+    events = apply(pending())
     before_summary, before_audit = summary(), audit()
 
     read_models_apply(events)
@@ -162,15 +175,16 @@ def test_applying_the_same_events_twice_changes_nothing() -> None:
 
 
 @pytest.mark.django_db
-def test_only_published_or_pruned_events_count_and_a_rebuild_equals_the_increments() -> None:
+def test_only_applied_or_pruned_events_count_and_a_rebuild_equals_the_increments() -> None:
     merchant = make_client().merchant
     other = make_client(name="Other").merchant
     first = payment_in(merchant, "authorized")
     payment_in(merchant, "refunded")
     payment_in(other, "expired")
     eur_payment(other, 700)
-    publish(pending())
-    # A later event the relay has not published yet, and one it gave up on (dead).
+    apply(pending())
+    # A later event the read models have not applied yet, and events the relay published to
+    # the bus that the read models have not applied: the bus plays no part in "applied".
     payment_transition(
         payment_id=first.id,
         transition="capture",
@@ -178,8 +192,10 @@ def test_only_published_or_pruned_events_count_and_a_rebuild_equals_the_incremen
         changes={"amount_captured": 400},
     )
     late = payment_in(merchant, "failed")
-    OutboxMessage.objects.filter(aggregate_id=late.id).update(state=OutboxMessage.State.DEAD)
-    # Pruned: published rows deleted after their retention still count as applied.
+    OutboxMessage.objects.filter(aggregate_id=late.id).update(
+        state=OutboxMessage.State.PUBLISHED, published_at=timezone.now()
+    )
+    # Pruned: rows deleted (with their marks) after every consumer applied them still count.
     OutboxMessage.objects.filter(aggregate_id=first.id, sequence__lte=2).delete()
     incremental_summary, incremental_audit = summary(), audit()
 
@@ -200,7 +216,7 @@ def test_only_published_or_pruned_events_count_and_a_rebuild_equals_the_incremen
 
 
 @pytest.mark.django_db(transaction=True)
-def test_two_relays_applying_disjoint_batches_at_once_give_the_right_totals() -> None:
+def test_two_passes_applying_disjoint_batches_at_once_give_the_right_totals() -> None:
     merchant = make_client().merchant
     payments = [payment_in(merchant, "completed") for _ in range(6)]
     rows = pending()
@@ -212,37 +228,37 @@ def test_two_relays_applying_disjoint_batches_at_once_give_the_right_totals() ->
     waited: list[float] = []
     errors: list[BaseException] = []
 
-    def first_relay() -> None:
+    def first_pass() -> None:
         try:
             with transaction.atomic():
-                publish(batches[0])
+                apply(batches[0])
                 applied.wait(timeout=10)
-                time.sleep(0.5)  # hold the summary rows while the other relay applies
+                time.sleep(0.5)  # hold the summary rows while the other pass applies
         except BaseException as exc:
             errors.append(exc)
             applied.abort()
         finally:
             connection.close()
 
-    def second_relay() -> None:
+    def second_pass() -> None:
         try:
             applied.wait(timeout=10)
             started = time.monotonic()
-            publish(batches[1])
+            apply(batches[1])
             waited.append(time.monotonic() - started)
         except BaseException as exc:
             errors.append(exc)
         finally:
             connection.close()
 
-    threads = [threading.Thread(target=first_relay), threading.Thread(target=second_relay)]
+    threads = [threading.Thread(target=first_pass), threading.Thread(target=second_pass)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(timeout=30)
 
     assert errors == []
-    assert waited[0] >= 0.4  # the second relay really waited on the first one's rows
+    assert waited[0] >= 0.4  # the second pass really waited on the first one's rows
     assert summary() == {
         (merchant.id, day_of(payments[0]), "completed", "USD"): (6, 6000, 6000, 6000, 0)
     }
@@ -253,7 +269,7 @@ def test_two_relays_applying_disjoint_batches_at_once_give_the_right_totals() ->
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_relay_waits_while_a_repair_holds_the_read_models() -> None:
+def test_the_consumer_waits_while_a_repair_holds_the_read_models() -> None:
     merchant = make_client().merchant
     payment_in(merchant, "completed")
     rows = pending()
@@ -272,9 +288,28 @@ def test_the_relay_waits_while_a_repair_holds_the_read_models() -> None:
     thread.start()
     assert locked.wait(timeout=10)
     started = time.monotonic()
-    publish(rows)
+    apply(rows)
     waited = time.monotonic() - started
     thread.join(timeout=10)
 
     assert waited >= 0.4
     assert len(audit()) == 5
+
+
+@pytest.mark.django_db
+def test_the_consumer_applies_every_event_once_while_nothing_is_published() -> None:
+    merchant = make_client().merchant
+    refunded = payment_in(merchant, "refunded")
+    cancelled = payment_in(merchant, "cancelled")
+
+    first = outbox_consumer_drain(consumer=READ_MODELS_CONSUMER, batch_size=3)
+    again = outbox_consumer_drain(consumer=READ_MODELS_CONSUMER, batch_size=3)
+
+    assert (first.applied, first.failed, again.claimed) == (9, 0, 0)
+    assert pending() == []
+    assert not OutboxMessage.objects.exclude(state="pending").exists()  # the relay never ran
+    assert [row[3] for row in audit() if row[2] == refunded.id] == [1, 2, 3, 4, 5, 6, 7]
+    assert summary() == {
+        (merchant.id, day_of(refunded), "refunded", "USD"): (1, 1000, 1000, 1000, 1000),
+        (merchant.id, day_of(cancelled), "cancelled", "USD"): (1, 1000, 0, 0, 0),
+    }

@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from django.db import connection, transaction
+from django.db import connection
 from django.utils import timezone
 
-from outbox.models import OutboxMessage
+from outbox.consumers import outbox_consumer_drain
 from payments.models import (
     Merchant,
     MerchantDailySummary,
@@ -24,7 +24,7 @@ from payments.models import (
     PaymentAuditEntry,
     PaymentEvent,
 )
-from payments.read_models import read_models_apply
+from payments.read_models import READ_MODELS_CONSUMER
 from payments.replay import events_replay
 from payments.services import payment_transition
 from tests.conftest import make_client
@@ -33,16 +33,9 @@ from tests.payments.helpers import payment_in
 REPO = Path(__file__).resolve().parents[2]
 
 
-def relay_pass() -> None:
-    """What the outbox relay does with pending rows: mark them published and hand them to the
-    read models as OutboxEvent values, in one transaction."""
-    with transaction.atomic():
-        rows = list(OutboxMessage.objects.select_for_update().filter(state="pending"))
-        rows.sort(key=lambda row: row.pk)
-        OutboxMessage.objects.filter(pk__in=[row.pk for row in rows]).update(
-            state=OutboxMessage.State.PUBLISHED, published_at=timezone.now()
-        )
-        read_models_apply([row.as_event() for row in rows])
+def consumer_pass() -> None:
+    """The read models' outbox consumer applies every event it has not applied yet."""
+    outbox_consumer_drain(consumer=READ_MODELS_CONSUMER)
 
 
 @dataclass
@@ -85,7 +78,7 @@ def world(db: None) -> World:
         failed=payment_in(merchant, "failed"),
         other=payment_in(other, "captured"),
     )
-    relay_pass()
+    consumer_pass()
     return built
 
 
@@ -95,7 +88,7 @@ def summary_key(payment: Payment, status: str) -> str:
 
 
 def test_a_clean_run_reports_no_differences_and_exits_zero(world: World) -> None:
-    # An event the relay has not published yet is in the payment, not yet in the read models.
+    # An event the read models have not applied yet is in the payment, not yet in them.
     payment_transition(payment_id=world.other.id, transition="complete", actor="test")
 
     run = replay("--batch-size", "2", "--progress-every", "5")
@@ -255,7 +248,7 @@ def test_the_core_reports_events_payments_and_rate(world: World) -> None:
 def test_the_command_exits_non_zero_until_repaired() -> None:
     merchant = make_client().merchant
     payment = payment_in(merchant, "completed")
-    relay_pass()
+    consumer_pass()
     env = {**os.environ, "DATABASE_NAME": connection.settings_dict["NAME"]}
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
