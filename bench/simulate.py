@@ -34,7 +34,8 @@ at most one gateway charge per payment; each gateway's ledger agrees with
 cancelled or expired while a gateway holds its funds; ``0 <= refunded <= captured <=
 authorized <= amount``; events replay to the stored row; every payment is terminal or
 legitimately waiting (authorised for a manual capture) with no operation left open; every
-event reached the read models exactly once. On a violation it prints the seed, the steps and
+event reached every in-process consumer exactly once (one applied mark per consumer, one
+audit row, one webhook delivery). On a violation it prints the seed, the steps and
 the one-line command that replays it, and exits 1.
 """
 
@@ -61,6 +62,8 @@ os.environ.update(
         "BREAKER_OPEN_SECONDS": "86400",
         "BULKHEAD_LIMIT": "4",
         "CELERY_QUEUE": "aegispay-simulate",
+        # Each scenario's merchant has a webhook endpoint on 127.0.0.1 (never called).
+        "WEBHOOK_ALLOW_PRIVATE_URLS": "true",
         "LOG_LEVEL": "CRITICAL",
     }
 )
@@ -84,7 +87,13 @@ from gateways.base import (  # noqa: E402
 )
 from gateways.breaker import CircuitBreaker, breaker_for  # noqa: E402
 from gateways.bulkhead import Bulkhead, bulkhead_for  # noqa: E402
+from outbox import tasks as outbox_tasks  # noqa: E402
+from outbox import webhook_tasks  # noqa: E402
+from outbox.consumers import outbox_consumers_run  # noqa: E402
+from outbox.models import OutboxConsumerMark, WebhookDelivery  # noqa: E402
+from outbox.registry import consumer_names  # noqa: E402
 from outbox.relay import outbox_relay_drain  # noqa: E402
+from outbox.webhooks import webhook_endpoint_create  # noqa: E402
 from payments import gateway, locks, services, tasks  # noqa: E402
 from payments.errors import PaymentError  # noqa: E402
 from payments.models import (  # noqa: E402
@@ -375,10 +384,18 @@ def world() -> World:
 
 def install() -> None:
     """Route task sends to the scheduler and put Redis fault points on the calls that the
-    gateway-call path makes to Redis (lock, breaker, bulkhead, routing metrics)."""
+    gateway-call path makes to Redis (lock, breaker, bulkhead, routing metrics). The outbox's
+    own kicks and webhook sends are not queued: the oracle drains the relay and the consumers
+    itself, and sends no webhook (it counts the deliveries)."""
     for name in ("payment_process", "payment_operation_execute", "refund_execute"):
         task = getattr(tasks, name)
         task.delay = lambda arg, correlation_id="", _n=name: world().queue.append(Message(_n, arg))
+    for task in (
+        outbox_tasks.outbox_relay,
+        outbox_tasks.outbox_consumers,
+        webhook_tasks.webhook_delivery_send,
+    ):
+        task.delay = lambda *args, **kwargs: None
 
     def failing(what: str, real: Callable[..., Any]) -> Callable[..., Any]:
         def call(*args: Any, **kwargs: Any) -> Any:
@@ -574,6 +591,9 @@ def scenario(seed: int, sims: dict[str, SimGateway]) -> tuple[World, list[str]]:
     w.lookup_fault_rate = w.rng.choice((0.0, 0.2, 0.5))
     merchant, _key = services.merchant_create(name=f"sim-{seed}", gateways=list(GATEWAYS))
     MerchantRouting.objects.create(merchant_id=merchant.id, strategy="priority")
+    webhook_endpoint_create(
+        merchant_id=merchant.id, url="http://127.0.0.1:9/hooks", events=["payment.*", "refund.*"]
+    )
     ops = merchant_ops(w, merchant)
     w.log(ops["create"]())
 
@@ -643,6 +663,7 @@ def check(w: World, sims: dict[str, SimGateway]) -> list[str]:
     """The oracle. Returns the violations (none when all holds)."""
     problems = [f"unexpected error: {text}" for text in w.unexpected]
     outbox_relay_drain()
+    outbox_consumers_run()
     for pid in w.payments:
         p = Payment.objects.get(pk=pid)
         label = w.label(pid)
@@ -676,11 +697,23 @@ def check(w: World, sims: dict[str, SimGateway]) -> list[str]:
         if p.refunds.filter(status="pending").exists():
             problems.append(f"{label}: a refund is still pending")
         events = Counter(PaymentEvent.objects.filter(payment_id=pid).values_list("id", flat=True))
-        applied = Counter(
+        audited = Counter(
             PaymentAuditEntry.objects.filter(payment_id=pid).values_list("event_id", flat=True)
         )
-        if events != applied:
-            problems.append(f"{label}: read models applied {applied}, events {events}")
+        delivered = Counter(
+            WebhookDelivery.objects.filter(aggregate_id=pid).values_list("event_id", flat=True)
+        )
+        if audited != events:
+            problems.append(f"{label}: read models applied {audited}, events {events}")
+        if delivered != events:
+            problems.append(f"{label}: webhook deliveries {delivered}, events {events}")
+        for consumer in consumer_names():
+            marks = OutboxConsumerMark.objects.filter(consumer=consumer, aggregate_id=pid)
+            applied = Counter(
+                marks.filter(applied_at__isnull=False).values_list("event_id", flat=True)
+            )
+            if applied != events:
+                problems.append(f"{label}: consumer {consumer} applied {applied}")
     w.covered["payments"] += len(w.payments)
     w.covered.update(
         f"status_{s}"
