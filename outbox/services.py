@@ -22,6 +22,21 @@ KICK_KEY = "aegispay:outbox:kick"
 CONSUMERS_KICK_KEY = "aegispay:outbox:consumers:kick"
 
 
+def _kick(key: str, task_name: str) -> None:
+    """Queue ``outbox.tasks.<task_name>`` unless a run is queued already (``key`` set, NX with
+    a TTL of ``OUTBOX_KICK_TTL_SECONDS`` in case its task is lost). A Redis or broker error is
+    logged, never raised: the beat sweep is the guarantee."""
+    try:
+        if get_redis_connection("default").set(
+            key, "1", nx=True, ex=max(1, round(settings.OUTBOX_KICK_TTL_SECONDS))
+        ):
+            from . import tasks
+
+            getattr(tasks, task_name).delay()
+    except (RedisError, OSError, ConnectionError):
+        logger.warning("could not kick %s; the beat sweep will", task_name, exc_info=True)
+
+
 def kick_relay() -> None:
     """Queue a relay run unless one is already queued (runs after the commit of an event).
 
@@ -30,29 +45,13 @@ def kick_relay() -> None:
     after ``OUTBOX_KICK_TTL_SECONDS`` in case its task is lost. If Redis or the broker is down
     the event is not lost either: the beat sweep publishes it.
     """
-    try:
-        if get_redis_connection("default").set(
-            KICK_KEY, "1", nx=True, ex=max(1, round(settings.OUTBOX_KICK_TTL_SECONDS))
-        ):
-            from .tasks import outbox_relay
-
-            outbox_relay.delay()
-    except (RedisError, OSError, ConnectionError):
-        logger.warning("could not kick the outbox relay; the beat sweep will", exc_info=True)
+    _kick(KICK_KEY, "outbox_relay")
 
 
 def kick_consumers() -> None:
     """Queue a run of the in-process consumers unless one is already queued (after the commit
     of an event), as ``kick_relay`` does for the relay; the beat sweep is the guarantee."""
-    try:
-        if get_redis_connection("default").set(
-            CONSUMERS_KICK_KEY, "1", nx=True, ex=max(1, round(settings.OUTBOX_KICK_TTL_SECONDS))
-        ):
-            from .tasks import outbox_consumers
-
-            outbox_consumers.delay()
-    except (RedisError, OSError, ConnectionError):
-        logger.warning("could not kick the outbox consumers; the beat sweep will", exc_info=True)
+    _kick(CONSUMERS_KICK_KEY, "outbox_consumers")
 
 
 def outbox_message_create(
