@@ -288,12 +288,9 @@ def _blocked_first_request(api: MerchantClient, results: dict[str, object]) -> t
     return blocker, thread
 
 
-@pytest.mark.django_db(transaction=True)
-def test_an_expired_key_whose_request_still_runs_is_not_taken_over() -> None:
-    api = make_client()
-    results: dict[str, object] = {}
-    blocker, thread = _blocked_first_request(api, results)
-    IdempotencyKey.objects.update(created_at=timezone.now() - timedelta(hours=25))
+def _second_request(api: MerchantClient, results: dict[str, object]) -> threading.Thread:
+    """The same request again, on a thread and connection of its own; its answer lands in
+    ``results["second"]``."""
 
     def second() -> None:
         try:
@@ -303,6 +300,16 @@ def test_an_expired_key_whose_request_still_runs_is_not_taken_over() -> None:
 
     taker = threading.Thread(target=second)
     taker.start()
+    return taker
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_expired_key_whose_request_still_runs_is_not_taken_over() -> None:
+    api = make_client()
+    results: dict[str, object] = {}
+    blocker, thread = _blocked_first_request(api, results)
+    IdempotencyKey.objects.update(created_at=timezone.now() - timedelta(hours=25))
+    taker = _second_request(api, results)
     taker.join(timeout=10)  # answered at once, or blocked behind the first (the old defect)
     blocker.rollback()
     blocker.close()
@@ -324,15 +331,7 @@ def test_a_request_whose_key_was_taken_over_commits_nothing() -> None:
     results: dict[str, object] = {}
     blocker, thread = _blocked_first_request(api, results)
     IdempotencyKey.objects.update(locked_at=timezone.now() - timedelta(hours=1))
-
-    def second() -> None:
-        try:
-            results["second"] = post(api, VISA)
-        finally:
-            connections.close_all()
-
-    taker = threading.Thread(target=second)
-    taker.start()
+    taker = _second_request(api, results)
     wait_until(
         lambda: IdempotencyKey.objects.filter(
             locked_at__gt=timezone.now() - timedelta(minutes=1)
