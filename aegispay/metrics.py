@@ -40,7 +40,7 @@ class DatabaseCollector(Collector):
         return (
             GaugeMetricFamily("aegispay_payments", "Payments by state", labels=["status"]),
             GaugeMetricFamily(
-                "aegispay_unresolved_operations",
+                "aegispay_unresolved_payments",
                 "Payments with a gateway operation unanswered past UNRESOLVED_ATTENTION_SECONDS",
             ),
             GaugeMetricFamily("aegispay_outbox_pending", "Outbox messages not yet published"),

@@ -272,7 +272,7 @@ RECONCILE_AFTER_SECONDS = env.float("RECONCILE_AFTER_SECONDS", default=120.0)
 # with every send, from RECONCILE_AFTER_SECONDS up to this.
 RECONCILE_BACKOFF_MAX_SECONDS = env.float("RECONCILE_BACKOFF_MAX_SECONDS", default=3600.0)
 # An operation the gateway has not answered for this long is listed for staff ("needs
-# attention" in the admin) and counted in aegispay_unresolved_operations. Never guessed.
+# attention" in the admin) and counted in aegispay_unresolved_payments. Never guessed.
 UNRESOLVED_ATTENTION_SECONDS = env.float("UNRESOLVED_ATTENTION_SECONDS", default=900.0)
 # Idempotency keys are replayed this long (the retention), then forgotten and purged by beat.
 IDEMPOTENCY_KEY_TTL_HOURS = env.int("IDEMPOTENCY_KEY_TTL_HOURS", default=24)

@@ -738,7 +738,7 @@ def stalled_payments(now: datetime) -> QuerySet[Payment]:
 def unresolved_payment_ids(now: datetime | None = None) -> QuerySet[Payment]:
     """Payments with an operation still open past ``UNRESOLVED_ATTENTION_SECONDS``: an
     authorize, capture or void attempt, or a refund, the gateway has not answered for. Listed
-    for staff ("needs attention") and counted by the ``aegispay_unresolved_operations``
+    for staff ("needs attention") and counted by the ``aegispay_unresolved_payments``
     metric; never guessed."""
     now = now or timezone.now()
     cutoff = now - timedelta(seconds=settings.UNRESOLVED_ATTENTION_SECONDS)

@@ -207,5 +207,5 @@ def test_an_unknown_operation_is_listed_for_staff_and_counted() -> None:
     staff = login("vera", "viewers")
     page = staff.get("/admin/payments/payment/?attention=unresolved").content.decode()
     assert list(unresolved_payment_ids().values_list("pk", flat=True)) == [payment.id]
-    assert families["aegispay_unresolved_operations"].samples[0].value == 1
+    assert families["aegispay_unresolved_payments"].samples[0].value == 1
     assert payment.id in page
