@@ -278,6 +278,7 @@ def test_metrics_registration_needs_no_database(django_assert_num_queries) -> No
         names = [family.name for family in DatabaseCollector().describe()]
     assert names == [
         "aegispay_payments",
+        "aegispay_unresolved_payments",
         "aegispay_outbox_pending",
         "aegispay_outbox_oldest_pending_seconds",
     ]
