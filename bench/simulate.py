@@ -742,26 +742,33 @@ def main() -> int:
     covered: Counter[str] = Counter()
     started = time.monotonic()
     failed = 0
-    for count, seed in enumerate(seeds, 1):
-        w, problems = scenario(seed, sims)
-        covered.update(w.covered)
-        if verbose or problems:
-            print(f"\n=== seed {seed}: {'VIOLATION' if problems else 'ok'} ===")
-            print("\n".join(f"  {step}" for step in w.steps))
-        if problems:
-            failed += 1
-            print("violations:\n" + "\n".join(f"  {problem}" for problem in problems))
-            print(f"replay: make simulate SEED={seed}")
-        if count % 100 == 0:
-            rate = count / (time.monotonic() - started)
-            print(f"{count} seeds, {rate:.1f} scenarios/s, {failed} with violations", flush=True)
-        if count % 1000 == 0:
-            benchdb.empty_tables()
+    done = 0
+    try:
+        for seed in seeds:
+            w, problems = scenario(seed, sims)
+            done += 1
+            covered.update(w.covered)
+            if verbose or problems:
+                print(f"\n=== seed {seed}: {'VIOLATION' if problems else 'ok'} ===")
+                print("\n".join(f"  {step}" for step in w.steps))
+            if problems:
+                failed += 1
+                print("violations:\n" + "\n".join(f"  {problem}" for problem in problems))
+                print(f"replay: make simulate SEED={seed}")
+            if done % 100 == 0:
+                rate = done / (time.monotonic() - started)
+                print(f"{done} seeds, {rate:.1f} scenarios/s, {failed} with violations", flush=True)
+            if done % 1000 == 0:
+                benchdb.empty_tables()
+    except KeyboardInterrupt:
+        # A long run stopped by hand (SIGINT) still reports the seeds it finished.
+        print(f"\ninterrupted: seeds {seeds[0]} to {seeds[0] + done - 1} finished")
+        if not done:
+            return 1
     elapsed = time.monotonic() - started
-    total = len(seeds)
     print(
-        f"\nRESULT: {'FAIL' if failed else 'PASS'}: {total} seeds, {failed} with violations, "
-        f"{elapsed:.1f} s, {total / elapsed:.1f} scenarios/s"
+        f"\nRESULT: {'FAIL' if failed else 'PASS'}: {done} seeds, {failed} with violations, "
+        f"{elapsed:.1f} s, {done / elapsed:.1f} scenarios/s"
     )
     print("faults and paths covered: " + ", ".join(f"{k}={v}" for k, v in sorted(covered.items())))
     return 1 if failed else 0
