@@ -44,6 +44,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import signal
 import sys
 import time
 from collections import Counter
@@ -742,6 +743,9 @@ def main() -> int:
     covered: Counter[str] = Counter()
     started = time.monotonic()
     failed = 0
+    # A long run in the background may start with SIGINT ignored; SIGTERM stops it cleanly too.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     done = 0
     try:
         for seed in seeds:
@@ -761,7 +765,7 @@ def main() -> int:
             if done % 1000 == 0:
                 benchdb.empty_tables()
     except KeyboardInterrupt:
-        # A long run stopped by hand (SIGINT) still reports the seeds it finished.
+        # A long run stopped by hand still reports the seeds it finished.
         print(f"\ninterrupted: seeds {seeds[0]} to {seeds[0] + done - 1} finished")
         if not done:
             return 1
