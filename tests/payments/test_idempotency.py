@@ -151,20 +151,8 @@ def test_same_key_while_the_first_request_runs_is_409() -> None:
     """The first request is held inside its transaction, after it claimed the key, by a
     SHARE lock on the payment table taken on another connection (its INSERT waits)."""
     api = make_client()
-    blocker = _raw_connection()
-    blocker.execute("LOCK TABLE payments_payment IN SHARE MODE")
     results: dict[str, object] = {}
-
-    def first() -> None:
-        try:
-            results["first"] = post(api, VISA)
-        finally:
-            connections.close_all()
-
-    thread = threading.Thread(target=first)
-    thread.start()
-    # Wait until the first request holds the key and is blocked on the merchant row.
-    wait_until(IdempotencyKey.objects.filter(key="key-1").exists)
+    blocker, thread = _blocked_first_request(api, results)
     in_use = post(api, VISA)
     blocker.rollback()
     blocker.close()
@@ -270,37 +258,29 @@ def test_a_decline_is_final_and_replayed(api: MerchantClient) -> None:
 # --- a key whose request is still running is never forgotten, and one request wins ---
 
 
+def _post_in_thread(api: MerchantClient, results: dict[str, object], slot: str) -> threading.Thread:
+    """``POST /v1/payments`` with key-1 on a thread and connection of its own; the answer lands
+    in ``results[slot]``."""
+
+    def request() -> None:
+        try:
+            results[slot] = post(api, VISA)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=request)
+    thread.start()
+    return thread
+
+
 def _blocked_first_request(api: MerchantClient, results: dict[str, object]) -> tuple:
     """Start a request with key-1 that claims the key and then waits (its payment INSERT is
     held by a SHARE lock on the payment table, taken on another connection)."""
     blocker = _raw_connection()
     blocker.execute("LOCK TABLE payments_payment IN SHARE MODE")
-
-    def first() -> None:
-        try:
-            results["first"] = post(api, VISA)
-        finally:
-            connections.close_all()
-
-    thread = threading.Thread(target=first)
-    thread.start()
+    thread = _post_in_thread(api, results, "first")
     wait_until(IdempotencyKey.objects.filter(key="key-1").exists)
     return blocker, thread
-
-
-def _second_request(api: MerchantClient, results: dict[str, object]) -> threading.Thread:
-    """The same request again, on a thread and connection of its own; its answer lands in
-    ``results["second"]``."""
-
-    def second() -> None:
-        try:
-            results["second"] = post(api, VISA)
-        finally:
-            connections.close_all()
-
-    taker = threading.Thread(target=second)
-    taker.start()
-    return taker
 
 
 @pytest.mark.django_db(transaction=True)
@@ -309,7 +289,7 @@ def test_an_expired_key_whose_request_still_runs_is_not_taken_over() -> None:
     results: dict[str, object] = {}
     blocker, thread = _blocked_first_request(api, results)
     IdempotencyKey.objects.update(created_at=timezone.now() - timedelta(hours=25))
-    taker = _second_request(api, results)
+    taker = _post_in_thread(api, results, "second")
     taker.join(timeout=10)  # answered at once, or blocked behind the first (the old defect)
     blocker.rollback()
     blocker.close()
@@ -331,7 +311,7 @@ def test_a_request_whose_key_was_taken_over_commits_nothing() -> None:
     results: dict[str, object] = {}
     blocker, thread = _blocked_first_request(api, results)
     IdempotencyKey.objects.update(locked_at=timezone.now() - timedelta(hours=1))
-    taker = _second_request(api, results)
+    taker = _post_in_thread(api, results, "second")
     wait_until(
         lambda: IdempotencyKey.objects.filter(
             locked_at__gt=timezone.now() - timedelta(minutes=1)
