@@ -26,7 +26,7 @@ help:
 	@echo "make relay-bench         outbox relay throughput to RabbitMQ and commit-to-publish lag"
 	@echo "make replay-bench        replay_events over a million events (rate, memory)"
 	@echo "make admin-bench         the admin payment list with a million payments (ms per page)"
-	@echo "make simulate            the deterministic fault simulator: SEEDS=500 seeds (SEED=N replays one)"
+	@echo "make simulate            the deterministic fault simulator: SEEDS=500 seeds, JOBS processes (SEED=N replays one)"
 
 # The virtualenv, created once with python3 from PATH.
 $(VPY):
@@ -92,10 +92,12 @@ replay-bench: $(STAMP)
 admin-bench: $(STAMP)
 	$(VPY) -m aegispay.embedded bench admin_list $(BENCH_ARGS)
 
-# The deterministic fault simulator (bench/simulate.py): SEEDS seeds from FIRST_SEED, or replay
-# one with SEED=N (its steps printed). CI runs the default 500.
+# The deterministic fault simulator (bench/simulate.py): SEEDS seeds from FIRST_SEED, shared by
+# JOBS processes (default: one per CPU), or replay one with SEED=N (its steps printed). CI runs
+# the default 500.
 SEEDS ?= 500
 FIRST_SEED ?= 0
 simulate: $(STAMP)
 	$(VPY) -m aegispay.embedded bench simulate \
-		$(if $(SEED),--seed $(SEED),--seeds $(SEEDS) --first $(FIRST_SEED)) $(BENCH_ARGS)
+		$(if $(SEED),--seed $(SEED),--seeds $(SEEDS) --first $(FIRST_SEED)) \
+		$(if $(JOBS),--jobs $(JOBS)) $(BENCH_ARGS)

@@ -2,8 +2,13 @@
 
     make simulate                          # 500 seeds (what CI runs)
     make simulate SEEDS=100000             # a long run
+    make simulate SEEDS=500 JOBS=1         # in one process (default: one process per CPU)
     make simulate SEED=1234                # replay one seed, printing its steps
-    .venv/bin/python -m aegispay.embedded bench simulate --seeds 500 --first 0
+    .venv/bin/python -m aegispay.embedded bench simulate --seeds 500 --first 0 --jobs 2
+
+Seeds are independent, so ``--jobs N`` shares them among N processes (job K runs every N-th
+seed from the K-th), each on a database (``aegispay_sim_K``) and a Redis database (the given
+one plus K) of its own, and adds up their reports.
 
 In the spirit of FoundationDB's simulation testing and TigerBeetle's VOPR: one seed decides
 everything that happens in a scenario, so any failure replays exactly from its seed.
@@ -42,18 +47,126 @@ the one-line command that replays it, and exits 1.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import signal
+import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import benchdb
+
+
+def arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, default=500, help="how many seeds to run")
+    parser.add_argument("--first", type=int, default=0, help="the first seed")
+    parser.add_argument("--seed", type=int, default=None, help="replay this one seed, verbosely")
+    parser.add_argument("--verbose", action="store_true", help="print every scenario's steps")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="processes sharing the seeds, each on a database and a Redis database of its own "
+        "(default: one per CPU)",
+    )
+    # Set by the coordinator for each job: run every N-th seed from the K-th ("K/N") and write
+    # the job's report, as JSON, to this file.
+    parser.add_argument("--shard", default="0/1", help=argparse.SUPPRESS)
+    parser.add_argument("--report", default="", help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+# --- the coordinator: several jobs side by side (it needs no Django of its own) ---
+
+
+def job_redis_url(url: str, job: int) -> str:
+    """Job ``job``'s Redis: the database after the given one by ``job`` (breaker, bulkhead and
+    lock keys are per gateway and per payment, so two jobs must never share a database)."""
+    parts = urlsplit(url or "redis://127.0.0.1:6379/1")
+    base = int(parts.path.strip("/") or 0)
+    if base + job > 15:
+        raise SystemExit(f"simulate: too many jobs for Redis databases {base}-15 of {url}")
+    return urlunsplit(parts._replace(path=f"/{base + job}"))
+
+
+def coordinate(args: argparse.Namespace) -> int:
+    """Run ``args.jobs`` copies of this script, job K taking seeds first+K, first+K+jobs, ...
+    on database ``aegispay_sim_K`` and its own Redis database, then add up their reports.
+    A scenario depends only on its seed, so which job runs it changes nothing."""
+    jobs = args.jobs
+    database = os.environ.get("BENCH_DATABASE_NAME", "aegispay_sim")
+    reports = Path(tempfile.mkdtemp(prefix="aegispay-simulate-"))
+    started = time.monotonic()
+    children = []
+    for job in range(jobs):
+        env = dict(os.environ)
+        env["BENCH_DATABASE_NAME"] = f"{database}_{job}"
+        env["REDIS_URL"] = job_redis_url(os.environ.get("REDIS_URL", ""), job)
+        argv = [sys.executable, __file__, "--seeds", str(args.seeds), "--first", str(args.first)]
+        argv += ["--jobs", "1", "--shard", f"{job}/{jobs}", "--report", str(reports / str(job))]
+        argv += ["--verbose"] if args.verbose else []
+        children.append(subprocess.Popen(argv, env=env))
+    interrupted = False
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.default_int_handler)
+    while True:
+        try:
+            for child in children:
+                child.wait()
+            break
+        except KeyboardInterrupt:
+            # Each job stops after its current scenario and reports what it finished.
+            interrupted = True
+            for child in children:
+                if child.poll() is None:
+                    child.send_signal(signal.SIGTERM)
+    results = []
+    for job, child in enumerate(children):
+        path = reports / str(job)
+        if not path.exists():
+            print(f"simulate: job {job} ended (exit {child.returncode}) without a report")
+            return 1
+        results.append(json.loads(path.read_text()))
+        path.unlink()
+    reports.rmdir()
+    return report(args.first, results, time.monotonic() - started, interrupted=interrupted)
+
+
+def report(first: int, results: list[dict[str, Any]], elapsed: float, *, interrupted: bool) -> int:
+    """Add up the jobs' results; ``elapsed`` is the whole run's wall time."""
+    jobs = len(results)
+    done = sum(r["done"] for r in results)
+    failed = sum(r["failed"] for r in results)
+    covered: Counter[str] = Counter()
+    for r in results:
+        covered.update(r["covered"])
+    if interrupted:
+        # Job K finished seeds first+K, first+K+jobs, ...: all seeds below this one are done.
+        complete = first + jobs * min(r["done"] for r in results)
+        print(f"\ninterrupted: {done} seeds finished; every seed from {first} to {complete - 1}")
+    rate = done / elapsed if elapsed else 0.0
+    print(
+        f"\nRESULT: {'FAIL' if failed else 'PASS'}: {done} seeds, {failed} with violations, "
+        f"{elapsed:.1f} s, {rate:.1f} scenarios/s ({jobs} job{'s' if jobs > 1 else ''})"
+    )
+    print("faults and paths covered: " + ", ".join(f"{k}={v}" for k, v in sorted(covered.items())))
+    return 1 if failed or not done else 0
+
+
+if __name__ == "__main__":
+    _ARGS = arguments()
+    if _ARGS.seed is None and _ARGS.jobs > 1:
+        sys.exit(coordinate(_ARGS))
 
 # Time-based resilience state must not depend on how fast a scenario runs: breakers neither
 # forget failures nor half-open on their own during a scenario; every scenario starts clean.
@@ -726,15 +839,14 @@ def check(w: World, sims: dict[str, SimGateway]) -> list[str]:
 # --- the run ---
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=int, default=500, help="how many seeds to run")
-    parser.add_argument("--first", type=int, default=0, help="the first seed")
-    parser.add_argument("--seed", type=int, default=None, help="replay this one seed, verbosely")
-    parser.add_argument("--verbose", action="store_true", help="print every scenario's steps")
-    args = parser.parse_args()
-    seeds = [args.seed] if args.seed is not None else range(args.first, args.first + args.seeds)
+def main(args: argparse.Namespace) -> int:
+    if args.seed is not None:
+        seeds: Sequence[int] = [args.seed]
+    else:
+        job, jobs = (int(part) for part in args.shard.split("/"))
+        seeds = range(args.first + job, args.first + args.seeds, jobs)
     verbose = args.verbose or args.seed is not None
+    prefix = f"[job {args.shard}] " if args.report else ""
     sims = {name: SimGateway(name, World(0)) for name in GATEWAYS}
     for sim in sims.values():
         registry.register(sim)
@@ -747,36 +859,39 @@ def main() -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     done = 0
+    interrupted = False
     try:
         for seed in seeds:
             w, problems = scenario(seed, sims)
             done += 1
             covered.update(w.covered)
             if verbose or problems:
-                print(f"\n=== seed {seed}: {'VIOLATION' if problems else 'ok'} ===")
-                print("\n".join(f"  {step}" for step in w.steps))
-            if problems:
-                failed += 1
-                print("violations:\n" + "\n".join(f"  {problem}" for problem in problems))
-                print(f"replay: make simulate SEED={seed}")
+                # One write per scenario, so that jobs sharing a terminal do not interleave.
+                lines = [f"\n=== seed {seed}: {'VIOLATION' if problems else 'ok'} ==="]
+                lines += [f"  {step}" for step in w.steps]
+                if problems:
+                    failed += 1
+                    lines += ["violations:", *(f"  {problem}" for problem in problems)]
+                    lines += [f"replay: make simulate SEED={seed}"]
+                print("\n".join(lines), flush=True)
             if done % 100 == 0:
                 rate = done / (time.monotonic() - started)
-                print(f"{done} seeds, {rate:.1f} scenarios/s, {failed} with violations", flush=True)
+                print(
+                    f"{prefix}{done} seeds, {rate:.1f} scenarios/s, {failed} with violations",
+                    flush=True,
+                )
             if done % 1000 == 0:
                 benchdb.empty_tables()
     except KeyboardInterrupt:
         # A long run stopped by hand still reports the seeds it finished.
-        print(f"\ninterrupted: seeds {seeds[0]} to {seeds[0] + done - 1} finished")
-        if not done:
-            return 1
-    elapsed = time.monotonic() - started
-    print(
-        f"\nRESULT: {'FAIL' if failed else 'PASS'}: {done} seeds, {failed} with violations, "
-        f"{elapsed:.1f} s, {done / elapsed:.1f} scenarios/s"
-    )
-    print("faults and paths covered: " + ", ".join(f"{k}={v}" for k, v in sorted(covered.items())))
-    return 1 if failed else 0
+        interrupted = True
+    result = {"done": done, "failed": failed, "covered": dict(covered)}
+    if args.report:
+        Path(args.report).write_text(json.dumps(result))
+        return 1 if failed else 0
+    first = args.first if args.seed is None else args.seed
+    return report(first, [result], time.monotonic() - started, interrupted=interrupted)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(_ARGS))
