@@ -1,6 +1,6 @@
 # AegisPay developer commands (GNU make). Needs only python3 (3.11+) on PATH: `make run` and
 # `make test` start an embedded PostgreSQL and Redis unless DATABASE_URL / REDIS_URL are set.
-# See aegispay/embedded.py.
+# See embedded/ (python -m embedded).
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
@@ -42,10 +42,10 @@ $(STAMP): pyproject.toml | $(VPY)
 install: $(STAMP)
 
 run: $(STAMP)
-	$(VPY) -m aegispay.embedded run
+	$(VPY) -m embedded run
 
 test: $(STAMP) chromium
-	$(VPY) -m aegispay.embedded test $(PYTEST_ARGS)
+	$(VPY) -m embedded test $(PYTEST_ARGS)
 
 # Debian's Chromium for the back-office browser test (tests/payments/test_admin_browser.py).
 # Installed once with apt-get when running as root (as CI does); otherwise the test is skipped
@@ -68,29 +68,29 @@ lint: $(STAMP)
 	$(VENV)/bin/lint-imports
 
 migrate: $(STAMP)
-	$(VPY) -m aegispay.embedded manage migrate --noinput
+	$(VPY) -m embedded manage migrate --noinput
 
 clean-data:
-	@if [ -x $(VPY) ]; then $(VPY) -m aegispay.embedded stop; fi
+	@if [ -x $(VPY) ]; then $(VPY) -m embedded stop; fi
 	rm -rf .aegispay
 
 fault-run: $(STAMP)
-	$(VPY) -m aegispay.embedded bench fault_run $(BENCH_ARGS)
+	$(VPY) -m embedded bench fault_run $(BENCH_ARGS)
 
 routing-simulation: $(STAMP)
-	$(VPY) -m aegispay.embedded bench routing_simulation $(BENCH_ARGS)
+	$(VPY) -m embedded bench routing_simulation $(BENCH_ARGS)
 
 router-latency: $(STAMP)
-	$(VPY) -m aegispay.embedded bench router_latency $(BENCH_ARGS)
+	$(VPY) -m embedded bench router_latency $(BENCH_ARGS)
 
 relay-bench: $(STAMP)
-	$(VPY) -m aegispay.embedded bench relay_throughput $(BENCH_ARGS)
+	$(VPY) -m embedded bench relay_throughput $(BENCH_ARGS)
 
 replay-bench: $(STAMP)
-	$(VPY) -m aegispay.embedded bench replay_rate $(BENCH_ARGS)
+	$(VPY) -m embedded bench replay_rate $(BENCH_ARGS)
 
 admin-bench: $(STAMP)
-	$(VPY) -m aegispay.embedded bench admin_list $(BENCH_ARGS)
+	$(VPY) -m embedded bench admin_list $(BENCH_ARGS)
 
 # The deterministic fault simulator (bench/simulate.py): SEEDS seeds from FIRST_SEED, shared by
 # JOBS processes (default: one per CPU), or replay one with SEED=N (its steps printed). CI runs
@@ -98,6 +98,6 @@ admin-bench: $(STAMP)
 SEEDS ?= 500
 FIRST_SEED ?= 0
 simulate: $(STAMP)
-	$(VPY) -m aegispay.embedded bench simulate \
+	$(VPY) -m embedded bench simulate \
 		$(if $(SEED),--seed $(SEED),--seeds $(SEEDS) --first $(FIRST_SEED)) \
 		$(if $(JOBS),--jobs $(JOBS)) $(BENCH_ARGS)
