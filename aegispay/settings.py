@@ -1,7 +1,9 @@
 """AegisPay settings. Every value comes from the environment, with defaults that run locally.
 
 ``DATABASE_URL`` and ``REDIS_URL`` default to the embedded servers that ``make run`` and
-``make test`` start (see ``aegispay/embedded.py``), which export the URLs they chose.
+``make test`` start (the development launcher ``python -m embedded``, in ``embedded/``), which
+export the URLs they chose. Settings never import the launcher; it runs the project as child
+processes.
 """
 
 from __future__ import annotations

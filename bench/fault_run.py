@@ -1,7 +1,7 @@
 """Fault run: many payments through two faulty sandbox gateways, then check nothing went wrong.
 
     make fault-run                       # 1,000 payments, the defaults below
-    .venv/bin/python -m aegispay.embedded bench fault_run --payments 200 --workers 2
+    .venv/bin/python -m embedded bench fault_run --payments 200 --workers 2
 
 It uses its own database (``aegispay_bench`` on the configured PostgreSQL, created and migrated
 here, emptied at the start), starts real Celery worker processes, switches on the sandbox's

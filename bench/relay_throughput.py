@@ -1,7 +1,7 @@
 """Outbox relay: throughput to the event bus, and the lag from commit to publish under load.
 
     make relay-bench                                   # RabbitMQ on 127.0.0.1:5672
-    .venv/bin/python -m aegispay.embedded bench relay_throughput --bus-url redis://...
+    .venv/bin/python -m embedded bench relay_throughput --bus-url redis://...
 
 Part 1, throughput: ``--events`` pending outbox rows (payments of three events each, loaded
 with SQL in the shape ``payments.services`` writes them) are published by 1 and then 2 relay

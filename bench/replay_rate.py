@@ -1,6 +1,6 @@
 """Replay rate: ``replay_events``' core over one million events, and its memory.
 
-    .venv/bin/python -m aegispay.embedded bench replay_rate
+    .venv/bin/python -m embedded bench replay_rate
     .venv/bin/python bench/replay_rate.py --batch-size 2000     # with DATABASE_URL set
 
 It uses a database of its own (``aegispay_bench_replay`` on the configured PostgreSQL). The

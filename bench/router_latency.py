@@ -1,6 +1,6 @@
 """Router decision time with 10 gateway configurations, for every strategy.
 
-    .venv/bin/python -m aegispay.embedded bench router_latency
+    .venv/bin/python -m embedded bench router_latency
     DATABASE_URL=... REDIS_URL=... .venv/bin/python bench/router_latency.py --decisions 5000
 
 It uses its own database (``aegispay_bench_router`` on the configured PostgreSQL, or

@@ -1,6 +1,6 @@
 """Routing simulation: three sandbox gateways, the best one degrades part way through.
 
-    .venv/bin/python -m aegispay.embedded bench routing_simulation [--payments 3000]
+    .venv/bin/python -m embedded bench routing_simulation [--payments 3000]
 
 Three sandbox gateway accounts with different approval rates, latencies and costs take the
 same sequence of payments once per strategy (``priority``, ``score``, ``success_rate``). A third

@@ -4,7 +4,7 @@
     make simulate SEEDS=100000             # a long run
     make simulate SEEDS=500 JOBS=1         # in one process (default: one process per CPU)
     make simulate SEED=1234                # replay one seed, printing its steps
-    .venv/bin/python -m aegispay.embedded bench simulate --seeds 500 --first 0 --jobs 2
+    .venv/bin/python -m embedded bench simulate --seeds 500 --first 0 --jobs 2
 
 Seeds are independent, so ``--jobs N`` shares them among N processes (job K runs every N-th
 seed from the K-th), each on a database (``aegispay_sim_K``) and a Redis database (the given
