@@ -44,7 +44,7 @@ def main() -> int:
     from gateways.breaker import breaker_for
     from gateways.bulkhead import bulkhead_for
     from gateways.registry import register
-    from gateways.sandbox import SandboxGateway
+    from gateways.sandbox.adapter import SandboxGateway
     from routing.metrics import record_outcome, segment_for
     from routing.models import GatewayConfig, MerchantRouting
     from routing.router import route

@@ -69,7 +69,7 @@ def main() -> int:
     from gateways.bulkhead import bulkhead_for
     from gateways.chaos import ChaosConfig, clear_chaos, set_chaos
     from gateways.registry import register
-    from gateways.sandbox import SandboxGateway
+    from gateways.sandbox.adapter import SandboxGateway
     from routing.metrics import record_result, reset_metrics
     from routing.models import GatewayConfig
     from routing.router import route

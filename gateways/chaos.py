@@ -2,7 +2,7 @@
 
 A :class:`ChaosConfig` per gateway account lives in Redis (``aegispay:chaos:<gateway>``, JSON),
 so a test or a benchmark can switch faults on and off for worker processes that are already
-running. The sandbox reads it on every call (see ``gateways/sandbox.py``).
+running. The sandbox reads it on every call (see ``gateways/sandbox/``).
 
 Which call meets a fault is decided by :func:`decide`: a hash of (seed, gateway, operation,
 reference), not a random draw, so a run can be replayed exactly with the same seed. The sandbox

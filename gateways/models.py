@@ -2,7 +2,7 @@
 
 They live in PostgreSQL, not in memory, because the sandbox must behave like one remote gateway
 seen by many processes (web, Celery workers, the test process) and must survive a process kill.
-Only ``gateways/sandbox.py`` writes them.
+Only ``gateways/sandbox/`` writes them.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ def _ensure_defaults() -> None:
             return
         # Imported here: the sandbox needs the app registry (its ledger is a model), and this
         # module must stay importable before Django is set up.
-        from gateways.sandbox import SandboxGateway
+        from gateways.sandbox.adapter import SandboxGateway
 
         for name in DEFAULT_SANDBOX_ACCOUNTS:
             _adapters.setdefault(name, SandboxGateway(name))

@@ -36,7 +36,7 @@ from django.db import connection
 from redis.exceptions import RedisError
 
 from gateways.base import GatewayAdapter, GatewayResult, Operation, Outcome
-from gateways.breaker import BreakerState, CircuitBreaker, breaker_for
+from gateways.breaker import CircuitBreaker, breaker_for
 from gateways.bulkhead import Bulkhead, bulkhead_for
 from gateways.registry import get_gateway
 
@@ -136,15 +136,6 @@ def call_gateway(
     result = dataclasses.replace(result, latency_ms=latency_ms)
     _record(breaker, result)
     return result
-
-
-def gateway_available(gateway: str) -> bool:
-    """Whether a call to ``gateway`` could go out now: its breaker is not open and its bulkhead
-    has a free slot. A hint for fallback decisions, not a reservation."""
-    if breaker_for(gateway).state() is BreakerState.OPEN:
-        return False
-    bulkhead = bulkhead_for(gateway)
-    return bulkhead.in_use() < bulkhead.limit
 
 
 # --- internals ---

@@ -55,7 +55,8 @@ from gateways.base import (
     RefundRequest,
     VoidRequest,
 )
-from gateways.resilience import call_gateway, gateway_available
+from gateways.health import gateway_available
+from gateways.resilience import call_gateway
 from routing.metrics import record_result
 from routing.router import route
 

@@ -13,12 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from django_redis import get_redis_connection
-
-from gateways.breaker import BreakerState, breaker_for
-from gateways.bulkhead import bulkhead_for
+from gateways.health import gateway_available, gateways_health
 from gateways.registry import gateway_names
-from gateways.resilience import gateway_available
 from routing.types import GatewaySpec, PaymentFacts
 
 UNKNOWN_GATEWAY = "unknown_gateway"
@@ -62,49 +58,18 @@ def static_reason(facts: PaymentFacts, spec: GatewaySpec | None) -> str | None:
     return None
 
 
-# Read-only, one round trip for many gateways: the breaker's state (with its lazy
-# open -> half_open after the cool-down, as gateways/breaker.py computes it, without writing it)
-# and the bulkhead's leases in use, from the Redis layout both modules document.
-# KEYS: breaker state hash, bulkhead leases. ARGV: open ms. Returns {state, leases in use}.
-_LIVE = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local state = redis.call('HGET', KEYS[1], 'state')
-if not state then
-    state = 'closed'
-elseif state == 'open' then
-    local opened_at = tonumber(redis.call('HGET', KEYS[1], 'opened_at')) or 0
-    if now >= opened_at + tonumber(ARGV[1]) then
-        state = 'half_open'
-    end
-end
-return {state, redis.call('ZCOUNT', KEYS[2], '(' .. string.format('%d', now), '+inf')}
-"""
-
-
 def live_reasons(gateways: Sequence[str]) -> dict[str, tuple[str | None, str]]:
     """For each gateway, (reason or None, breaker state) from its breaker and bulkhead, read
-    in one Redis round trip."""
-    if not gateways:
-        return {}
-    redis = get_redis_connection("default")
-    pipe = redis.pipeline(transaction=False)
-    limits = {}
-    for name in gateways:
-        breaker, bulkhead = breaker_for(name), bulkhead_for(name)
-        limits[name] = bulkhead.limit
-        open_ms = max(1, round(breaker.open_seconds * 1000))
-        # EVAL in the pipeline: a registered Script would add a SCRIPT EXISTS round trip.
-        pipe.eval(_LIVE, 2, breaker.keys[0], bulkhead.key, open_ms)
-    answers = {}
-    for name, (raw_state, in_use) in zip(gateways, pipe.execute(), strict=True):
-        state = BreakerState(raw_state.decode() if isinstance(raw_state, bytes) else raw_state)
-        if state is BreakerState.OPEN:
-            answers[name] = (BREAKER_OPEN, str(state))
-        elif int(in_use) >= limits[name]:
-            answers[name] = (BULKHEAD_FULL, str(state))
+    in one Redis round trip (``gateways/health.py``)."""
+    answers: dict[str, tuple[str | None, str]] = {}
+    for name, health in gateways_health(gateways).items():
+        if health.breaker_open:
+            reason: str | None = BREAKER_OPEN
+        elif health.bulkhead_full:
+            reason = BULKHEAD_FULL
         else:
-            answers[name] = (None, str(state))
+            reason = None
+        answers[name] = (reason, str(health.breaker_state))
     return answers
 
 

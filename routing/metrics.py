@@ -23,7 +23,8 @@ from typing import Any
 from django_redis import get_redis_connection
 
 from gateways.base import GatewayResult, Outcome
-from gateways.breaker import BreakerState, breaker_for
+from gateways.breaker import BreakerState
+from gateways.health import gateways_health
 from routing.conf import fsetting, isetting, setting
 from routing.types import PaymentFacts
 
@@ -247,8 +248,8 @@ def read_counts(gateways: Sequence[str], *, segment: str | None = None) -> dict[
 def gateway_stats_many(
     gateways: Iterable[str], *, breaker_states: Mapping[str, str] | None = None
 ) -> dict[str, GatewayStats]:
-    """The stats of several gateways in one Redis round trip (plus one per breaker not given
-    in ``breaker_states``)."""
+    """The stats of several gateways in one Redis round trip (plus one for the breakers not
+    given in ``breaker_states``)."""
     names = list(dict.fromkeys(gateways))
     window_ms, buckets = _window_args()
     redis = _redis()
@@ -261,12 +262,14 @@ def gateway_stats_many(
         pipe.eval(_LATENCY_PERCENTILES, 1, latency_key)
     replies = pipe.execute()
     states = dict(breaker_states or {})
+    unread = [gateway for gateway in names if not states.get(gateway)]
+    states.update({g: str(h.breaker_state) for g, h in gateways_health(unread).items()})
     stats = {}
     for index, gateway in enumerate(names):
         counts = Counts(*map(int, replies[2 * index]))
         percentiles = [float(x) for x in replies[2 * index + 1]] or [None, None]
         p50, p95 = percentiles
-        state = states.get(gateway) or str(breaker_for(gateway).state())
+        state = states[gateway]
         stats[gateway] = GatewayStats(
             gateway=gateway,
             approved=counts.approved,

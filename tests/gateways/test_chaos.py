@@ -18,7 +18,8 @@ from django.conf import settings as django_settings
 from gateways.base import Outcome
 from gateways.chaos import ChaosConfig, Fault, clear_chaos, decide, get_chaos, set_chaos
 from gateways.models import SandboxOperation
-from gateways.sandbox import SandboxGateway, ledger_entries
+from gateways.sandbox.adapter import SandboxGateway
+from gateways.sandbox.ledger import ledger_entries
 from tests.gateways.factories import (
     CaptureRequestFactory,
     ChargeRequestFactory,

@@ -18,7 +18,7 @@ from gateways.base import (
     VoidRequest,
 )
 from gateways.registry import gateway_names, get_gateway, register, unregister
-from gateways.sandbox import SandboxGateway
+from gateways.sandbox.adapter import SandboxGateway
 
 
 class FakeGateway:

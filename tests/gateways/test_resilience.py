@@ -34,8 +34,9 @@ from gateways.breaker import BreakerState, breaker_for
 from gateways.bulkhead import bulkhead_for
 from gateways.chaos import ChaosConfig, clear_chaos, set_chaos
 from gateways.registry import register, unregister
-from gateways.resilience import NOT_SENT_CODES, call_gateway, gateway_available
-from gateways.sandbox import SandboxGateway, charge_count, ledger_entries
+from gateways.resilience import NOT_SENT_CODES, call_gateway
+from gateways.sandbox.adapter import SandboxGateway
+from gateways.sandbox.ledger import charge_count, ledger_entries
 from tests.gateways.factories import ChargeRequestFactory
 from tests.waiting import wait_until
 
@@ -389,25 +390,6 @@ def test_unknown_gateways_and_operations_raise_before_anything_is_sent(fake: Fak
     with pytest.raises(ValueError):
         call_gateway(fake.name, "teleport", lambda adapter: adapter.lookup("x"), reference="x")
     assert fake.calls == []
-
-
-# --- availability for fallback ---
-
-
-def test_gateway_available_follows_breaker_and_bulkhead(fake: FakeGateway) -> None:
-    breaker, bulkhead = breaker_for(fake.name), bulkhead_for(fake.name)
-    assert gateway_available(fake.name) is True
-
-    held = [bulkhead.acquire(), bulkhead.acquire()]
-    assert gateway_available(fake.name) is False
-    bulkhead.release(held[0])
-    assert gateway_available(fake.name) is True
-
-    for _ in range(4):
-        breaker.record_failure()
-    assert gateway_available(fake.name) is False
-    time.sleep(0.35)
-    assert gateway_available(fake.name) is True
 
 
 # --- with the sandbox (real PostgreSQL, from the call thread) ---

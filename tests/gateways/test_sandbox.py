@@ -15,7 +15,8 @@ from pytest_django import Settings
 from gateways.base import GatewayAdapter, GatewayResult, Outcome
 from gateways.models import SandboxRequest
 from gateways.registry import get_gateway
-from gateways.sandbox import SandboxGateway, charge_count, ledger_entries
+from gateways.sandbox.adapter import SandboxGateway
+from gateways.sandbox.ledger import charge_count, ledger_entries
 from tests.gateways.factories import (
     CaptureRequestFactory,
     ChargeRequestFactory,

@@ -128,7 +128,7 @@ def test_payments_cannot_be_edited_or_deleted(staff: Client) -> None:
 
 
 def test_the_detail_shows_each_attempts_routing_decision(staff: Client) -> None:
-    from gateways.resilience import gateway_available
+    from gateways.health import gateway_available
     from payments.gateway import authorize_plan
 
     payment = payment_in(make_client(strategy="priority").merchant, "initiated")

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from gateways.sandbox import charge_count, ledger_entries
+from gateways.sandbox.ledger import charge_count, ledger_entries
 from payments.models import Payment, PaymentAttempt
 from tests.conftest import VISA, MerchantClient, make_client
 from tests.waiting import wait_until

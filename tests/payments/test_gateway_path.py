@@ -14,7 +14,7 @@ from django.test import override_settings
 
 from gateways.breaker import breaker_for
 from gateways.chaos import ChaosConfig, clear_chaos, set_chaos
-from gateways.sandbox import charge_count, ledger_entries
+from gateways.sandbox.ledger import charge_count, ledger_entries
 from payments.models import Payment, PaymentAttempt, Refund
 from payments.services import payment_create, refund_create
 from payments.tasks import payment_operation_execute, payment_process, refund_execute

@@ -16,7 +16,7 @@ from django.db import connections
 from django.test import override_settings
 from django.utils import timezone
 
-from gateways.sandbox import charge_count, ledger_entries
+from gateways.sandbox.ledger import charge_count, ledger_entries
 from payments.models import Payment, PaymentAttempt
 from payments.services import payment_retry
 from payments.tasks import (

@@ -154,7 +154,7 @@ def test_racing_refund_requests_start_one_refund_at_a_time() -> None:
 @pytest.mark.django_db
 def test_an_open_breaker_sends_the_first_attempt_to_the_next_gateway() -> None:
     from gateways.breaker import breaker_for
-    from gateways.resilience import gateway_available
+    from gateways.health import gateway_available
     from payments.gateway import authorize_plan
 
     breaker = breaker_for("sandbox_a")
@@ -174,7 +174,7 @@ def test_an_open_breaker_sends_the_first_attempt_to_the_next_gateway() -> None:
 @pytest.mark.django_db
 def test_no_available_gateway_fails_the_payment_with_the_reason() -> None:
     from gateways.breaker import breaker_for
-    from gateways.resilience import gateway_available
+    from gateways.health import gateway_available
     from payments.gateway import authorize_plan
 
     for _ in range(20):

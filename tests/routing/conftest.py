@@ -11,7 +11,7 @@ import pytest
 from gateways.breaker import breaker_for
 from gateways.bulkhead import bulkhead_for
 from gateways.registry import register, unregister
-from gateways.sandbox import SandboxGateway
+from gateways.sandbox.adapter import SandboxGateway
 from routing.models import GatewayConfig
 from routing.selectors import clear_cache
 from routing.types import PaymentFacts

@@ -4,7 +4,7 @@ import json
 from typing import Any
 
 from gateways.breaker import breaker_for
-from gateways.resilience import gateway_available
+from gateways.health import gateway_available
 from routing.metrics import record_outcome
 from routing.router import RouteDecision, route
 from tests.routing.conftest import GATEWAYS, facts

@@ -1,34 +1,4 @@
-"""The sandbox gateway: a simulated remote card gateway driven by test tokens (API.md).
-
-It behaves like a real gateway that many processes talk to at once: its ledger and request log
-are rows in PostgreSQL (``gateways.models``), every call is idempotent by its reference, and a
-reference raced by several processes still yields exactly one ledger row (unique constraint plus
-``get_or_create``). Each call runs in its own short transaction; call it outside any transaction
-of your own (as every gateway call should be), or the ledger rows roll back with yours.
-
-Token behaviour:
-
-* ``tok_visa``, ``tok_mastercard``: approved.
-* ``tok_chargeDeclined``: declined, ``card_declined``; ``tok_insufficientFunds``: declined,
-  ``insufficient_funds``; any other token: declined, ``invalid_token``.
-* ``tok_processingError``: ``RETRYABLE_ERROR`` (``processing_error``) on the first two authorize
-  calls for an ``order_reference``, approved from the third on. Calls are counted per order
-  across every reference and across every sandbox account, so "the first two attempts of the
-  payment" fail wherever the orchestrator sends them.
-* ``tok_timeout``: on the first authorize call for an ``order_reference`` the charge is taken
-  (a ledger row is written) but the answer is lost: the outcome is ``UNKNOWN``. ``lookup`` of that
-  reference then finds the charge, and authorizing the same reference again returns it without
-  charging again. Later calls with a *new* reference are approved as new charges, as a real
-  gateway would: that is a double charge, which the orchestrator must avoid.
-
-Chaos (``gateways/chaos.py``): when faults are switched on for an account, its added latency is
-slept on every call, and the *first* authorize, capture, void or refund call with a reference
-that the sandbox would otherwise approve may meet a fault chosen by ``chaos.decide``:
-``error`` answers ``RETRYABLE_ERROR`` ``gateway_error`` and takes nothing; ``timeout`` takes the
-operation (a ledger row) and answers ``UNKNOWN`` ``gateway_timeout``, exactly like
-``tok_timeout``. Calls that repeat a reference, and lookups, are never faulted, so a resend or a
-lookup finds what was taken. Test tokens keep their own behaviour.
-"""
+"""The sandbox adapter, ``SandboxGateway`` (the package's docstring says how it behaves)."""
 
 from __future__ import annotations
 
@@ -38,8 +8,6 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
-from enum import StrEnum
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -57,99 +25,34 @@ from gateways.base import (
 )
 from gateways.chaos import ChaosConfig, Fault, decide, get_chaos
 from gateways.models import SandboxLedgerEntry, SandboxOperation, SandboxRequest
+from gateways.sandbox.tokens import (
+    AMOUNT_EXCEEDS_AUTHORIZED,
+    AMOUNT_EXCEEDS_CAPTURED,
+    AMOUNT_INVALID,
+    AUTHORIZATION_VOIDED,
+    CARD_DECLINED,
+    CARDS,
+    CHARGE_ALREADY_CAPTURED,
+    CHARGE_NOT_FOUND,
+    CURRENCY_INVALID,
+    CURRENCY_MISMATCH,
+    DECLINING_TOKENS,
+    GATEWAY_ERROR,
+    GATEWAY_TIMEOUT,
+    IDEMPOTENCY_KEY_REUSED,
+    INVALID_TOKEN,
+    MESSAGES,
+    PROCESSING_ERROR,
+    PROCESSING_ERROR_FAILURES,
+    Card,
+    SandboxToken,
+)
 
 logger = logging.getLogger(__name__)
 
 
-class SandboxToken(StrEnum):
-    """The test tokens the sandbox understands (API.md, "Sandbox gateways")."""
-
-    VISA = "tok_visa"
-    MASTERCARD = "tok_mastercard"
-    CHARGE_DECLINED = "tok_chargeDeclined"
-    INSUFFICIENT_FUNDS = "tok_insufficientFunds"
-    PROCESSING_ERROR = "tok_processingError"
-    TIMEOUT = "tok_timeout"
-
-
-# Decline and error codes the sandbox answers with (GatewayResult.decline_code).
-CARD_DECLINED = "card_declined"
-INSUFFICIENT_FUNDS = "insufficient_funds"
-INVALID_TOKEN = "invalid_token"  # noqa: S105 - a decline code, not a secret
-PROCESSING_ERROR = "processing_error"
-GATEWAY_TIMEOUT = "gateway_timeout"
-GATEWAY_ERROR = "gateway_error"
-AMOUNT_INVALID = "amount_invalid"
-CURRENCY_INVALID = "currency_invalid"
-CURRENCY_MISMATCH = "currency_mismatch"
-CHARGE_NOT_FOUND = "charge_not_found"
-AMOUNT_EXCEEDS_AUTHORIZED = "amount_exceeds_authorized"
-AMOUNT_EXCEEDS_CAPTURED = "amount_exceeds_captured"
-AUTHORIZATION_VOIDED = "authorization_voided"
-CHARGE_ALREADY_CAPTURED = "charge_already_captured"
-IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused"
-
-MESSAGES: dict[str, str] = {
-    CARD_DECLINED: "The card was declined.",
-    INSUFFICIENT_FUNDS: "The card has insufficient funds.",
-    INVALID_TOKEN: "The payment token is not known to the gateway.",
-    PROCESSING_ERROR: "The gateway failed to process the request; try again.",
-    GATEWAY_TIMEOUT: "The gateway did not answer in time; the outcome is unknown.",
-    GATEWAY_ERROR: "The gateway failed before taking the request; try again.",
-    AMOUNT_INVALID: "The amount must be a positive integer in minor units.",
-    CURRENCY_INVALID: "The currency must be an upper-case ISO 4217 code.",
-    CURRENCY_MISMATCH: "The currency differs from the charge's currency.",
-    CHARGE_NOT_FOUND: "The gateway has no charge with that gateway reference.",
-    AMOUNT_EXCEEDS_AUTHORIZED: "The capture would exceed the authorised amount.",
-    AMOUNT_EXCEEDS_CAPTURED: "The refund would exceed the captured amount not yet refunded.",
-    AUTHORIZATION_VOIDED: "The authorisation has been voided.",
-    CHARGE_ALREADY_CAPTURED: "A captured charge cannot be voided; refund it instead.",
-    IDEMPOTENCY_KEY_REUSED: "The reference was already used for a different request.",
-}
-
-# The first this many authorize calls of an order with tok_processingError fail.
-PROCESSING_ERROR_FAILURES = 2
-
 # First key of the advisory locks the sandbox takes (the second is a hash of the order).
 _LOCK_NAMESPACE = 0x5A4D
-
-
-@dataclass(frozen=True, slots=True)
-class Card:
-    """The card a sandbox token stands for."""
-
-    brand: str
-    last4: str
-
-
-CARDS: dict[str, Card] = {
-    SandboxToken.VISA: Card("visa", "4242"),
-    SandboxToken.MASTERCARD: Card("mastercard", "4444"),
-    SandboxToken.CHARGE_DECLINED: Card("visa", "0002"),
-    SandboxToken.INSUFFICIENT_FUNDS: Card("visa", "9995"),
-    SandboxToken.PROCESSING_ERROR: Card("visa", "0119"),
-    SandboxToken.TIMEOUT: Card("visa", "0341"),
-}
-
-DECLINING_TOKENS: dict[str, str] = {
-    SandboxToken.CHARGE_DECLINED: CARD_DECLINED,
-    SandboxToken.INSUFFICIENT_FUNDS: INSUFFICIENT_FUNDS,
-}
-
-
-@dataclass(frozen=True, slots=True)
-class LedgerEntry:
-    """A read-only copy of one sandbox ledger row."""
-
-    gateway: str
-    operation: str
-    reference: str
-    order_reference: str
-    gateway_reference: str
-    amount: int
-    currency: str
-    token: str
-    created_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -652,46 +555,3 @@ class SandboxGateway:
     def _timed(result: GatewayResult, started: float) -> GatewayResult:
         elapsed_ms = round((time.monotonic() - started) * 1000)
         return dataclasses.replace(result, latency_ms=elapsed_ms)
-
-
-# --- helpers for tests and benchmarks ---
-
-
-def ledger_entries(
-    *,
-    gateway: str | None = None,
-    order_reference: str | None = None,
-    operation: str | None = None,
-) -> list[LedgerEntry]:
-    """Every sandbox ledger row matching the given filters (all when none), oldest first."""
-    rows = SandboxLedgerEntry.objects.all()
-    if gateway is not None:
-        rows = rows.filter(gateway=gateway)
-    if order_reference is not None:
-        rows = rows.filter(order_reference=order_reference)
-    if operation is not None:
-        rows = rows.filter(operation=operation)
-    return [
-        LedgerEntry(
-            gateway=row.gateway,
-            operation=row.operation,
-            reference=row.reference,
-            order_reference=row.order_reference,
-            gateway_reference=row.gateway_reference,
-            amount=row.amount,
-            currency=row.currency,
-            token=row.token,
-            created_at=row.created_at,
-        )
-        for row in rows.order_by("id")
-    ]
-
-
-def charge_count(order_reference: str) -> int:
-    """How many charges (authorize ledger rows) exist for an order, across all sandbox accounts.
-
-    A payment charged exactly once has ``charge_count(payment_id) == 1``.
-    """
-    return SandboxLedgerEntry.objects.filter(
-        operation=SandboxOperation.AUTHORIZE, order_reference=order_reference
-    ).count()
