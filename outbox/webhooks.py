@@ -40,6 +40,8 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from common.backoff import backoff_ceiling, backoff_seconds
+
 from .models import WebhookAttempt, WebhookDelivery, WebhookEndpoint, new_webhook_secret
 from .signing import HEADER, sign
 from .types import OutboxEvent
@@ -446,17 +448,20 @@ def webhook_delivery_resend(*, delivery_id: int) -> WebhookDelivery:
 
 def webhook_backoff_ceiling(attempts: int) -> float:
     """The longest wait after the ``attempts``-th failed try: base * 2**(attempts-1), capped."""
-    exponent = min(max(attempts - 1, 0), 32)
-    return min(
-        settings.WEBHOOK_RETRY_MAX_SECONDS, settings.WEBHOOK_RETRY_BASE_SECONDS * 2**exponent
+    return backoff_ceiling(
+        attempts, base=settings.WEBHOOK_RETRY_BASE_SECONDS, cap=settings.WEBHOOK_RETRY_MAX_SECONDS
     )
 
 
 def webhook_backoff_seconds(attempts: int, *, rng: random.Random | None = None) -> float:
     """Full jitter: uniform in [0, ceiling], so receivers that failed together do not all
     come back at the same moment."""
-    source = rng if rng is not None else random
-    return source.uniform(0, webhook_backoff_ceiling(attempts))
+    return backoff_seconds(
+        attempts,
+        base=settings.WEBHOOK_RETRY_BASE_SECONDS,
+        cap=settings.WEBHOOK_RETRY_MAX_SECONDS,
+        rng=rng,
+    )
 
 
 class DeliveryOutcome(StrEnum):
