@@ -41,6 +41,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from common.backoff import backoff_ceiling, backoff_seconds
+from common.errors import DomainError
 
 from .models import WebhookAttempt, WebhookDelivery, WebhookEndpoint, new_webhook_secret
 from .signing import HEADER, sign
@@ -54,18 +55,11 @@ WEBHOOKS_CONSUMER = "webhooks"
 # --- errors ---
 
 
-class WebhookError(Exception):
-    """Base of the webhook errors. ``code`` is stable and machine-readable; the API maps each
-    subclass to one status code (``payments/views.py``)."""
+class WebhookError(DomainError):
+    """Base of the webhook errors. ``code`` is stable and machine-readable; the API answers
+    a missing endpoint 404 and every other webhook error 400 (``payments/api_errors.py``)."""
 
     code = "webhook_error"
-    param: str | None = None
-
-    def __init__(self, message: str, *, param: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        if param is not None:
-            self.param = param
 
 
 class WebhookUrlInvalid(WebhookError):
@@ -85,6 +79,7 @@ class WebhookEventsInvalid(WebhookError):
 
 class WebhookNotFound(WebhookError):
     code = "resource_missing"
+    status = 404
     param = "id"
 
 
