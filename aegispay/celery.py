@@ -18,7 +18,7 @@ from typing import Any
 from celery import Celery, Task
 from celery.signals import before_task_publish, task_postrun, task_prerun
 
-from .correlation import (
+from common.correlation import (
     bind_correlation_id,
     clear_correlation_id,
     get_correlation_id,

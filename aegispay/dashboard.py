@@ -24,7 +24,8 @@ from django.urls import reverse
 from django.utils.http import urlencode
 from django.utils.safestring import SafeString
 
-from aegispay.admin import (
+from aegispay.selectors import Amount, Dashboard, GatewayWindow, dashboard_read
+from common.admin import (
     NO_DATA,
     UNAVAILABLE,
     breaker_badge,
@@ -32,7 +33,6 @@ from aegispay.admin import (
     format_ms,
     format_rate,
 )
-from aegispay.selectors import Amount, Dashboard, GatewayWindow, dashboard_read
 from payments.currencies import EXPONENTS
 from routing.live import GatewayLive
 

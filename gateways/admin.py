@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from aegispay.admin import ReadOnlyAdmin
+from common.admin import ReadOnlyAdmin
 from gateways.models import SandboxLedgerEntry, SandboxRequest
 
 

@@ -16,7 +16,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.utils.text import Truncator
 
-from aegispay.admin import ReadOnlyAdmin, format_duration
+from common.admin import ReadOnlyAdmin, format_duration
 from outbox.selectors import outbox_lag
 
 from .models import OutboxMessage, WebhookAttempt, WebhookDelivery, WebhookEndpoint

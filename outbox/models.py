@@ -6,7 +6,7 @@ import secrets
 
 from django.db import models
 
-from aegispay.ids import new_id
+from common.ids import new_id
 
 from .types import OutboxEvent
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -41,6 +40,8 @@ from django.db.models import Exists, OuterRef
 from django.utils import timezone
 from django_redis import get_redis_connection
 from redis.exceptions import RedisError
+
+from common import backoff
 
 from .bus import BusUnavailable, EventBus, event_bus
 from .models import OutboxConsumerMark, OutboxMessage
@@ -159,11 +160,9 @@ def _claim(batch_size: int) -> list[_Row]:
 
 def backoff_seconds(attempts: int) -> float:
     """Full jitter: uniform in [0, min(cap, base * 2**(attempts - 1))]."""
-    ceiling = min(
-        settings.OUTBOX_RETRY_MAX_SECONDS,
-        settings.OUTBOX_RETRY_BASE_SECONDS * 2 ** max(attempts - 1, 0),
+    return backoff.backoff_seconds(
+        attempts, base=settings.OUTBOX_RETRY_BASE_SECONDS, cap=settings.OUTBOX_RETRY_MAX_SECONDS
     )
-    return random.uniform(0, ceiling)  # noqa: S311 - jitter, not security
 
 
 def _record_failure(row: _Row, error: str) -> bool:

@@ -16,9 +16,10 @@ from django.db.models import (
     Max,
     Min,
     Q,
-    QuerySet,
 )
 from django.utils import timezone
+
+from common.pagination import cursor_page
 
 from .models import OutboxConsumerMark, OutboxMessage, WebhookDelivery, WebhookEndpoint
 from .registry import valid_consumer_name
@@ -69,14 +70,12 @@ def webhook_endpoint_list(
 ) -> tuple[list[WebhookEndpoint], bool]:
     """One page of the merchant's endpoints (disabled ones too), newest first, and whether
     more lie beyond it. Ids sort by creation time, so the cursor is the id, as for payments."""
-    qs: QuerySet[WebhookEndpoint] = WebhookEndpoint.objects.filter(merchant_id=merchant_id)
-    if ending_before:
-        rows = list(qs.filter(pk__gt=ending_before).order_by("pk")[: limit + 1])
-        return list(reversed(rows[:limit])), len(rows) > limit
-    if starting_after:
-        qs = qs.filter(pk__lt=starting_after)
-    rows = list(qs.order_by("-pk")[: limit + 1])
-    return rows[:limit], len(rows) > limit
+    return cursor_page(
+        WebhookEndpoint.objects.filter(merchant_id=merchant_id),
+        limit=limit,
+        starting_after=starting_after,
+        ending_before=ending_before,
+    )
 
 
 def webhook_deliveries_due(*, now: datetime | None = None, limit: int = SWEEP_BATCH) -> list[int]:

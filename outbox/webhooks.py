@@ -40,6 +40,9 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from common.backoff import backoff_ceiling, backoff_seconds
+from common.errors import DomainError
+
 from .models import WebhookAttempt, WebhookDelivery, WebhookEndpoint, new_webhook_secret
 from .signing import HEADER, sign
 from .types import OutboxEvent
@@ -52,18 +55,11 @@ WEBHOOKS_CONSUMER = "webhooks"
 # --- errors ---
 
 
-class WebhookError(Exception):
-    """Base of the webhook errors. ``code`` is stable and machine-readable; the API maps each
-    subclass to one status code (``payments/views.py``)."""
+class WebhookError(DomainError):
+    """Base of the webhook errors. ``code`` is stable and machine-readable; the API answers
+    a missing endpoint 404 and every other webhook error 400 (``payments/api_errors.py``)."""
 
     code = "webhook_error"
-    param: str | None = None
-
-    def __init__(self, message: str, *, param: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        if param is not None:
-            self.param = param
 
 
 class WebhookUrlInvalid(WebhookError):
@@ -83,6 +79,7 @@ class WebhookEventsInvalid(WebhookError):
 
 class WebhookNotFound(WebhookError):
     code = "resource_missing"
+    status = 404
     param = "id"
 
 
@@ -446,17 +443,20 @@ def webhook_delivery_resend(*, delivery_id: int) -> WebhookDelivery:
 
 def webhook_backoff_ceiling(attempts: int) -> float:
     """The longest wait after the ``attempts``-th failed try: base * 2**(attempts-1), capped."""
-    exponent = min(max(attempts - 1, 0), 32)
-    return min(
-        settings.WEBHOOK_RETRY_MAX_SECONDS, settings.WEBHOOK_RETRY_BASE_SECONDS * 2**exponent
+    return backoff_ceiling(
+        attempts, base=settings.WEBHOOK_RETRY_BASE_SECONDS, cap=settings.WEBHOOK_RETRY_MAX_SECONDS
     )
 
 
 def webhook_backoff_seconds(attempts: int, *, rng: random.Random | None = None) -> float:
     """Full jitter: uniform in [0, ceiling], so receivers that failed together do not all
     come back at the same moment."""
-    source = rng if rng is not None else random
-    return source.uniform(0, webhook_backoff_ceiling(attempts))
+    return backoff_seconds(
+        attempts,
+        base=settings.WEBHOOK_RETRY_BASE_SECONDS,
+        cap=settings.WEBHOOK_RETRY_MAX_SECONDS,
+        rng=rng,
+    )
 
 
 class DeliveryOutcome(StrEnum):

@@ -35,7 +35,7 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 
-from aegispay.admin import ReadOnlyAdmin
+from common.admin import ReadOnlyAdmin
 from outbox.models import WebhookDelivery
 from routing.models import GatewayConfig
 

@@ -1,4 +1,6 @@
-"""The one place that turns errors into the contract's error shape and status codes."""
+"""The one place that turns errors into the contract's error shape and status codes: every
+``common.errors.DomainError`` (the payments errors and the outbox's webhook errors alike) by
+its own ``status``, ``code`` and ``param``, and DRF's and Django's own exceptions."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from django.http import Http404
 from rest_framework import exceptions
 from rest_framework.response import Response
 
-from .errors import PaymentError
+from common.errors import DomainError
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +54,7 @@ def _drf(exc: exceptions.APIException) -> tuple[str, str]:
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
     """DRF's exception handler: every error leaves in the contract's shape."""
-    if isinstance(exc, PaymentError):
+    if isinstance(exc, DomainError):
         return Response(error_body(exc.status, exc.code, exc.message, exc.param), exc.status)
     if isinstance(exc, RequestDataTooBig):
         return Response(

@@ -1,25 +1,15 @@
-"""The family of domain errors. The API maps each to one status code and error code
-(``payments/api_errors.py``); nothing else needs to know HTTP."""
+"""The payments app's domain errors, on ``common.errors.DomainError``. The API maps each to
+one status code and error code (``payments/api_errors.py``); nothing else needs to know HTTP."""
 
 from __future__ import annotations
 
+from common.errors import DomainError
 
-class PaymentError(Exception):
-    """Base of every domain error. ``code`` is stable and machine-readable."""
+
+class PaymentError(DomainError):
+    """Base of the payments errors. ``code`` is stable and machine-readable."""
 
     code = "payment_error"
-    status = 400
-    param: str | None = None
-    # A transient error describes a passing conflict with other work (a concurrent request, a
-    # stale version), not the request itself: the same request may succeed later, so an
-    # Idempotency-Key never keeps it as its answer (payments/idempotency.py).
-    transient = False
-
-    def __init__(self, message: str, *, param: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        if param is not None:
-            self.param = param
 
 
 class ValidationFailed(PaymentError):

@@ -35,7 +35,6 @@ keeps the operation unknown.
 from __future__ import annotations
 
 import logging
-import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -47,6 +46,7 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 from redis.exceptions import RedisError
 
+from common import backoff
 from gateways.base import (
     CaptureRequest,
     ChargeRequest,
@@ -155,8 +155,10 @@ def check_backoff_seconds(sends: int) -> float:
     """How long after a plan the reconciler leaves the operation to its sender: at least the
     lock's lifetime (so a live sender is never raced), growing with every send up to
     ``RECONCILE_BACKOFF_MAX_SECONDS``."""
-    grown = settings.RECONCILE_AFTER_SECONDS * 2 ** max(0, sends - 1)
-    return max(lock_ttl_seconds(), min(settings.RECONCILE_BACKOFF_MAX_SECONDS, grown))
+    grown = backoff.backoff_ceiling(
+        sends, base=settings.RECONCILE_AFTER_SECONDS, cap=settings.RECONCILE_BACKOFF_MAX_SECONDS
+    )
+    return max(lock_ttl_seconds(), grown)
 
 
 def _first_at(payment: Payment, operation: str, default: datetime) -> datetime:
@@ -753,9 +755,12 @@ def unresolved_payment_ids(now: datetime | None = None) -> QuerySet[Payment]:
 
 
 def backoff_seconds(retries: int) -> float:
-    """A task's retry countdown: exponential backoff with full jitter."""
-    ceiling = min(
-        settings.GATEWAY_RETRY_MAX_SECONDS,
-        settings.GATEWAY_RETRY_BASE_SECONDS * settings.GATEWAY_RETRY_FACTOR**retries,
+    """A task's retry countdown: exponential backoff with full jitter. ``retries`` is
+    Celery's count of retries so far (0 before the first), so the first wait is up to the
+    base."""
+    return backoff.backoff_seconds(
+        retries + 1,
+        base=settings.GATEWAY_RETRY_BASE_SECONDS,
+        cap=settings.GATEWAY_RETRY_MAX_SECONDS,
+        factor=settings.GATEWAY_RETRY_FACTOR,
     )
-    return random.uniform(0, ceiling)  # noqa: S311 - jitter, not security

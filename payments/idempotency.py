@@ -15,10 +15,10 @@ Which answers a key keeps (replayed with ``Idempotent-Replayed: true`` until it 
   error (400, 422), a missing object (404), a decline (402), ``amount_exceeded``, and the state
   machine's refusal (``409 invalid_state_transition``: the payment's state answered the request);
 * not kept, the key is released and the next request with it runs: 5xx, an exception, and the
-  transient conflicts (``PaymentError.transient``): ``409 version_conflict`` (stale
-  ``If-Match``), ``409 operation_in_progress`` (another gateway operation is open) and
-  ``409 idempotency_key_in_use``. Those describe other work at that moment, not the request,
-  and nothing of the request committed.
+  transient conflicts (``DomainError.transient``, ``common/errors.py``):
+  ``409 version_conflict`` (stale ``If-Match``), ``409 operation_in_progress`` (another
+  gateway operation is open) and ``409 idempotency_key_in_use``. Those describe other work at
+  that moment, not the request, and nothing of the request committed.
 
 A key is kept for ``IDEMPOTENCY_KEY_TTL_HOURS``. Past it, the next request with the key runs
 anew, and the beat task ``idempotency_keys_purge`` deletes it, in batches of
@@ -44,7 +44,9 @@ from rest_framework.exceptions import APIException
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from .errors import IdempotencyKeyInUse, IdempotencyKeyReused, PaymentError
+from common.errors import DomainError
+
+from .errors import IdempotencyKeyInUse, IdempotencyKeyReused
 from .models import IdempotencyKey, Merchant
 from .validation import validate_idempotency_key
 
@@ -204,7 +206,7 @@ def idempotent(handler: Callable[..., Response]) -> Callable[..., Response]:
             with transaction.atomic():
                 try:
                     response = handler(view, request, *args, **kwargs)
-                except PaymentError as exc:
+                except DomainError as exc:
                     response = view.handle_exception(exc)
                     if exc.transient:
                         raise _NotStored(response) from exc

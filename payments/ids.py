@@ -1,11 +1,11 @@
-"""The payments app's id makers (``pay_…``, ``evt_…``), on ``aegispay.ids.new_id``.
+"""The payments app's id makers (``pay_…``, ``evt_…``), on ``common.ids.new_id``.
 
 Module-level functions, so that migrations can refer to them by name.
 """
 
 from __future__ import annotations
 
-from aegispay.ids import new_id
+from common.ids import new_id
 
 
 def new_merchant_id() -> str:

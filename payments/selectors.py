@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from django.db.models import QuerySet
 
+from common.pagination import cursor_page
+
 from .errors import PaymentNotFound
 from .models import Merchant, Payment, PaymentEvent, Refund
 from .validation import ListParams
@@ -32,14 +34,12 @@ def payment_list(*, merchant: Merchant, params: ListParams) -> tuple[list[Paymen
         qs = qs.filter(created_at__lt=params.created_lt)
     if params.merchant_reference is not None:
         qs = qs.filter(merchant_reference=params.merchant_reference)
-    if params.ending_before:
-        rows = list(qs.filter(pk__gt=params.ending_before).order_by("pk")[: params.limit + 1])
-        has_more = len(rows) > params.limit
-        return list(reversed(rows[: params.limit])), has_more
-    if params.starting_after:
-        qs = qs.filter(pk__lt=params.starting_after)
-    rows = list(qs.order_by("-pk")[: params.limit + 1])
-    return rows[: params.limit], len(rows) > params.limit
+    return cursor_page(
+        qs,
+        limit=params.limit,
+        starting_after=params.starting_after,
+        ending_before=params.ending_before,
+    )
 
 
 def payment_events(*, merchant: Merchant, payment_id: str) -> list[PaymentEvent]:

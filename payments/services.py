@@ -22,7 +22,7 @@ from django.db import transaction
 from django.utils import timezone
 from django_fsm import can_proceed
 
-from aegispay.correlation import get_correlation_id
+from common.correlation import get_correlation_id
 from outbox.services import outbox_message_create
 from routing.router import PaymentFacts
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -198,22 +196,9 @@ class PaymentRefundsApi(APIView):
 
 
 # --- webhook endpoints ---
-
-
-@contextmanager
-def _webhook_errors() -> Iterator[None]:
-    """The one place that maps the outbox's webhook errors to the contract's error shape.
-
-    They become ``PaymentError``s, which ``api_errors.exception_handler`` renders and
-    ``@idempotent`` stores like any other answer: a missing (or another merchant's) endpoint
-    is 404, every other webhook error 400, each with its own stable code.
-    """
-    try:
-        yield
-    except webhooks.WebhookError as exc:
-        error = ValidationFailed(exc.code, exc.message, param=exc.param)
-        error.status = 404 if isinstance(exc, webhooks.WebhookNotFound) else 400
-        raise error from exc
+# The outbox's webhook errors are DomainErrors like the payments ones: api_errors renders
+# them and @idempotent stores them like any other answer, a missing (or another merchant's)
+# endpoint as 404 and every other webhook error as 400, each with its own stable code.
 
 
 def webhook_endpoint_to_dict(endpoint: WebhookEndpoint) -> dict[str, Any]:
@@ -259,10 +244,9 @@ class WebhookEndpointListCreateApi(APIView):
                 raise ValidationFailed(
                     "parameter_missing", f"{required} is required", param=required
                 )
-        with _webhook_errors():
-            endpoint, secret = webhooks.webhook_endpoint_create(
-                merchant_id=request.user.merchant.id, url=body["url"], events=body["events"]
-            )
+        endpoint, secret = webhooks.webhook_endpoint_create(
+            merchant_id=request.user.merchant.id, url=body["url"], events=body["events"]
+        )
         return Response(
             webhook_endpoint_to_dict(endpoint) | {"secret": secret},
             status=status.HTTP_201_CREATED,
@@ -305,10 +289,9 @@ class WebhookEndpointDetailApi(APIView):
         responses={200: WebhookEndpointOutputSerializer} | _ERRORS,
     )
     def get(self, request: Request, endpoint_id: str) -> Response:
-        with _webhook_errors():
-            endpoint = webhook_selectors.webhook_endpoint_get(
-                merchant_id=request.user.merchant.id, endpoint_id=endpoint_id
-            )
+        endpoint = webhook_selectors.webhook_endpoint_get(
+            merchant_id=request.user.merchant.id, endpoint_id=endpoint_id
+        )
         return Response(webhook_endpoint_to_dict(endpoint))
 
     @extend_schema(
@@ -317,8 +300,7 @@ class WebhookEndpointDetailApi(APIView):
         responses={200: WebhookEndpointOutputSerializer} | _ERRORS,
     )
     def delete(self, request: Request, endpoint_id: str) -> Response:
-        with _webhook_errors():
-            endpoint = webhooks.webhook_endpoint_disable(
-                merchant_id=request.user.merchant.id, endpoint_id=endpoint_id
-            )
+        endpoint = webhooks.webhook_endpoint_disable(
+            merchant_id=request.user.merchant.id, endpoint_id=endpoint_id
+        )
         return Response(webhook_endpoint_to_dict(endpoint))

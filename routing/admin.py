@@ -16,7 +16,7 @@ from django.contrib.admin.views.main import ChangeList
 from django.http import HttpRequest
 from django.utils.safestring import SafeString
 
-from aegispay.admin import UNAVAILABLE, breaker_badge, format_ms, format_rate
+from common.admin import UNAVAILABLE, breaker_badge, format_ms, format_rate
 from routing.live import GatewayLive, gateways_live
 from routing.models import GatewayConfig, MerchantRouting
 

@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from aegispay.celery import CORRELATION_HEADER
 from aegispay.celery import app as celery_app
-from aegispay.correlation import bind_correlation_id, clear_correlation_id, get_correlation_id
+from common.correlation import bind_correlation_id, clear_correlation_id, get_correlation_id
 from payments.models import Payment, PaymentEvent
 from payments.tasks import payment_process, payments_settle_captures, refund_execute
 from tests.conftest import WorkerFactory, make_client

@@ -3,7 +3,7 @@
 The part after the prefix is 48 bits of milliseconds since the epoch followed by 80 random
 bits, in Crockford base32: ids sort by creation time, so "newest first" is "id descending"
 and cursor pagination needs no second column. Ids made in the same millisecond sort
-randomly among themselves, which is still a strict total order. It lives in ``aegispay`` and
+randomly among themselves, which is still a strict total order. It lives in ``common``, which
 imports nothing of the apps, so ``outbox`` can use it without importing ``payments``.
 """
 

@@ -1,7 +1,7 @@
 """The correlation id that follows a request into every Celery task it causes.
 
 It lives in structlog's contextvars, so every log line carries it; services read it to stamp
-events. A request binds one in ``aegispay/middleware.py``; a Celery task binds the one it was
+events. A request binds one in ``common/middleware.py``; a Celery task binds the one it was
 sent with, or a fresh one when it came without (work started by beat), and clears it when it
 ends, both in ``aegispay/celery.py`` for every task.
 """
