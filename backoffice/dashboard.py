@@ -1,7 +1,7 @@
 """The operations dashboard: a staff-only admin page that shows how payments, gateways and the
 outbox are doing right now.
 
-The view reads everything through ``aegispay.selectors.dashboard_read`` and only turns the
+The view reads everything through ``backoffice.selectors.dashboard_read`` and only turns the
 numbers into what the template draws. Charts are bars drawn as inline SVG with geometry
 computed here, on the server: the admin must work offline, so no chart library, no script
 and no CDN. Each bar's figure is also printed as text beside it, so the page reads the same
@@ -32,8 +32,9 @@ from aegispay.admin import (
     format_ms,
     format_rate,
 )
-from aegispay.selectors import Amount, Dashboard, GatewayWindow, dashboard_read
+from backoffice.selectors import Dashboard, dashboard_read
 from payments.currencies import EXPONENTS
+from payments.selectors import Amount, GatewayWindow
 from routing.live import GatewayLive
 
 # Bar colour per payment state: green where money moved as asked, amber while it is moving,
