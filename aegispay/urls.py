@@ -4,9 +4,9 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from . import health
-from .dashboard import dashboard_view
-from .metrics import metrics_view
+from backoffice import health
+from backoffice.dashboard import dashboard_view
+from backoffice.metrics import metrics_view
 
 urlpatterns = [
     path("v1/", include("payments.urls")),

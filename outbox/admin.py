@@ -5,7 +5,7 @@ actions (requeue dead outbox rows, resend deliveries) call services, need the mo
 ``change`` permission, and are written to the admin log.
 
 The outbox list opens with the backlog (pending, dead-lettered, published in the last hour,
-each a link to those rows), read by ``aegispay.selectors.outbox_lag`` from the unpublished
+each a link to those rows), read by ``outbox.selectors.outbox_lag`` from the unpublished
 rows' partial index, so dead-lettered messages are found in one click, not by paging.
 """
 

@@ -106,6 +106,32 @@ class _PercentileCont(Aggregate):
 
 
 @dataclass(frozen=True, slots=True)
+class OutboxBacklog:
+    """The rows the relay has not published: ``pending`` ones (the oldest created at
+    ``oldest_pending_at``) and ``dead`` ones, refused too often, waiting for staff."""
+
+    pending: int
+    dead: int
+    oldest_pending_at: datetime | None
+
+
+def outbox_backlog() -> OutboxBacklog:
+    """The backlog in one query over unpublished rows only (the partial index
+    ``outbox_unpublished_idx``; published rows are kept for days)."""
+    pending = Q(state=OutboxMessage.State.PENDING)
+    backlog = (
+        OutboxMessage.objects.exclude(state=OutboxMessage.State.PUBLISHED)
+        .order_by()
+        .aggregate(
+            pending=Count("pk", filter=pending),
+            dead=Count("pk", filter=Q(state=OutboxMessage.State.DEAD)),
+            oldest=Min("created_at", filter=pending),
+        )
+    )
+    return OutboxBacklog(int(backlog["pending"]), int(backlog["dead"]), backlog["oldest"])
+
+
+@dataclass(frozen=True, slots=True)
 class OutboxLag:
     """How far the outbox relay is behind.
 
@@ -134,16 +160,7 @@ def outbox_lag(*, now: datetime | None = None) -> OutboxLag:
     """The outbox backlog and publication delay, in two queries that touch only unpublished
     rows and rows published in the last hour (published rows are kept for days)."""
     until = now if now is not None else timezone.now()
-    pending = Q(state=OutboxMessage.State.PENDING)
-    backlog = (
-        OutboxMessage.objects.exclude(state=OutboxMessage.State.PUBLISHED)
-        .order_by()
-        .aggregate(
-            pending=Count("pk", filter=pending),
-            dead=Count("pk", filter=Q(state=OutboxMessage.State.DEAD)),
-            oldest=Min("created_at", filter=pending),
-        )
-    )
+    backlog = outbox_backlog()
     lag = ExpressionWrapper(F("published_at") - F("created_at"), output_field=DurationField())
     published = (
         OutboxMessage.objects.filter(
@@ -160,9 +177,9 @@ def outbox_lag(*, now: datetime | None = None) -> OutboxLag:
     )
     return OutboxLag(
         until=until,
-        pending=int(backlog["pending"]),
-        dead=int(backlog["dead"]),
-        oldest_pending_at=backlog["oldest"],
+        pending=backlog.pending,
+        dead=backlog.dead,
+        oldest_pending_at=backlog.oldest_pending_at,
         published_last_hour=int(published["count"]),
         lag_p50=published["p50"],
         lag_max=published["max"],

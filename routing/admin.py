@@ -2,7 +2,7 @@
 
 The gateway list also shows each gateway's live state as every router sees it: breaker state,
 success rate and latency (p50/p95) from the shared metrics in Redis. They are read once per
-page for all rows together (``aegispay.selectors.gateways_live``: two Redis round trips, not
+page for all rows together (``routing.live.gateways_live``: two Redis round trips, not
 one per row), and a Redis outage shows as "unavailable" in those columns instead of an error
 page, so the configuration stays editable while Redis is down.
 """

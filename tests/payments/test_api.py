@@ -272,7 +272,7 @@ def test_metrics_count_payments_by_state(api: MerchantClient) -> None:
 
 def test_metrics_registration_needs_no_database(django_assert_num_queries) -> None:
     """The collector is registered when urls are imported, before ``migrate`` made tables."""
-    from aegispay.metrics import DatabaseCollector
+    from backoffice.metrics import DatabaseCollector
 
     with django_assert_num_queries(0):
         names = [family.name for family in DatabaseCollector().describe()]

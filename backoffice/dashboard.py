@@ -1,7 +1,7 @@
 """The operations dashboard: a staff-only admin page that shows how payments, gateways and the
 outbox are doing right now.
 
-The view reads everything through ``aegispay.selectors.dashboard_read`` and only turns the
+The view reads everything through ``backoffice.selectors.dashboard_read`` and only turns the
 numbers into what the template draws. Charts are bars drawn as inline SVG with geometry
 computed here, on the server: the admin must work offline, so no chart library, no script
 and no CDN. Each bar's figure is also printed as text beside it, so the page reads the same
@@ -24,7 +24,7 @@ from django.urls import reverse
 from django.utils.http import urlencode
 from django.utils.safestring import SafeString
 
-from aegispay.selectors import Amount, Dashboard, GatewayWindow, dashboard_read
+from backoffice.selectors import Dashboard, dashboard_read
 from common.admin import (
     NO_DATA,
     UNAVAILABLE,
@@ -34,6 +34,7 @@ from common.admin import (
     format_rate,
 )
 from payments.currencies import EXPONENTS
+from payments.selectors import Amount, GatewayWindow
 from routing.live import GatewayLive
 
 # Bar colour per payment state: green where money moved as asked, amber while it is moving,

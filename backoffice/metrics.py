@@ -1,8 +1,8 @@
 """Prometheus metrics at ``/metrics``.
 
-Request counts and latencies are per web process. Payment and outbox figures are read from
-PostgreSQL at scrape time, so they are the same whichever process answers and include the
-work of Celery workers.
+Request counts and latencies are per web process. Payment and outbox figures are read at scrape
+time through the apps' selectors, so they are the same whichever process answers and include
+the work of Celery workers.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 
-from django.db import connection
 from django.http import HttpRequest, HttpResponse
+from django.utils import timezone
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
@@ -22,7 +22,9 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from outbox.selectors import outbox_backlog
 from payments.gateway import unresolved_payment_ids
+from payments.selectors import payment_counts_by_status
 
 REQUESTS = Counter(
     "aegispay_http_requests_total", "HTTP requests answered", ["method", "route", "status"]
@@ -57,17 +59,14 @@ class DatabaseCollector(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily]:
         payments, unresolved, backlog, oldest = self._families()
         unresolved.add_metric([], unresolved_payment_ids().count())
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT status, count(*) FROM payments_payment GROUP BY status")
-            for status, count in cursor.fetchall():
-                payments.add_metric([status], count)
-            cursor.execute(
-                "SELECT count(*), COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)), 0) "
-                "FROM outbox_outboxmessage WHERE state = 'pending'"
-            )
-            count, age = cursor.fetchone()
-        backlog.add_metric([], count)
-        oldest.add_metric([], float(age))
+        for status, count in payment_counts_by_status().items():
+            payments.add_metric([status], count)
+        outbox = outbox_backlog()
+        backlog.add_metric([], outbox.pending)
+        age = 0.0
+        if outbox.oldest_pending_at is not None:
+            age = max(0.0, (timezone.now() - outbox.oldest_pending_at).total_seconds())
+        oldest.add_metric([], age)
         yield from (payments, unresolved, backlog, oldest)
 
 

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+from celery import current_app
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
 from django_redis import get_redis_connection
-
-from .celery import app as celery_app
 
 
 def live(request: HttpRequest) -> JsonResponse:
@@ -31,7 +30,7 @@ def _redis() -> None:
 
 
 def _broker() -> None:
-    with celery_app.connection_for_write() as conn:
+    with current_app.connection_for_write() as conn:
         conn.ensure_connection(max_retries=1, timeout=2)
 
 
