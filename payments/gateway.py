@@ -208,7 +208,7 @@ def authorize_plan(
     """
     with _locked(payment_id) as payment:
         last = (
-            payment.attempts.select_for_update()
+            payment.attempts.locked()
             .filter(operation=AttemptOperation.AUTHORIZE)
             .order_by("-number")
             .first()
@@ -264,7 +264,7 @@ def operation_plan(*, attempt_id: str, fence: str) -> GatewayPlan | None:
     """Commit the capture or void attempt to send, or ``None`` when it is closed already."""
     payment_id = PaymentAttempt.objects.values_list("payment_id", flat=True).get(pk=attempt_id)
     with _locked(payment_id) as payment:
-        attempt = PaymentAttempt.objects.select_for_update().get(pk=attempt_id)
+        attempt = PaymentAttempt.objects.locked().get(pk=attempt_id)
         if attempt.status not in OPEN_ATTEMPT_STATUSES:
             return None
         return _attempt_plan(payment, attempt, fence=fence)
@@ -274,7 +274,7 @@ def refund_plan(*, refund_id: str, fence: str) -> GatewayPlan | None:
     """Commit the refund to send, or ``None`` when it is no longer pending."""
     payment_id = Refund.objects.values_list("payment_id", flat=True).get(pk=refund_id)
     with _locked(payment_id) as payment:
-        refund = Refund.objects.select_for_update().get(pk=refund_id)
+        refund = Refund.objects.locked().get(pk=refund_id)
         if refund.status != RefundStatus.PENDING:
             return None
         maybe_sent = refund.maybe_sent
@@ -379,7 +379,7 @@ def send(plan: GatewayPlan) -> Sent:
 
 
 def _fenced_attempt(plan: GatewayPlan) -> PaymentAttempt:
-    attempt = PaymentAttempt.objects.select_for_update().get(pk=plan.reference)
+    attempt = PaymentAttempt.objects.locked().get(pk=plan.reference)
     if attempt.fence != plan.fence:
         raise FenceLost(plan.reference)
     return attempt
@@ -536,7 +536,7 @@ def refund_record(*, plan: GatewayPlan, sent: Sent, final: bool = False) -> Refu
     it. Raises ``FenceLost``; idempotent for a refund no longer pending.
     """
     with _locked(plan.payment_id) as payment:
-        refund = Refund.objects.select_for_update().get(pk=plan.reference)
+        refund = Refund.objects.locked().get(pk=plan.reference)
         if refund.fence != plan.fence:
             raise FenceLost(plan.reference)
         if refund.status != RefundStatus.PENDING:

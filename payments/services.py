@@ -124,7 +124,7 @@ def _locked(payment_id: str, *, expected_version: int | None = None) -> Iterator
     """Open a transaction, lock the payment and check the caller's expected version."""
     with transaction.atomic():
         try:
-            payment = Payment.objects.select_for_update(of=("self",)).get(pk=payment_id)
+            payment = Payment.objects.locked().get(pk=payment_id)
         except Payment.DoesNotExist:
             raise PaymentNotFound(f"no such payment: {payment_id}", param="id") from None
         if expected_version is not None and payment.version != expected_version:
