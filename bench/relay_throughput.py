@@ -4,7 +4,7 @@
     .venv/bin/python -m embedded bench relay_throughput --bus-url redis://...
 
 Part 1, throughput: ``--events`` pending outbox rows (payments of three events each, loaded
-with SQL in the shape ``payments.services`` writes them) are published by 1 and then 2 relay
+with SQL in the shape ``payments.eventstore`` writes them) are published by 1 and then 2 relay
 processes racing, to a durable queue bound to every event type (persistent messages, publisher
 confirms on AMQP, the read models and webhook dispatcher fed in the same transaction); the
 queue's message count is checked against the rows.

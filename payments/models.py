@@ -1,8 +1,10 @@
 """The payment aggregate: data, constraints and the state machine's transition declarations.
 
-Nothing here decides *when* a transition happens; ``payments/services.py`` does, through one
-path that locks the row, calls the transition, bumps ``version`` and appends the event and the
-outbox row in the same transaction. ``status`` is protected: no code can assign it directly.
+Nothing here decides *when* a transition happens; the commands (``payments/services.py``) and
+the gateway-call path (``payments/gateway.py``) do, through the event store's one path
+(``payments/eventstore.py``) that locks the row, calls the transition, bumps ``version`` and
+appends the event and the outbox row in the same transaction. ``status`` is protected: no code
+can assign it directly.
 """
 
 from __future__ import annotations

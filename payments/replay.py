@@ -249,10 +249,10 @@ def payment_verify(payment_id: str, *, repair: bool) -> list[Difference]:
     With ``repair`` the payment row is locked (``Payment.objects.locked()``, as every write to a
     payment locks it), so no event can be appended between the replay and the write. The write
     is a queryset ``update()`` of the projected fields, ``status`` and ``version``: the one
-    sanctioned exception to "only services write status" (``status`` is a protected FSMField,
-    and a repair must restore what the events say without running a transition or adding an
-    event).
-    A payment without events, or with a gap in its sequence, is reported and not repaired.
+    sanctioned exception to "only the event store writes status" (``status`` is a protected
+    FSMField, and a repair must restore what the events say without running a transition or
+    adding an event). A payment without events, or with a gap in its sequence, is reported and
+    not repaired.
     """
     outermost = not connection.in_atomic_block
     with transaction.atomic():
