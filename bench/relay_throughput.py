@@ -188,8 +188,9 @@ def lag(args: argparse.Namespace) -> None:
     from aegispay.celery import app as celery_app
     from outbox.bus import bus_connection, consumer_queue
     from outbox.models import OutboxMessage
+    from payments.merchants import merchant_create
     from payments.models import Payment, PaymentEvent
-    from payments.services import merchant_create, payment_create
+    from payments.services import payment_create
 
     reset()
     celery_app.control.purge()

@@ -10,8 +10,6 @@ queue a task after commit, and the task calls the gateway between two short tran
 
 from __future__ import annotations
 
-import hashlib
-import secrets
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
@@ -34,7 +32,6 @@ from .eventstore import (
 )
 from .models import (
     OPEN_ATTEMPT_STATUSES,
-    ApiKey,
     AttemptOperation,
     Merchant,
     Payment,
@@ -42,33 +39,6 @@ from .models import (
     PaymentStatus,
     Refund,
 )
-
-# --- merchants and keys ---
-
-
-def hash_api_key(raw_key: str) -> str:
-    """The stored form of a key. Keys carry 256 random bits, so a plain SHA-256 is enough."""
-    return hashlib.sha256(raw_key.encode()).hexdigest()
-
-
-def api_key_create(*, merchant: Merchant, live: bool = False) -> tuple[ApiKey, str]:
-    """Make a key for ``merchant``; returns the row and the raw key, which is never stored."""
-    raw = f"sk_{'live' if live else 'test'}_{secrets.token_urlsafe(32)}"
-    key = ApiKey.objects.create(
-        merchant=merchant, key_hash=hash_api_key(raw), prefix=raw[:12], live=live
-    )
-    return key, raw
-
-
-@transaction.atomic
-def merchant_create(*, name: str, gateways: list[str] | None = None) -> tuple[Merchant, str]:
-    """Create a merchant with one test API key; returns the merchant and the raw key."""
-    merchant = Merchant.objects.create(
-        name=name, gateways=list(gateways if gateways is not None else ["sandbox_a", "sandbox_b"])
-    )
-    _key, raw = api_key_create(merchant=merchant)
-    return merchant, raw
-
 
 # --- creating and processing payments ---
 

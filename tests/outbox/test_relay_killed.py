@@ -30,8 +30,9 @@ from outbox.bus import is_amqp
 from outbox.models import OutboxConsumerMark, OutboxMessage, WebhookDelivery
 from outbox.webhooks import webhook_endpoint_create
 from payments.eventstore import payment_transition
+from payments.merchants import merchant_create
 from payments.models import PaymentAuditEntry, PaymentEvent
-from payments.services import merchant_create, payment_create
+from payments.services import payment_create
 from tests.outbox.conftest import Listener
 from tests.outbox.receivers import Receiver
 from tests.waiting import wait_until
