@@ -58,7 +58,7 @@ from gateways.base import (
 from gateways.health import gateway_available
 from gateways.resilience import call_gateway
 from routing.metrics import record_result
-from routing.router import route
+from routing.router import PaymentFacts, route
 
 from .errors import OperationInProgress, PaymentNotFound
 from .eventstore import SYSTEM, apply_transition, locked, record_event
@@ -73,7 +73,7 @@ from .models import (
     Refund,
     RefundStatus,
 )
-from .services import _open_attempt, _refund_data, _send_after_commit, payment_facts
+from .services import _open_attempt, _refund_data, _send_after_commit
 
 logger = logging.getLogger(__name__)
 
@@ -132,6 +132,19 @@ class Sent:
 
 
 # --- plan ---
+
+
+def payment_facts(payment: Payment) -> PaymentFacts:
+    """What the router may know of a payment (plain values; routing never sees the model)."""
+    return PaymentFacts(
+        payment_id=payment.id,
+        merchant_id=payment.merchant_id,
+        amount=payment.amount,
+        currency=payment.currency,
+        method=str(payment.payment_method.get("type", "card")),
+        country=str(payment.customer.get("country", "")),
+        metadata=dict(payment.metadata),
+    )
 
 
 def _mark_planned(row: PaymentAttempt | Refund, fence: str) -> None:

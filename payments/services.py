@@ -19,7 +19,6 @@ from django.db import transaction
 from django.utils import timezone
 
 from common.correlation import get_correlation_id
-from routing.router import PaymentFacts
 
 from .errors import AmountExceeded, InvalidTransition, OperationInProgress
 from .eventstore import (
@@ -116,19 +115,6 @@ def _open_attempt(
         amount=amount,
         currency=payment.currency,
         **fields,
-    )
-
-
-def payment_facts(payment: Payment) -> PaymentFacts:
-    """What the router may know of a payment (plain values; routing never sees the model)."""
-    return PaymentFacts(
-        payment_id=payment.id,
-        merchant_id=payment.merchant_id,
-        amount=payment.amount,
-        currency=payment.currency,
-        method=str(payment.payment_method.get("type", "card")),
-        country=str(payment.customer.get("country", "")),
-        metadata=dict(payment.metadata),
     )
 
 
