@@ -42,7 +42,6 @@ from enum import StrEnum
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Q, QuerySet
 from django.utils import timezone
 from redis.exceptions import RedisError
 
@@ -714,53 +713,6 @@ def refund_run(
         retries=retries,
         checkpoint=checkpoint,
     )
-
-
-# --- what the reconciler drives, and what staff must look at ---
-
-
-def _due(now: datetime) -> Q:
-    cutoff = now - timedelta(seconds=settings.RECONCILE_AFTER_SECONDS)
-    return Q(next_check_at__lte=now) | Q(next_check_at__isnull=True, created_at__lte=cutoff)
-
-
-def open_attempts_due(now: datetime) -> QuerySet[PaymentAttempt]:
-    """Open attempts no live sender holds (never planned past the cutoff, or past their
-    ``next_check_at``)."""
-    return PaymentAttempt.objects.filter(_due(now), status__in=OPEN_ATTEMPT_STATUSES)
-
-
-def pending_refunds_due(now: datetime) -> QuerySet[Refund]:
-    """Pending refunds no live sender holds."""
-    return Refund.objects.filter(_due(now), status=RefundStatus.PENDING)
-
-
-def stalled_payments(now: datetime) -> QuerySet[Payment]:
-    """Payments whose processing has no task behind it: ``initiated`` (the task was lost
-    before it ran), or ``processing`` with no open attempt (the last attempt closed as not
-    taken and the message that would try the next gateway was lost)."""
-    cutoff = now - timedelta(seconds=settings.RECONCILE_AFTER_SECONDS)
-    open_attempts = PaymentAttempt.objects.filter(status__in=OPEN_ATTEMPT_STATUSES)
-    return Payment.objects.filter(updated_at__lte=cutoff).filter(
-        Q(status=PaymentStatus.INITIATED)
-        | Q(status=PaymentStatus.PROCESSING) & ~Q(pk__in=open_attempts.values("payment_id"))
-    )
-
-
-def unresolved_payment_ids(now: datetime | None = None) -> QuerySet[Payment]:
-    """Payments with an operation still open past ``UNRESOLVED_ATTENTION_SECONDS``: an
-    authorize, capture or void attempt, or a refund, the gateway has not answered for. Listed
-    for staff ("needs attention") and counted by the ``aegispay_unresolved_payments``
-    metric; never guessed."""
-    now = now or timezone.now()
-    cutoff = now - timedelta(seconds=settings.UNRESOLVED_ATTENTION_SECONDS)
-    attempts = PaymentAttempt.objects.filter(
-        status__in=OPEN_ATTEMPT_STATUSES, created_at__lte=cutoff
-    ).values("payment_id")
-    refunds = Refund.objects.filter(status=RefundStatus.PENDING, created_at__lte=cutoff).values(
-        "payment_id"
-    )
-    return Payment.objects.filter(Q(pk__in=attempts) | Q(pk__in=refunds))
 
 
 def backoff_seconds(retries: int) -> float:
