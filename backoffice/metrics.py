@@ -23,8 +23,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from outbox.selectors import outbox_backlog
-from payments.gateway import unresolved_payment_ids
-from payments.selectors import payment_counts_by_status
+from payments.selectors import payment_counts_by_status, unresolved_payment_ids
 
 REQUESTS = Counter(
     "aegispay_http_requests_total", "HTTP requests answered", ["method", "route", "status"]

@@ -142,8 +142,9 @@ def main() -> int:
         waiting = Q(status="authorized", capture_method="manual")
         return Payment.objects.exclude(Q(status__in=TERMINAL) | waiting)
 
+    from payments.merchants import merchant_create
     from payments.projection import differences
-    from payments.services import merchant_create, payment_create
+    from payments.services import payment_create
     from payments.tasks import payments_reconcile, payments_settle_captures
 
     benchdb.empty_tables()

@@ -4,7 +4,7 @@
     .venv/bin/python -m embedded bench relay_throughput --bus-url redis://...
 
 Part 1, throughput: ``--events`` pending outbox rows (payments of three events each, loaded
-with SQL in the shape ``payments.services`` writes them) are published by 1 and then 2 relay
+with SQL in the shape ``payments.eventstore`` writes them) are published by 1 and then 2 relay
 processes racing, to a durable queue bound to every event type (persistent messages, publisher
 confirms on AMQP, the read models and webhook dispatcher fed in the same transaction); the
 queue's message count is checked against the rows.
@@ -188,8 +188,9 @@ def lag(args: argparse.Namespace) -> None:
     from aegispay.celery import app as celery_app
     from outbox.bus import bus_connection, consumer_queue
     from outbox.models import OutboxMessage
+    from payments.merchants import merchant_create
     from payments.models import Payment, PaymentEvent
-    from payments.services import merchant_create, payment_create
+    from payments.services import payment_create
 
     reset()
     celery_app.control.purge()

@@ -208,7 +208,7 @@ from outbox.models import OutboxConsumerMark, WebhookDelivery  # noqa: E402
 from outbox.registry import consumer_names  # noqa: E402
 from outbox.relay import outbox_relay_drain  # noqa: E402
 from outbox.webhooks import webhook_endpoint_create  # noqa: E402
-from payments import gateway, locks, services, tasks  # noqa: E402
+from payments import gateway, locks, merchants, services, tasks  # noqa: E402
 from payments.errors import PaymentError  # noqa: E402
 from payments.models import (  # noqa: E402
     OPEN_ATTEMPT_STATUSES,
@@ -703,7 +703,7 @@ def scenario(seed: int, sims: dict[str, SimGateway]) -> tuple[World, list[str]]:
         badness = w.rng.choice((0, 1, 3, 8))
         w.fault_weights[name] = [20, 2, badness, badness, badness, badness]
     w.lookup_fault_rate = w.rng.choice((0.0, 0.2, 0.5))
-    merchant, _key = services.merchant_create(name=f"sim-{seed}", gateways=list(GATEWAYS))
+    merchant, _key = merchants.merchant_create(name=f"sim-{seed}", gateways=list(GATEWAYS))
     MerchantRouting.objects.create(merchant_id=merchant.id, strategy="priority")
     webhook_endpoint_create(
         merchant_id=merchant.id, url="http://127.0.0.1:9/hooks", events=["payment.*", "refund.*"]

@@ -41,8 +41,8 @@ from routing.models import GatewayConfig
 
 from .admin_forms import ACTIONS, PaymentAction, format_amount, staff_actor
 from .errors import AmountExceeded, PaymentError, VersionConflict
-from .gateway import unresolved_payment_ids
 from .models import Merchant, Payment, PaymentAttempt, PaymentEvent, Refund
+from .selectors import unresolved_payment_ids
 
 # --- the list: pagination without COUNT(*) ---
 
@@ -170,7 +170,9 @@ class CurrencyFilter(ExactInputFilter):
 
 class AttentionFilter(admin.SimpleListFilter):
     """Payments with a gateway operation still unanswered past ``UNRESOLVED_ATTENTION_SECONDS``
-    (payments/gateway.py): operations staff look into these; the system never guesses them."""
+    (``unresolved_payment_ids`` in payments/selectors.py; the operations are the gateway-call
+    path's, payments/gateway.py): operations staff look into these; the system never guesses
+    them."""
 
     title = "needs attention"
     parameter_name = "attention"

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from rest_framework import authentication, exceptions
 from rest_framework.request import Request
 
+from .merchants import hash_api_key
 from .models import ApiKey, Merchant
-from .services import hash_api_key
 
 
 @dataclass(frozen=True)

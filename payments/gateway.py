@@ -42,7 +42,6 @@ from enum import StrEnum
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Q, QuerySet
 from django.utils import timezone
 from redis.exceptions import RedisError
 
@@ -58,9 +57,10 @@ from gateways.base import (
 from gateways.health import gateway_available
 from gateways.resilience import call_gateway
 from routing.metrics import record_result
-from routing.router import route
+from routing.router import PaymentFacts, route
 
 from .errors import OperationInProgress, PaymentNotFound
+from .eventstore import SYSTEM, apply_transition, locked, record_event
 from .locks import PaymentBusy, lock_ttl_seconds, payment_gateway_lock
 from .models import (
     OPEN_ATTEMPT_STATUSES,
@@ -72,16 +72,7 @@ from .models import (
     Refund,
     RefundStatus,
 )
-from .services import (
-    SYSTEM,
-    _apply,
-    _locked,
-    _open_attempt,
-    _record,
-    _refund_data,
-    _send_after_commit,
-    payment_facts,
-)
+from .services import _open_attempt, _refund_data, _send_after_commit
 
 logger = logging.getLogger(__name__)
 
@@ -140,6 +131,19 @@ class Sent:
 
 
 # --- plan ---
+
+
+def payment_facts(payment: Payment) -> PaymentFacts:
+    """What the router may know of a payment (plain values; routing never sees the model)."""
+    return PaymentFacts(
+        payment_id=payment.id,
+        merchant_id=payment.merchant_id,
+        amount=payment.amount,
+        currency=payment.currency,
+        method=str(payment.payment_method.get("type", "card")),
+        country=str(payment.customer.get("country", "")),
+        metadata=dict(payment.metadata),
+    )
 
 
 def _mark_planned(row: PaymentAttempt | Refund, fence: str) -> None:
@@ -206,9 +210,9 @@ def authorize_plan(
     funds then: every attempt is closed as declined or not taken). Call under the payment's
     lock; raises ``PaymentNotFound``.
     """
-    with _locked(payment_id) as payment:
+    with locked(payment_id) as payment:
         last = (
-            payment.attempts.select_for_update()
+            payment.attempts.locked()
             .filter(operation=AttemptOperation.AUTHORIZE)
             .order_by("-number")
             .first()
@@ -228,7 +232,7 @@ def authorize_plan(
             available=available,
         )
         if not decision.gateways:
-            _apply(
+            apply_transition(
                 payment,
                 "fail",
                 actor=SYSTEM,
@@ -250,7 +254,7 @@ def authorize_plan(
         transition = (
             "start_processing" if payment.status == PaymentStatus.INITIATED else "retry_attempt"
         )
-        _apply(
+        apply_transition(
             payment,
             transition,
             actor=SYSTEM,
@@ -263,8 +267,8 @@ def authorize_plan(
 def operation_plan(*, attempt_id: str, fence: str) -> GatewayPlan | None:
     """Commit the capture or void attempt to send, or ``None`` when it is closed already."""
     payment_id = PaymentAttempt.objects.values_list("payment_id", flat=True).get(pk=attempt_id)
-    with _locked(payment_id) as payment:
-        attempt = PaymentAttempt.objects.select_for_update().get(pk=attempt_id)
+    with locked(payment_id) as payment:
+        attempt = PaymentAttempt.objects.locked().get(pk=attempt_id)
         if attempt.status not in OPEN_ATTEMPT_STATUSES:
             return None
         return _attempt_plan(payment, attempt, fence=fence)
@@ -273,8 +277,8 @@ def operation_plan(*, attempt_id: str, fence: str) -> GatewayPlan | None:
 def refund_plan(*, refund_id: str, fence: str) -> GatewayPlan | None:
     """Commit the refund to send, or ``None`` when it is no longer pending."""
     payment_id = Refund.objects.values_list("payment_id", flat=True).get(pk=refund_id)
-    with _locked(payment_id) as payment:
-        refund = Refund.objects.select_for_update().get(pk=refund_id)
+    with locked(payment_id) as payment:
+        refund = Refund.objects.locked().get(pk=refund_id)
         if refund.status != RefundStatus.PENDING:
             return None
         maybe_sent = refund.maybe_sent
@@ -379,7 +383,7 @@ def send(plan: GatewayPlan) -> Sent:
 
 
 def _fenced_attempt(plan: GatewayPlan) -> PaymentAttempt:
-    attempt = PaymentAttempt.objects.select_for_update().get(pk=plan.reference)
+    attempt = PaymentAttempt.objects.locked().get(pk=plan.reference)
     if attempt.fence != plan.fence:
         raise FenceLost(plan.reference)
     return attempt
@@ -420,7 +424,7 @@ def authorize_record(*, plan: GatewayPlan, sent: Sent, final: bool = False) -> P
     ``processing``, whatever ``final`` says. Raises ``FenceLost`` when another sender planned
     the attempt since; idempotent for a closed attempt.
     """
-    with _locked(plan.payment_id) as payment:
+    with locked(plan.payment_id) as payment:
         attempt = _fenced_attempt(plan)
         if attempt.status not in OPEN_ATTEMPT_STATUSES:
             return payment
@@ -433,7 +437,7 @@ def authorize_record(*, plan: GatewayPlan, sent: Sent, final: bool = False) -> P
                 {k: v for k, v in (("brand", result.brand), ("last4", result.last4)) if v}
             )
             expires = timezone.now() + timedelta(hours=settings.AUTHORIZATION_EXPIRY_HOURS)
-            _apply(
+            apply_transition(
                 payment,
                 "authorize",
                 actor=SYSTEM,
@@ -456,7 +460,7 @@ def authorize_record(*, plan: GatewayPlan, sent: Sent, final: bool = False) -> P
             _finish_attempt(
                 attempt, sent, AttemptStatus.DECLINED if declined else AttemptStatus.ERROR
             )
-            _apply(
+            apply_transition(
                 payment,
                 "fail",
                 actor=SYSTEM,
@@ -468,12 +472,12 @@ def authorize_record(*, plan: GatewayPlan, sent: Sent, final: bool = False) -> P
             )
         elif sent.verdict is Verdict.NOT_TAKEN:
             _finish_attempt(attempt, sent, AttemptStatus.ERROR)
-            _record(payment, "payment.attempt_failed", actor=SYSTEM, data=data)
+            record_event(payment, "payment.attempt_failed", actor=SYSTEM, data=data)
         else:
             first = attempt.status != AttemptStatus.UNKNOWN
             _finish_attempt(attempt, sent, AttemptStatus.UNKNOWN)
             if first:
-                _record(payment, "payment.attempt_failed", actor=SYSTEM, data=data)
+                record_event(payment, "payment.attempt_failed", actor=SYSTEM, data=data)
     return payment
 
 
@@ -486,7 +490,7 @@ def operation_record(*, plan: GatewayPlan, sent: Sent) -> Payment:
     Not taken: the attempt stays ``pending`` (a capture or void that is owed is sent again);
     unknown: it stays open as ``unknown`` until a lookup settles it. Raises ``FenceLost``.
     """
-    with _locked(plan.payment_id) as payment:
+    with locked(plan.payment_id) as payment:
         attempt = _fenced_attempt(plan)
         if attempt.status not in OPEN_ATTEMPT_STATUSES:
             return payment
@@ -494,7 +498,7 @@ def operation_record(*, plan: GatewayPlan, sent: Sent) -> Payment:
         if sent.verdict is Verdict.SUCCEEDED:
             _finish_attempt(attempt, sent, AttemptStatus.SUCCEEDED)
             if attempt.operation == AttemptOperation.CAPTURE:
-                _apply(
+                apply_transition(
                     payment,
                     "capture",
                     actor=SYSTEM,
@@ -502,14 +506,14 @@ def operation_record(*, plan: GatewayPlan, sent: Sent) -> Payment:
                     data=data,
                 )
                 if payment.capture_method == "automatic":
-                    _apply(payment, "complete", actor=SYSTEM)
+                    apply_transition(payment, "complete", actor=SYSTEM)
             elif payment.status == PaymentStatus.AUTHORIZED:
-                _apply(payment, "cancel", actor=SYSTEM, data=data)
+                apply_transition(payment, "cancel", actor=SYSTEM, data=data)
             else:
-                _record(payment, "payment.voided", actor=SYSTEM, data=data)
+                record_event(payment, "payment.voided", actor=SYSTEM, data=data)
         elif sent.verdict is Verdict.DECLINED:
             _finish_attempt(attempt, sent, AttemptStatus.DECLINED)
-            _record(payment, "payment.attempt_failed", actor=SYSTEM, data=data)
+            record_event(payment, "payment.attempt_failed", actor=SYSTEM, data=data)
         elif sent.verdict is Verdict.NOT_TAKEN:
             _finish_attempt(attempt, sent, AttemptStatus.PENDING)
         else:
@@ -535,8 +539,8 @@ def refund_record(*, plan: GatewayPlan, sent: Sent, final: bool = False) -> Refu
     Unknown never fails a refund: it stays ``pending`` until the gateway says what became of
     it. Raises ``FenceLost``; idempotent for a refund no longer pending.
     """
-    with _locked(plan.payment_id) as payment:
-        refund = Refund.objects.select_for_update().get(pk=plan.reference)
+    with locked(plan.payment_id) as payment:
+        refund = Refund.objects.locked().get(pk=plan.reference)
         if refund.fence != plan.fence:
             raise FenceLost(plan.reference)
         if refund.status != RefundStatus.PENDING:
@@ -547,23 +551,27 @@ def refund_record(*, plan: GatewayPlan, sent: Sent, final: bool = False) -> Refu
             refund.gateway_reference = result.gateway_reference or ""
             refund.save()
             refunded = payment.amount_refunded + refund.amount
-            _record(payment, "refund.succeeded", actor=SYSTEM, data=_refund_result(refund, sent))
+            record_event(
+                payment, "refund.succeeded", actor=SYSTEM, data=_refund_result(refund, sent)
+            )
             transition = (
                 "mark_refunded"
                 if refunded == payment.amount_captured
                 else "mark_partially_refunded"
             )
-            _apply(payment, transition, actor=SYSTEM, changes={"amount_refunded": refunded})
+            apply_transition(
+                payment, transition, actor=SYSTEM, changes={"amount_refunded": refunded}
+            )
         elif sent.verdict is Verdict.DECLINED or (final and sent.verdict is Verdict.NOT_TAKEN):
             refund.status = RefundStatus.FAILED
             refund.failure_code = result.decline_code or "refund_failed"
             refund.maybe_sent = False
             refund.save()
-            _record(payment, "refund.failed", actor=SYSTEM, data=_refund_result(refund, sent))
+            record_event(payment, "refund.failed", actor=SYSTEM, data=_refund_result(refund, sent))
             transition = (
                 "restore_completed" if payment.amount_refunded == 0 else "mark_partially_refunded"
             )
-            _apply(payment, transition, actor=SYSTEM, data={"refund": refund.id})
+            apply_transition(payment, transition, actor=SYSTEM, data={"refund": refund.id})
         else:
             refund.maybe_sent = sent.verdict is not Verdict.NOT_TAKEN and refund.maybe_sent
             refund.save(update_fields=["maybe_sent", "updated_at"])
@@ -705,53 +713,6 @@ def refund_run(
         retries=retries,
         checkpoint=checkpoint,
     )
-
-
-# --- what the reconciler drives, and what staff must look at ---
-
-
-def _due(now: datetime) -> Q:
-    cutoff = now - timedelta(seconds=settings.RECONCILE_AFTER_SECONDS)
-    return Q(next_check_at__lte=now) | Q(next_check_at__isnull=True, created_at__lte=cutoff)
-
-
-def open_attempts_due(now: datetime) -> QuerySet[PaymentAttempt]:
-    """Open attempts no live sender holds (never planned past the cutoff, or past their
-    ``next_check_at``)."""
-    return PaymentAttempt.objects.filter(_due(now), status__in=OPEN_ATTEMPT_STATUSES)
-
-
-def pending_refunds_due(now: datetime) -> QuerySet[Refund]:
-    """Pending refunds no live sender holds."""
-    return Refund.objects.filter(_due(now), status=RefundStatus.PENDING)
-
-
-def stalled_payments(now: datetime) -> QuerySet[Payment]:
-    """Payments whose processing has no task behind it: ``initiated`` (the task was lost
-    before it ran), or ``processing`` with no open attempt (the last attempt closed as not
-    taken and the message that would try the next gateway was lost)."""
-    cutoff = now - timedelta(seconds=settings.RECONCILE_AFTER_SECONDS)
-    open_attempts = PaymentAttempt.objects.filter(status__in=OPEN_ATTEMPT_STATUSES)
-    return Payment.objects.filter(updated_at__lte=cutoff).filter(
-        Q(status=PaymentStatus.INITIATED)
-        | Q(status=PaymentStatus.PROCESSING) & ~Q(pk__in=open_attempts.values("payment_id"))
-    )
-
-
-def unresolved_payment_ids(now: datetime | None = None) -> QuerySet[Payment]:
-    """Payments with an operation still open past ``UNRESOLVED_ATTENTION_SECONDS``: an
-    authorize, capture or void attempt, or a refund, the gateway has not answered for. Listed
-    for staff ("needs attention") and counted by the ``aegispay_unresolved_payments``
-    metric; never guessed."""
-    now = now or timezone.now()
-    cutoff = now - timedelta(seconds=settings.UNRESOLVED_ATTENTION_SECONDS)
-    attempts = PaymentAttempt.objects.filter(
-        status__in=OPEN_ATTEMPT_STATUSES, created_at__lte=cutoff
-    ).values("payment_id")
-    refunds = Refund.objects.filter(status=RefundStatus.PENDING, created_at__lte=cutoff).values(
-        "payment_id"
-    )
-    return Payment.objects.filter(Q(pk__in=attempts) | Q(pk__in=refunds))
 
 
 def backoff_seconds(retries: int) -> float:

@@ -1,8 +1,10 @@
 """The payment aggregate: data, constraints and the state machine's transition declarations.
 
-Nothing here decides *when* a transition happens; ``payments/services.py`` does, through one
-path that locks the row, calls the transition, bumps ``version`` and appends the event and the
-outbox row in the same transaction. ``status`` is protected: no code can assign it directly.
+Nothing here decides *when* a transition happens; the commands (``payments/services.py``) and
+the gateway-call path (``payments/gateway.py``) do, through the event store's one path
+(``payments/eventstore.py``) that locks the row, calls the transition, bumps ``version`` and
+appends the event and the outbox row in the same transaction. ``status`` is protected: no code
+can assign it directly.
 """
 
 from __future__ import annotations
@@ -123,6 +125,17 @@ def holds_no_funds(payment: Payment) -> bool:
     return payment.amount_authorized == 0 and payment.amount_captured == 0
 
 
+# --- the row locks: every code that locks a payment, attempt or refund row names it so ---
+
+
+class PaymentQuerySet(models.QuerySet["Payment"]):
+    def locked(self) -> PaymentQuerySet:
+        """These payments, locked ``FOR UPDATE`` until the transaction ends: the lock every
+        change of a payment takes (``payments/eventstore.py``). ``of=("self",)``: a join never
+        locks the merchant's row too."""
+        return self.select_for_update(of=("self",))
+
+
 class Payment(FSMModelMixin, models.Model):
     id = models.CharField(primary_key=True, max_length=40, default=new_payment_id, editable=False)
     merchant = models.ForeignKey(Merchant, on_delete=models.PROTECT, related_name="payments")
@@ -148,6 +161,8 @@ class Payment(FSMModelMixin, models.Model):
     version = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+
+    objects = PaymentQuerySet.as_manager()
 
     class Meta:
         ordering = ("-id",)
@@ -317,6 +332,13 @@ class AttemptOperation(models.TextChoices):
 OPEN_ATTEMPT_STATUSES = ("pending", "unknown")
 
 
+class AttemptQuerySet(models.QuerySet["PaymentAttempt"]):
+    def locked(self) -> AttemptQuerySet:
+        """These attempts, locked ``FOR UPDATE`` until the transaction ends (taken under the
+        payment's lock, by the gateway-call path in ``payments/gateway.py``)."""
+        return self.select_for_update()
+
+
 class PaymentAttempt(models.Model):
     """One gateway operation on a payment; its id is the idempotency reference sent.
 
@@ -353,6 +375,8 @@ class PaymentAttempt(models.Model):
     fence = models.CharField(max_length=64, blank=True, default="")
     next_check_at = models.DateTimeField(null=True, blank=True)
 
+    objects = AttemptQuerySet.as_manager()
+
     class Meta:
         ordering = ("payment", "number")
         constraints = [
@@ -375,6 +399,13 @@ class RefundStatus(models.TextChoices):
     FAILED = "failed"
 
 
+class RefundQuerySet(models.QuerySet["Refund"]):
+    def locked(self) -> RefundQuerySet:
+        """These refunds, locked ``FOR UPDATE`` until the transaction ends (taken under the
+        payment's lock, by the gateway-call path in ``payments/gateway.py``)."""
+        return self.select_for_update()
+
+
 class Refund(models.Model):
     id = models.CharField(primary_key=True, max_length=40, default=new_refund_id, editable=False)
     payment = models.ForeignKey(Payment, on_delete=models.PROTECT, related_name="refunds")
@@ -393,6 +424,8 @@ class Refund(models.Model):
     maybe_sent = models.BooleanField(default=False)
     fence = models.CharField(max_length=64, blank=True, default="")
     next_check_at = models.DateTimeField(null=True, blank=True)
+
+    objects = RefundQuerySet.as_manager()
 
     class Meta:
         ordering = ("-id",)

@@ -17,7 +17,8 @@ How a run goes (``events_replay``):
    lock is taken exclusively *before* the snapshot, so the relay's apply waits and the read
    models are repaired against the very state they were compared with.
 2. **Payments** found different are checked again one by one in a short transaction of their
-   own (with ``repair``: under the payment's row lock, the lock every service takes), and only
+   own (with ``repair``: under the payment's row lock, ``Payment.objects.locked()``, the lock
+   every write to a payment takes), and only
    then reported and repaired: a payment that moved on during the scan is not mistaken for a
    tampered one, and no payment row stays locked for the length of a scan.
 
@@ -245,12 +246,13 @@ def payment_verify(payment_id: str, *, repair: bool) -> list[Difference]:
     """Compare one payment with the replay of its events, in a transaction of its own, and with
     ``repair`` write the replayed projection back.
 
-    With ``repair`` the payment row is locked (``select_for_update``, as every service does),
-    so no event can be appended between the replay and the write. The write is a queryset
-    ``update()`` of the projected fields, ``status`` and ``version``: the one sanctioned
-    exception to "only services write status" (``status`` is a protected FSMField, and a
-    repair must restore what the events say without running a transition or adding an event).
-    A payment without events, or with a gap in its sequence, is reported and not repaired.
+    With ``repair`` the payment row is locked (``Payment.objects.locked()``, as every write to a
+    payment locks it), so no event can be appended between the replay and the write. The write
+    is a queryset ``update()`` of the projected fields, ``status`` and ``version``: the one
+    sanctioned exception to "only the event store writes status" (``status`` is a protected
+    FSMField, and a repair must restore what the events say without running a transition or
+    adding an event). A payment without events, or with a gap in its sequence, is reported and
+    not repaired.
     """
     outermost = not connection.in_atomic_block
     with transaction.atomic():
@@ -259,7 +261,7 @@ def payment_verify(payment_id: str, *, repair: bool) -> list[Difference]:
                 cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
         payments = Payment.objects.filter(pk=payment_id)
         if repair:
-            payments = payments.select_for_update(of=("self",))
+            payments = payments.locked()
         values = payments.values("id", *PAYMENT_FIELDS).first()
         if values is None:
             return []

@@ -1,6 +1,8 @@
-"""Reads of payments: the merchant API's, always scoped to one merchant, and the back office's
+"""Reads of payments: the merchant API's, always scoped to one merchant; the back office's
 staff-wide figures (payments per state, approval and volume per gateway), sized for large
-tables."""
+tables; and the beat sweeps' candidates (what the reconciler drives again, what staff must look
+at, what expires and what settles). Writes are elsewhere: ``payments/services.py`` and
+``payments/gateway.py`` through ``payments/eventstore.py``."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db.models import Count, Q, QuerySet, Sum
 from django.utils import timezone
 
@@ -17,6 +20,7 @@ from common.pagination import cursor_page
 
 from .errors import PaymentNotFound
 from .models import (
+    OPEN_ATTEMPT_STATUSES,
     AttemptOperation,
     AttemptStatus,
     Merchant,
@@ -25,6 +29,7 @@ from .models import (
     PaymentEvent,
     PaymentStatus,
     Refund,
+    RefundStatus,
 )
 from .validation import ListParams
 
@@ -210,3 +215,65 @@ def attempt_windows(*, now: datetime | None = None) -> AttemptWindows:
     )
     fetched = list(rows)
     return AttemptWindows(until=until, hour=_windows(fetched, "hour"), day=_windows(fetched, "day"))
+
+
+# --- the beat sweeps' candidates (payments/tasks.py), and what staff must look at ---
+
+
+def expiries_due(now: datetime) -> QuerySet[Payment]:
+    """Authorized payments whose authorisation window has passed: what
+    ``payments_expire_authorizations`` expires (``payment_expire`` checks again under the lock)."""
+    return Payment.objects.filter(
+        status=PaymentStatus.AUTHORIZED, authorization_expires_at__lte=now
+    )
+
+
+def settlements_due(now: datetime) -> QuerySet[Payment]:
+    """Captured payments unchanged for ``SETTLEMENT_DELAY_SECONDS``: what
+    ``payments_settle_captures`` settles (``payment_settle`` checks again under the lock)."""
+    cutoff = now - timedelta(seconds=settings.SETTLEMENT_DELAY_SECONDS)
+    return Payment.objects.filter(status=PaymentStatus.CAPTURED, updated_at__lte=cutoff)
+
+
+def _due(now: datetime) -> Q:
+    cutoff = now - timedelta(seconds=settings.RECONCILE_AFTER_SECONDS)
+    return Q(next_check_at__lte=now) | Q(next_check_at__isnull=True, created_at__lte=cutoff)
+
+
+def open_attempts_due(now: datetime) -> QuerySet[PaymentAttempt]:
+    """Open attempts no live sender holds (never planned past the cutoff, or past their
+    ``next_check_at``)."""
+    return PaymentAttempt.objects.filter(_due(now), status__in=OPEN_ATTEMPT_STATUSES)
+
+
+def pending_refunds_due(now: datetime) -> QuerySet[Refund]:
+    """Pending refunds no live sender holds."""
+    return Refund.objects.filter(_due(now), status=RefundStatus.PENDING)
+
+
+def stalled_payments(now: datetime) -> QuerySet[Payment]:
+    """Payments whose processing has no task behind it: ``initiated`` (the task was lost
+    before it ran), or ``processing`` with no open attempt (the last attempt closed as not
+    taken and the message that would try the next gateway was lost)."""
+    cutoff = now - timedelta(seconds=settings.RECONCILE_AFTER_SECONDS)
+    open_attempts = PaymentAttempt.objects.filter(status__in=OPEN_ATTEMPT_STATUSES)
+    return Payment.objects.filter(updated_at__lte=cutoff).filter(
+        Q(status=PaymentStatus.INITIATED)
+        | Q(status=PaymentStatus.PROCESSING) & ~Q(pk__in=open_attempts.values("payment_id"))
+    )
+
+
+def unresolved_payment_ids(now: datetime | None = None) -> QuerySet[Payment]:
+    """Payments with an operation still open past ``UNRESOLVED_ATTENTION_SECONDS``: an
+    authorize, capture or void attempt, or a refund, the gateway has not answered for. Listed
+    for staff ("needs attention") and counted by the ``aegispay_unresolved_payments``
+    metric; never guessed."""
+    now = now or timezone.now()
+    cutoff = now - timedelta(seconds=settings.UNRESOLVED_ATTENTION_SECONDS)
+    attempts = PaymentAttempt.objects.filter(
+        status__in=OPEN_ATTEMPT_STATUSES, created_at__lte=cutoff
+    ).values("payment_id")
+    refunds = Refund.objects.filter(status=RefundStatus.PENDING, created_at__lte=cutoff).values(
+        "payment_id"
+    )
+    return Payment.objects.filter(Q(pk__in=attempts) | Q(pk__in=refunds))

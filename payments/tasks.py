@@ -1,6 +1,8 @@
 """Celery entry points for payments. Thin: each runs one step of the gateway-call path
-(payments/gateway.py), which holds every rule about gateway calls, or one beat sweep. The
-correlation id a task was sent with is bound and cleared around it by aegispay/celery.py.
+(payments/gateway.py), which holds every rule about gateway calls, or one beat sweep, which
+reads its candidates through a selector (payments/selectors.py) and hands each to a command or
+a task that checks it again under the lock. The correlation id a task was sent with is bound
+and cleared around it by aegispay/celery.py.
 
 Every task is idempotent (acks late, redelivered on worker loss): each run takes the payment's
 lock, re-plans from the database, sends with a reference the gateway deduplicates, and records
@@ -11,24 +13,21 @@ operation is the reconciler's.
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from celery import Task, shared_task
-from django.conf import settings
 from django.utils import timezone
 
-from .gateway import (
-    Next,
-    authorize_run,
-    backoff_seconds,
+from .gateway import Next, authorize_run, backoff_seconds, operation_run, refund_run
+from .idempotency import idempotency_keys_purge as purge_idempotency_keys
+from .models import AttemptOperation
+from .selectors import (
+    expiries_due,
     open_attempts_due,
-    operation_run,
     pending_refunds_due,
-    refund_run,
+    settlements_due,
     stalled_payments,
 )
-from .idempotency import idempotency_keys_purge as purge_idempotency_keys
-from .models import AttemptOperation, Payment, PaymentStatus
 from .services import payment_expire, payment_settle
 
 logger = logging.getLogger(__name__)
@@ -74,17 +73,14 @@ def refund_execute(self: Task, refund_id: str, correlation_id: str = "") -> None
 @shared_task
 def payments_expire_authorizations() -> int:
     """Expire authorisations past their window (and void them). Returns how many expired."""
-    due = Payment.objects.filter(
-        status=PaymentStatus.AUTHORIZED, authorization_expires_at__lte=timezone.now()
-    ).values_list("pk", flat=True)[:BEAT_BATCH]
+    due = expiries_due(timezone.now()).values_list("pk", flat=True)[:BEAT_BATCH]
     return sum(payment_expire(payment_id=pk) is not None for pk in list(due))
 
 
 @shared_task
 def payments_settle_captures() -> int:
     """Settle captures older than ``SETTLEMENT_DELAY_SECONDS``. Returns how many settled."""
-    cutoff = timezone.now() - timedelta(seconds=settings.SETTLEMENT_DELAY_SECONDS)
-    due = Payment.objects.filter(status=PaymentStatus.CAPTURED, updated_at__lte=cutoff)
+    due = settlements_due(timezone.now())
     return sum(
         payment_settle(payment_id=pk) is not None
         for pk in list(due.values_list("pk", flat=True)[:BEAT_BATCH])

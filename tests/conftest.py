@@ -23,8 +23,8 @@ from gateways.breaker import breaker_for
 from gateways.bulkhead import bulkhead_for
 from gateways.chaos import clear_chaos
 from gateways.registry import DEFAULT_SANDBOX_ACCOUNTS
+from payments.merchants import merchant_create
 from payments.models import Merchant
-from payments.services import merchant_create
 from routing.models import MerchantRouting
 from routing.selectors import clear_cache
 from tests.waiting import wait_until

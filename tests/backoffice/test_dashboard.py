@@ -16,8 +16,8 @@ from django.utils import timezone
 
 from gateways.breaker import BreakerState, breaker_for
 from outbox.models import OutboxMessage
+from payments.merchants import merchant_create
 from payments.models import Merchant, Payment, PaymentAttempt
-from payments.services import merchant_create
 from routing.models import GatewayConfig
 from tests.conftest import ensure_sandbox_gateway_configs
 from tests.payments.helpers import payment_in

@@ -13,7 +13,7 @@ from django.core.management import CommandError, call_command
 from outbox.bus import EventBus, bus_connection, consumer_queue
 from outbox.relay import outbox_relay_drain
 from outbox.types import OutboxEvent
-from payments.services import merchant_create
+from payments.merchants import merchant_create
 from tests.payments.helpers import payment_in
 
 pytestmark = pytest.mark.django_db(transaction=True)

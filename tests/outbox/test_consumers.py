@@ -18,9 +18,10 @@ from outbox.models import OutboxConsumerMark, OutboxMessage
 from outbox.registry import consumer_names, register_consumer
 from outbox.selectors import consumer_unapplied_count
 from outbox.types import OutboxEvent
+from payments.eventstore import payment_transition
+from payments.merchants import merchant_create
 from payments.models import Merchant, PaymentAuditEntry, PaymentEvent
 from payments.read_models import READ_MODELS_CONSUMER
-from payments.services import merchant_create, payment_transition
 from tests.payments.helpers import payment_in
 
 pytestmark = pytest.mark.django_db(transaction=True)

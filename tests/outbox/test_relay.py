@@ -31,9 +31,9 @@ from outbox.relay import (
     outbox_relay_pass,
     outbox_relay_run,
 )
+from payments.merchants import merchant_create
 from payments.models import Merchant, PaymentEvent
 from payments.read_models import READ_MODELS_CONSUMER
-from payments.services import merchant_create
 from tests.outbox.conftest import CuttableProxy, Listener
 from tests.payments.helpers import payment_in
 

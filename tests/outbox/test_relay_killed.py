@@ -29,8 +29,10 @@ from aegispay.celery import app as celery_app
 from outbox.bus import is_amqp
 from outbox.models import OutboxConsumerMark, OutboxMessage, WebhookDelivery
 from outbox.webhooks import webhook_endpoint_create
+from payments.eventstore import payment_transition
+from payments.merchants import merchant_create
 from payments.models import PaymentAuditEntry, PaymentEvent
-from payments.services import merchant_create, payment_create, payment_transition
+from payments.services import payment_create
 from tests.outbox.conftest import Listener
 from tests.outbox.receivers import Receiver
 from tests.waiting import wait_until

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from payments.eventstore import payment_transition
 from payments.models import Merchant, Payment
-from payments.services import payment_create, payment_transition
+from payments.services import payment_create
 
 Step = tuple[str, dict[str, Any]]
 

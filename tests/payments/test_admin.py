@@ -23,8 +23,9 @@ from outbox.models import OutboxMessage, WebhookDelivery, WebhookEndpoint
 from payments import tasks
 from payments.admin import PaymentAdmin
 from payments.admin_forms import parse_major_amount
+from payments.eventstore import payment_transition
 from payments.models import Merchant, Payment, PaymentAttempt, PaymentEvent, Refund
-from payments.services import payment_create, payment_transition
+from payments.services import payment_create
 from tests.conftest import make_client
 from tests.payments.helpers import payment_in
 

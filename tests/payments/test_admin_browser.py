@@ -19,8 +19,9 @@ from django.apps import apps as django_apps
 from django.contrib.auth.models import Group
 from django.db import connections
 
+from payments.merchants import merchant_create
 from payments.models import Payment, PaymentEvent, Refund
-from payments.services import merchant_create, payment_create
+from payments.services import payment_create
 from tests.conftest import WorkerFactory, ensure_sandbox_gateway_configs
 from tests.payments.helpers import payment_in
 from tests.waiting import wait_until

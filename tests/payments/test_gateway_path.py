@@ -198,7 +198,7 @@ def test_a_sender_whose_operation_was_replanned_records_nothing() -> None:
 @override_settings(UNRESOLVED_ATTENTION_SECONDS=0)
 def test_an_unknown_operation_is_listed_for_staff_and_counted() -> None:
     from backoffice.metrics import DatabaseCollector
-    from payments.gateway import unresolved_payment_ids
+    from payments.selectors import unresolved_payment_ids
     from tests.payments.test_admin import login
 
     payment = new_payment()

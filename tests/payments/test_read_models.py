@@ -15,6 +15,7 @@ from django.utils import timezone
 from outbox.consumers import outbox_consumer_drain
 from outbox.models import OutboxConsumerMark, OutboxMessage
 from outbox.types import OutboxEvent
+from payments.eventstore import payment_transition
 from payments.models import (
     Merchant,
     MerchantDailySummary,
@@ -28,7 +29,7 @@ from payments.read_models import (
     read_models_apply,
     read_models_rebuild,
 )
-from payments.services import payment_create, payment_transition
+from payments.services import payment_create
 from tests.conftest import make_client
 from tests.payments.helpers import payment_in
 

@@ -17,6 +17,7 @@ from django.db import connection
 from django.utils import timezone
 
 from outbox.consumers import outbox_consumer_drain
+from payments.eventstore import payment_transition
 from payments.models import (
     Merchant,
     MerchantDailySummary,
@@ -26,7 +27,6 @@ from payments.models import (
 )
 from payments.read_models import READ_MODELS_CONSUMER
 from payments.replay import events_replay
-from payments.services import payment_transition
 from tests.conftest import make_client
 from tests.payments.helpers import payment_in
 

@@ -9,8 +9,8 @@ import pytest
 
 from outbox.models import OutboxMessage
 from payments.errors import AmountExceeded, InvalidTransition, VersionConflict
+from payments.eventstore import payment_transition
 from payments.models import Payment, PaymentEvent, PaymentStatus
-from payments.services import payment_transition
 from tests.conftest import make_client
 from tests.payments.helpers import AMOUNT, PATHS, payment_in
 

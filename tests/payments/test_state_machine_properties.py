@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
 from payments.errors import AmountExceeded, InvalidTransition
+from payments.eventstore import TRANSITIONS, payment_transition
 from payments.models import Payment
 from payments.projection import replay, snapshot
-from payments.services import TRANSITIONS, payment_transition
 from tests.conftest import make_client
 from tests.payments.helpers import AMOUNT, payment_in
 

@@ -5,7 +5,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from payments.services import merchant_create
+from payments.merchants import merchant_create
 
 
 class Command(BaseCommand):

@@ -10,9 +10,9 @@ every ``--progress-every`` events; at the end the events processed and the rate.
 differences were found and not repaired, 2 for bad arguments, 0 otherwise.
 
 ``--repair`` writes the payment row's projected fields, ``status`` and ``version`` with a
-queryset ``update()`` under the payment's row lock: the one sanctioned exception to "only
-services write status" (``status`` is a protected FSMField; a repair restores what the events
-say and must not run a transition or add an event). It holds the read models' advisory lock
+queryset ``update()`` under the payment's row lock: the one sanctioned exception to "only the
+event store writes status" (``status`` is a protected FSMField; a repair restores what the
+events say and must not run a transition or add an event). It holds the read models' advisory lock
 while it scans, so the outbox relay's read-model updates wait for it. The work is done by
 ``payments.replay.events_replay``.
 """

@@ -7,8 +7,8 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
+from payments.merchants import hash_api_key, merchant_create
 from payments.models import ApiKey
-from payments.services import hash_api_key, merchant_create
 
 DEMO_NAME = "Demo merchant"
 

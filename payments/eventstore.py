@@ -1,0 +1,211 @@
+"""The event store's one write path: every change of a payment goes through here.
+
+The path, as ARCHITECTURE.md describes it: ``transaction.atomic()``; the payment row locked
+(``Payment.objects.locked()``, ``select_for_update``); the expected version checked; the
+django-fsm transition called (its source state and ``conditions`` checked); ``version += 1``;
+one ``PaymentEvent`` with ``sequence = version``; one outbox row; follow-up work enqueued with
+``on_commit``. ``locked`` opens the transaction and takes the lock; ``apply_transition`` (a
+state change) and ``record_event`` (an event that changes no state) write inside it, both
+through ``append_event``; ``payment_transition`` is the three in one call.
+
+The rule: no other code writes a payment's ``status`` or appends its events. The commands
+(``payments/services.py``) and the gateway-call path (``payments/gateway.py``) decide *what*
+happens and call these; gateway calls never happen here while a row is locked: tasks call the
+gateway between two short transactions. The one sanctioned exception is a repair by
+``manage.py replay_events --repair`` (``payments/replay.py``), which restores the projection
+the events describe without adding an event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+from django.db import transaction
+from django_fsm import can_proceed
+
+from common.correlation import get_correlation_id
+from outbox.services import outbox_message_create
+
+from .errors import AmountExceeded, InvalidTransition, PaymentNotFound, VersionConflict
+from .models import Payment, PaymentEvent
+from .representations import event_to_dict, iso
+
+SYSTEM = "system"
+
+# The fields an event may set; replaying events applies exactly these (payments/projection.py).
+PROJECTED_FIELDS = (
+    "amount",
+    "currency",
+    "capture_method",
+    "amount_authorized",
+    "amount_captured",
+    "amount_refunded",
+    "payment_method",
+    "customer",
+    "description",
+    "merchant_reference",
+    "metadata",
+    "gateway",
+    "gateway_reference",
+    "failure_code",
+    "failure_message",
+    "authorization_expires_at",
+)
+
+# Transition method name -> event type is ``payment.<target status>``; these are the commands.
+TRANSITIONS = frozenset(
+    {
+        "start_processing",
+        "retry_attempt",
+        "authorize",
+        "capture",
+        "complete",
+        "cancel",
+        "expire",
+        "fail",
+        "retry",
+        "initiate_refund",
+        "mark_partially_refunded",
+        "mark_refunded",
+        "restore_completed",
+        "fail_refund",
+    }
+)
+
+
+@contextmanager
+def locked(payment_id: str, *, expected_version: int | None = None) -> Iterator[Payment]:
+    """Open a transaction, lock the payment and check the caller's expected version."""
+    with transaction.atomic():
+        try:
+            payment = Payment.objects.locked().get(pk=payment_id)
+        except Payment.DoesNotExist:
+            raise PaymentNotFound(f"no such payment: {payment_id}", param="id") from None
+        if expected_version is not None and payment.version != expected_version:
+            raise VersionConflict(
+                f"payment is at version {payment.version}, not {expected_version}"
+            )
+        yield payment
+
+
+def _jsonable(value: Any) -> Any:
+    return iso(value) if isinstance(value, datetime) else value
+
+
+def append_event(
+    payment: Payment,
+    *,
+    event_type: str,
+    from_status: str,
+    actor: str,
+    changes: Mapping[str, Any],
+    data: Mapping[str, Any] | None = None,
+) -> PaymentEvent:
+    """Bump the version, save the payment, append its event and the event's outbox row.
+
+    Raises ``AmountExceeded`` before writing anything if the money invariant would break.
+    """
+    if not payment.money_invariant_holds():
+        raise AmountExceeded(
+            "amounts must satisfy 0 <= refunded <= captured <= authorized <= amount"
+        )
+    payment.version += 1
+    payment.save()
+    event = PaymentEvent.objects.create(
+        payment=payment,
+        sequence=payment.version,
+        type=event_type,
+        from_status=from_status,
+        to_status=payment.status,
+        data={"changes": {k: _jsonable(v) for k, v in changes.items()}, **(data or {})},
+        actor=actor,
+        correlation_id=get_correlation_id(),
+    )
+    outbox_message_create(
+        event_id=event.id,
+        event_type=event.type,
+        aggregate_type="payment",
+        aggregate_id=payment.id,
+        sequence=event.sequence,
+        merchant_id=payment.merchant_id,
+        payload=event_to_dict(event),
+    )
+    return event
+
+
+def apply_transition(
+    payment: Payment,
+    transition: str,
+    *,
+    actor: str,
+    changes: Mapping[str, Any] | None = None,
+    data: Mapping[str, Any] | None = None,
+) -> PaymentEvent:
+    """Set ``changes``, run the fsm ``transition`` and record it. Call only inside ``locked``.
+
+    Raises ``InvalidTransition`` when the state machine refuses (wrong source state or a
+    failed condition); the enclosing transaction then rolls back whatever was set.
+    """
+    if transition not in TRANSITIONS:
+        raise ValueError(f"not a payment transition: {transition}")
+    changes = dict(changes or {})
+    unknown = set(changes) - set(PROJECTED_FIELDS)
+    if unknown:
+        raise ValueError(f"fields outside the projection: {sorted(unknown)}")
+    for name, value in changes.items():
+        setattr(payment, name, value)
+    method = getattr(payment, transition)
+    from_status = payment.status
+    if not can_proceed(method):
+        raise InvalidTransition(
+            f"cannot {transition.replace('_', ' ')} a payment that is {from_status}"
+        )
+    method()
+    return append_event(
+        payment,
+        event_type=f"payment.{payment.status}",
+        from_status=from_status,
+        actor=actor,
+        changes=changes,
+        data=data,
+    )
+
+
+def record_event(
+    payment: Payment, event_type: str, *, actor: str, data: Mapping[str, Any] | None = None
+) -> PaymentEvent:
+    """An event that changes no state (``payment.attempt_failed``, ``refund.created``)."""
+    return append_event(
+        payment,
+        event_type=event_type,
+        from_status=payment.status,
+        actor=actor,
+        changes={},
+        data=data,
+    )
+
+
+def payment_transition(
+    *,
+    payment_id: str,
+    transition: str,
+    actor: str,
+    changes: Mapping[str, Any] | None = None,
+    data: Mapping[str, Any] | None = None,
+    expected_version: int | None = None,
+    after_commit: Callable[[], None] | None = None,
+) -> Payment:
+    """Run one transition through the one path and return the payment as committed.
+
+    Locks the payment row for the transaction. Raises ``PaymentNotFound``,
+    ``VersionConflict`` (``expected_version`` differs) or ``InvalidTransition``; on any of
+    them nothing is written. ``after_commit`` runs only if the transaction commits.
+    """
+    with locked(payment_id, expected_version=expected_version) as payment:
+        apply_transition(payment, transition, actor=actor, changes=changes, data=data)
+        if after_commit is not None:
+            transaction.on_commit(after_commit)
+    return payment
