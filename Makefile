@@ -17,7 +17,7 @@ PYTEST_ARGS ?=
 help:
 	@echo "make run         migrate, seed the demo merchant, run web + worker + beat"
 	@echo "make test        run the test suite (PYTEST_ARGS='...' to pass pytest arguments)"
-	@echo "make lint        ruff check, ruff format --check, import-linter (app boundaries)"
+	@echo "make lint        ruff check, ruff format --check, import-linter (app boundaries), mypy"
 	@echo "make migrate     apply migrations"
 	@echo "make clean-data  stop the embedded servers and delete .aegispay"
 	@echo "make fault-run   1,000 payments through two faulty sandbox gateways, then checks (BENCH_ARGS=...)"
@@ -66,6 +66,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
 
 migrate: $(STAMP)
 	$(VPY) -m embedded manage migrate --noinput

@@ -10,7 +10,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import django_stubs_ext
 import environ
+
+# Lets the classes that django-stubs makes generic be subscripted at run time too
+# (``admin.ModelAdmin[Payment]``), as mypy needs them in the strictly typed apps.
+django_stubs_ext.monkeypatch()
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 

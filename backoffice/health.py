@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from celery import current_app
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
@@ -12,7 +14,7 @@ def live(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"status": "ok"})
 
 
-def _check(name: str, probe) -> tuple[str, str]:
+def _check(name: str, probe: Callable[[], object]) -> tuple[str, str]:
     try:
         probe()
     except Exception as exc:

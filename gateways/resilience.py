@@ -156,22 +156,22 @@ def _start(
     context = contextvars.copy_context()
 
     def run() -> None:
-        result: GatewayResult | None = None
-        error: BaseException | None = None
+        outcome: GatewayResult | BaseException
         try:
             result = call(adapter)
             if not isinstance(result, GatewayResult):
                 raise TypeError(f"the gateway call returned {result!r}, not a GatewayResult")
+            outcome = result
         except BaseException as exc:
-            error = exc
+            outcome = exc
         finally:
             # Before the result is published: whoever reads it finds the slot free already.
             _close_connection()
             _quietly(lambda: bulkhead.release(token))
-        if error is not None:
-            future.set_exception(error)
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
         else:
-            future.set_result(result)
+            future.set_result(outcome)
 
     threading.Thread(target=context.run, args=(run,), name=name, daemon=True).start()
     return future

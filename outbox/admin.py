@@ -24,7 +24,7 @@ from .webhooks import webhook_delivery_resend
 
 
 @admin.register(OutboxMessage)
-class OutboxMessageAdmin(ReadOnlyAdmin):
+class OutboxMessageAdmin(ReadOnlyAdmin[OutboxMessage]):
     list_display = (
         "id",
         "event_type",
@@ -78,7 +78,7 @@ class OutboxMessageAdmin(ReadOnlyAdmin):
 
 
 @admin.register(WebhookEndpoint)
-class WebhookEndpointAdmin(ReadOnlyAdmin):
+class WebhookEndpointAdmin(ReadOnlyAdmin[WebhookEndpoint]):
     # The signing secret is never shown: it is not in any list of fields.
     fields = ("id", "merchant_id", "url", "events", "status", "created_at", "disabled_at")
     readonly_fields = fields
@@ -87,7 +87,7 @@ class WebhookEndpointAdmin(ReadOnlyAdmin):
     search_fields = ("=id", "=merchant_id")
 
 
-class WebhookAttemptInline(admin.TabularInline):
+class WebhookAttemptInline(admin.TabularInline[WebhookAttempt, WebhookDelivery]):
     model = WebhookAttempt
     fields = ("attempted_at", "status_code", "latency_ms", "error", "response_excerpt")
     readonly_fields = fields
@@ -100,7 +100,7 @@ class WebhookAttemptInline(admin.TabularInline):
 
 
 @admin.register(WebhookDelivery)
-class WebhookDeliveryAdmin(ReadOnlyAdmin):
+class WebhookDeliveryAdmin(ReadOnlyAdmin[WebhookDelivery]):
     fields = (
         "endpoint",
         "event_id",

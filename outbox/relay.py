@@ -129,7 +129,8 @@ def _rows(cursor: Any) -> list[_Row]:
 
 
 def _json(value: Any) -> dict[str, Any]:
-    return json.loads(value)
+    payload: dict[str, Any] = json.loads(value)  # an event payload is a JSON object
+    return payload
 
 
 def _claim(batch_size: int) -> list[_Row]:
@@ -170,7 +171,7 @@ def _record_failure(row: _Row, error: str) -> bool:
     attempts = row.attempts + 1
     now = timezone.now()
     fields: dict[str, Any] = {"attempts": attempts, "last_error": error[:2000]}
-    dead = attempts >= settings.OUTBOX_MAX_ATTEMPTS
+    dead: bool = attempts >= settings.OUTBOX_MAX_ATTEMPTS
     if dead:
         fields |= {"state": OutboxMessage.State.DEAD, "dead_at": now, "next_attempt_at": None}
         logger.error("outbox message dead-lettered", extra={"event_id": row.event.event_id})

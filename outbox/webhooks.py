@@ -491,7 +491,8 @@ def _text(value: str) -> str:
 
 
 def _lease_seconds() -> float:
-    return 2 * settings.WEBHOOK_TIMEOUT_SECONDS + _LEASE_MARGIN_SECONDS
+    timeout: float = settings.WEBHOOK_TIMEOUT_SECONDS
+    return 2 * timeout + _LEASE_MARGIN_SECONDS
 
 
 def _claim(delivery_id: int, now: datetime) -> str | None:

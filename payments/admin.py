@@ -18,11 +18,11 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin, messages
 from django.contrib.admin.options import ShowFacets
-from django.contrib.admin.utils import quote, unquote
+from django.contrib.admin.utils import flatten_fieldsets, quote, unquote
 from django.contrib.admin.views.main import PAGE_VAR, ChangeList
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
@@ -44,6 +44,19 @@ from .errors import AmountExceeded, PaymentError, VersionConflict
 from .models import Merchant, Payment, PaymentAttempt, PaymentEvent, Refund
 from .selectors import unresolved_payment_ids
 
+if TYPE_CHECKING:
+    # A stub-only type: what SimpleListFilter.choices yields.
+    from django.contrib.admin.filters import _ListFilterChoices
+
+    class _InputFilterChoice(_ListFilterChoices):
+        """The one choice of an ``ExactInputFilter``, with what its template needs."""
+
+        value: str
+        parameter_name: str
+        placeholder: str
+        slug: str
+        keep: list[tuple[str, str]]
+
 # --- the list: pagination without COUNT(*) ---
 
 
@@ -55,6 +68,8 @@ class LookaheadPaginator(Paginator):
     there are: ``count`` is a lower bound, exact on the last page. The admin's pagination
     template for payments shows only previous, current and next.
     """
+
+    object_list: QuerySet[Any]  # what the admin's changelist passes: a queryset, not any list
 
     def __init__(self, object_list: QuerySet[Any], per_page: int, *, page_number: int) -> None:
         super().__init__(object_list, per_page)
@@ -116,6 +131,7 @@ class ExactInputFilter(admin.SimpleListFilter):
     """
 
     template = "admin/payments/input_filter.html"
+    parameter_name: str  # set by every subclass (SimpleListFilter refuses one without)
     placeholder = ""
     # The HTML id of the filter's form is ``filter-<slug>``.
     slug = ""
@@ -127,7 +143,7 @@ class ExactInputFilter(admin.SimpleListFilter):
     def normalized(self) -> str:
         return (self.value() or "").strip()
 
-    def choices(self, changelist: ChangeList) -> Iterator[dict[str, Any]]:
+    def choices(self, changelist: ChangeList) -> Iterator[_InputFilterChoice]:
         keep = [
             (name, value)
             for name, value in changelist.params.items()
@@ -281,7 +297,7 @@ class PaymentAdmin(ReadOnlyAdmin):
         ),
         (None, {"fields": ("created_at", "updated_at")}),
     )
-    readonly_fields = tuple(name for _title, spec in fieldsets for name in spec["fields"])
+    readonly_fields = tuple(flatten_fieldsets(fieldsets))
 
     # --- list columns ---
 

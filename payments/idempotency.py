@@ -46,6 +46,7 @@ from rest_framework.response import Response
 
 from common.errors import DomainError
 
+from .authentication import merchant_user
 from .errors import IdempotencyKeyInUse, IdempotencyKeyReused
 from .models import IdempotencyKey, Merchant
 from .validation import validate_idempotency_key
@@ -191,14 +192,16 @@ def idempotent(handler: Callable[..., Response]) -> Callable[..., Response]:
         if raw_key is None:
             return handler(view, request, *args, **kwargs)
         key = validate_idempotency_key(raw_key)
-        merchant = request.user.merchant
+        merchant = merchant_user(request).merchant
         body = request._request.body  # the raw bytes; Django enforces the size limit here
+        # Only a hand-built HttpRequest has no method; one routed to a view always has it.
+        method = request.method or ""
         claimed = _claim(
             merchant=merchant,
             key=key,
-            method=request.method,
+            method=method,
             path=request.path,
-            fingerprint=request_fingerprint(request.method, request.path, body),
+            fingerprint=request_fingerprint(method, request.path, body),
         )
         if isinstance(claimed, Response):
             return claimed

@@ -9,6 +9,9 @@ can assign it directly.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import cast
+
 import pgtrigger
 from django.db import models
 from django.db.models import F, Q
@@ -81,46 +84,66 @@ class CaptureMethod(models.TextChoices):
 # --- transition guards (django-fsm ``conditions``): each sees only the payment ---
 
 
+def _guard(check: Callable[[Payment], bool]) -> Callable[[models.Model], bool]:
+    """``check`` as django-fsm types a condition (the same function, no wrapper).
+
+    django-fsm types conditions as taking any model; it calls them with the instance whose
+    transition runs, here always a ``Payment``.
+    """
+    return cast("Callable[[models.Model], bool]", check)
+
+
+@_guard
 def has_authorization(payment: Payment) -> bool:
     return 0 < payment.amount_authorized <= payment.amount
 
 
+@_guard
 def capture_within_authorization(payment: Payment) -> bool:
     return 0 < payment.amount_captured <= payment.amount_authorized
 
 
+@_guard
 def has_captured_funds(payment: Payment) -> bool:
     return payment.amount_captured > 0
 
 
+@_guard
 def has_refundable_amount(payment: Payment) -> bool:
     return payment.amount_refunded < payment.amount_captured
 
 
+@_guard
 def nothing_refunded(payment: Payment) -> bool:
     return payment.amount_refunded == 0
 
 
+@_guard
 def partly_refunded(payment: Payment) -> bool:
     return 0 < payment.amount_refunded < payment.amount_captured
 
 
+@_guard
 def fully_refunded(payment: Payment) -> bool:
     return payment.amount_captured > 0 and payment.amount_refunded == payment.amount_captured
 
 
+@_guard
 def has_gateway(payment: Payment) -> bool:
     return bool(payment.gateway)
 
 
+@_guard
 def has_failure(payment: Payment) -> bool:
     return bool(payment.failure_code)
 
 
+@_guard
 def failure_cleared(payment: Payment) -> bool:
     return not payment.failure_code
 
 
+@_guard
 def holds_no_funds(payment: Payment) -> bool:
     return payment.amount_authorized == 0 and payment.amount_captured == 0
 

@@ -28,7 +28,7 @@ import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 from django.db import connection, transaction
 
@@ -122,7 +122,8 @@ class SummaryFold:
         self.status = to_status
         before = self.current
         key = (self.merchant_id, self.day, self.status, self.currency)
-        self.current = (key, (1, *self.money))  # type: ignore[assignment]
+        amount, authorized, captured, refunded = self.money
+        self.current = (key, (1, amount, authorized, captured, refunded))
         return before, self.current
 
 
@@ -142,7 +143,10 @@ def add_delta(totals: SummaryTotals, before: Contribution, after: Contribution) 
 
 def nonzero(totals: Mapping[SummaryKey, Sequence[int]]) -> dict[SummaryKey, SummaryValues]:
     """Rows that say something: an all-zero row means the same as no row."""
-    return {key: tuple(values) for key, values in totals.items() if any(values)}  # type: ignore[misc]
+    # Every row holds the five SUMMARY_VALUES (the summary table's columns, add_delta's rows).
+    return {
+        key: cast("SummaryValues", tuple(values)) for key, values in totals.items() if any(values)
+    }
 
 
 # --- the event stream both the rebuild and replay_events read ---

@@ -364,6 +364,7 @@ class _Scan:
                 current, in_scope, gap = row.payment_id, row.in_scope, False
                 fold, state = SummaryFold(row.merchant_id), {}
                 report.payments += in_scope
+            # fold is set: ``current`` starts empty, so the first row always starts a payment.
             before, after = fold.advance(  # type: ignore[union-attr]
                 created_at=row.created_at, to_status=row.to_status, changes=row.changes
             )
@@ -521,15 +522,15 @@ def _summary_differences(
     """Compare the folded summary with the stored rows (all, or those of ``pairs``)."""
     rows = MerchantDailySummary.objects.all()
     stored_rows = rows.values_list("merchant_id", "day", "status", "currency", *SUMMARY_VALUES)
-    stored: dict[SummaryKey, tuple[int, ...]] = {}
+    read: dict[SummaryKey, tuple[int, ...]] = {}
     wanted = None if pairs is None else set(pairs)
     for merchant, day, status, currency, *values in stored_rows.iterator(chunk_size=2000):
         if wanted is None or (merchant, day) in wanted:
-            stored[(merchant, day, status, currency)] = tuple(values)
-    stored = nonzero(stored)
+            read[(merchant, day, status, currency)] = tuple(values)
+    stored = nonzero(read)
     expected = nonzero(totals)
     zeros = (0,) * len(SUMMARY_VALUES)
-    differences = []
+    differences: list[Difference] = []
     rewrite: dict[SummaryKey, tuple[int, ...]] = {}
     remove = []
     for key in sorted(set(stored) | set(expected)):

@@ -155,7 +155,7 @@ class AttemptWindows:
     day: tuple[GatewayWindow, ...]
 
 
-def _windows(rows: Iterable[dict[str, Any]], prefix: str) -> tuple[GatewayWindow, ...]:
+def _windows(rows: Iterable[Mapping[str, Any]], prefix: str) -> tuple[GatewayWindow, ...]:
     counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     approved: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     attempted: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))

@@ -2,6 +2,11 @@
 
 Input is validated by ``payments/validation.py`` (one stable code per rule); output is
 rendered by ``payments/representations.py``. These classes give drf-spectacular the shapes.
+
+The list envelopes and events have a field named ``data``. mypy reads it as overriding the
+``Serializer.data`` property (``# type: ignore[assignment]`` below); it does not: DRF's
+``SerializerMetaclass`` pops declared fields off the class into ``_declared_fields``, so
+``.data`` stays the property and ``data`` is only the schema's field.
 """
 
 from __future__ import annotations
@@ -69,7 +74,7 @@ class PaymentOutputSerializer(serializers.Serializer):
 
 class PaymentListSerializer(serializers.Serializer):
     object = serializers.CharField(default="list")
-    data = PaymentOutputSerializer(many=True)
+    data = PaymentOutputSerializer(many=True)  # type: ignore[assignment]  # field, see top
     has_more = serializers.BooleanField()
 
 
@@ -81,14 +86,14 @@ class EventOutputSerializer(serializers.Serializer):
     sequence = serializers.IntegerField()
     from_status = serializers.CharField(allow_null=True)
     to_status = serializers.CharField()
-    data = serializers.DictField()
+    data = serializers.DictField()  # type: ignore[assignment]  # field, see top
     actor = serializers.CharField()
     created_at = serializers.DateTimeField()
 
 
 class EventListSerializer(serializers.Serializer):
     object = serializers.CharField(default="list")
-    data = EventOutputSerializer(many=True)
+    data = EventOutputSerializer(many=True)  # type: ignore[assignment]  # field, see top
     has_more = serializers.BooleanField()
 
 
@@ -126,7 +131,7 @@ class RefundOutputSerializer(serializers.Serializer):
 
 class RefundListSerializer(serializers.Serializer):
     object = serializers.CharField(default="list")
-    data = RefundOutputSerializer(many=True)
+    data = RefundOutputSerializer(many=True)  # type: ignore[assignment]  # field, see top
     has_more = serializers.BooleanField()
 
 
@@ -158,5 +163,5 @@ class WebhookEndpointCreatedSerializer(WebhookEndpointOutputSerializer):
 
 class WebhookEndpointListSerializer(serializers.Serializer):
     object = serializers.CharField(default="list")
-    data = WebhookEndpointOutputSerializer(many=True)
+    data = WebhookEndpointOutputSerializer(many=True)  # type: ignore[assignment]  # field, see top
     has_more = serializers.BooleanField()

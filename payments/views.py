@@ -15,6 +15,7 @@ from outbox import webhooks
 from outbox.models import WebhookEndpoint
 
 from . import selectors, services
+from .authentication import merchant_user
 from .errors import ValidationFailed
 from .idempotency import idempotent
 from .representations import event_to_dict, iso, payment_to_dict, refund_to_dict
@@ -60,8 +61,8 @@ class PaymentListCreateApi(APIView):
         reject_card_numbers(request._request.body.decode("utf-8", "replace"))
         data = validate_payment_create(request.data)
         payment = services.payment_create(
-            merchant=request.user.merchant,
-            actor=request.user.actor,
+            merchant=merchant_user(request).merchant,
+            actor=merchant_user(request).actor,
             amount=data.amount,
             currency=data.currency,
             payment_method=data.payment_method,
@@ -88,7 +89,9 @@ class PaymentListCreateApi(APIView):
     )
     def get(self, request: Request) -> Response:
         params = validate_list_params(request.query_params)
-        payments, has_more = selectors.payment_list(merchant=request.user.merchant, params=params)
+        payments, has_more = selectors.payment_list(
+            merchant=merchant_user(request).merchant, params=params
+        )
         return Response(
             {"object": "list", "data": [payment_to_dict(p) for p in payments], "has_more": has_more}
         )
@@ -99,7 +102,9 @@ class PaymentDetailApi(APIView):
         operation_id="payments_retrieve", responses={200: PaymentOutputSerializer} | _ERRORS
     )
     def get(self, request: Request, payment_id: str) -> Response:
-        payment = selectors.payment_get(merchant=request.user.merchant, payment_id=payment_id)
+        payment = selectors.payment_get(
+            merchant=merchant_user(request).merchant, payment_id=payment_id
+        )
         return Response(payment_to_dict(payment))
 
 
@@ -108,7 +113,9 @@ class PaymentEventsApi(APIView):
         operation_id="payments_events_list", responses={200: EventListSerializer} | _ERRORS
     )
     def get(self, request: Request, payment_id: str) -> Response:
-        events = selectors.payment_events(merchant=request.user.merchant, payment_id=payment_id)
+        events = selectors.payment_events(
+            merchant=merchant_user(request).merchant, payment_id=payment_id
+        )
         return Response(
             {"object": "list", "data": [event_to_dict(e) for e in events], "has_more": False}
         )
@@ -133,11 +140,13 @@ class PaymentCaptureApi(APIView):
     )
     @idempotent
     def post(self, request: Request, payment_id: str) -> Response:
-        payment = selectors.payment_get(merchant=request.user.merchant, payment_id=payment_id)
+        payment = selectors.payment_get(
+            merchant=merchant_user(request).merchant, payment_id=payment_id
+        )
         body = validate_amount_body(request.data, payment.currency, allowed=frozenset({"amount"}))
         payment = services.payment_capture(
             payment_id=payment.id,
-            actor=request.user.actor,
+            actor=merchant_user(request).actor,
             amount=body.amount,
             expected_version=_expected_version(request),
         )
@@ -153,11 +162,13 @@ class PaymentCancelApi(APIView):
     )
     @idempotent
     def post(self, request: Request, payment_id: str) -> Response:
-        payment = selectors.payment_get(merchant=request.user.merchant, payment_id=payment_id)
+        payment = selectors.payment_get(
+            merchant=merchant_user(request).merchant, payment_id=payment_id
+        )
         validate_amount_body(request.data, payment.currency, allowed=frozenset())
         payment = services.payment_cancel(
             payment_id=payment.id,
-            actor=request.user.actor,
+            actor=merchant_user(request).actor,
             expected_version=_expected_version(request),
         )
         return Response(payment_to_dict(payment))
@@ -172,13 +183,15 @@ class PaymentRefundsApi(APIView):
     )
     @idempotent
     def post(self, request: Request, payment_id: str) -> Response:
-        payment = selectors.payment_get(merchant=request.user.merchant, payment_id=payment_id)
+        payment = selectors.payment_get(
+            merchant=merchant_user(request).merchant, payment_id=payment_id
+        )
         body = validate_amount_body(
             request.data, payment.currency, allowed=frozenset({"amount", "reason"})
         )
         refund = services.refund_create(
             payment_id=payment.id,
-            actor=request.user.actor,
+            actor=merchant_user(request).actor,
             amount=body.amount,
             reason=body.reason,
             expected_version=_expected_version(request),
@@ -189,7 +202,9 @@ class PaymentRefundsApi(APIView):
         operation_id="payments_refunds_list", responses={200: RefundListSerializer} | _ERRORS
     )
     def get(self, request: Request, payment_id: str) -> Response:
-        refunds = selectors.refund_list(merchant=request.user.merchant, payment_id=payment_id)
+        refunds = selectors.refund_list(
+            merchant=merchant_user(request).merchant, payment_id=payment_id
+        )
         return Response(
             {"object": "list", "data": [refund_to_dict(r) for r in refunds], "has_more": False}
         )
@@ -245,7 +260,7 @@ class WebhookEndpointListCreateApi(APIView):
                     "parameter_missing", f"{required} is required", param=required
                 )
         endpoint, secret = webhooks.webhook_endpoint_create(
-            merchant_id=request.user.merchant.id, url=body["url"], events=body["events"]
+            merchant_id=merchant_user(request).merchant.id, url=body["url"], events=body["events"]
         )
         return Response(
             webhook_endpoint_to_dict(endpoint) | {"secret": secret},
@@ -269,7 +284,7 @@ class WebhookEndpointListCreateApi(APIView):
         }
         params = validate_list_params(query)
         endpoints, has_more = webhook_selectors.webhook_endpoint_list(
-            merchant_id=request.user.merchant.id,
+            merchant_id=merchant_user(request).merchant.id,
             limit=params.limit,
             starting_after=params.starting_after,
             ending_before=params.ending_before,
@@ -290,7 +305,7 @@ class WebhookEndpointDetailApi(APIView):
     )
     def get(self, request: Request, endpoint_id: str) -> Response:
         endpoint = webhook_selectors.webhook_endpoint_get(
-            merchant_id=request.user.merchant.id, endpoint_id=endpoint_id
+            merchant_id=merchant_user(request).merchant.id, endpoint_id=endpoint_id
         )
         return Response(webhook_endpoint_to_dict(endpoint))
 
@@ -301,6 +316,6 @@ class WebhookEndpointDetailApi(APIView):
     )
     def delete(self, request: Request, endpoint_id: str) -> Response:
         endpoint = webhooks.webhook_endpoint_disable(
-            merchant_id=request.user.merchant.id, endpoint_id=endpoint_id
+            merchant_id=merchant_user(request).merchant.id, endpoint_id=endpoint_id
         )
         return Response(webhook_endpoint_to_dict(endpoint))

@@ -9,7 +9,7 @@ page, so the configuration stays editable while Redis is down.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from django.contrib import admin, messages
 from django.contrib.admin.views.main import ChangeList
@@ -20,6 +20,9 @@ from common.admin import UNAVAILABLE, breaker_badge, format_ms, format_rate
 from routing.live import GatewayLive, gateways_live
 from routing.models import GatewayConfig, MerchantRouting
 
+if TYPE_CHECKING:
+    from django.contrib.admin.options import _FieldGroups  # a stub-only alias
+
 # The attribute that carries a row's live state from the batched read to its columns.
 _LIVE = "_live"
 
@@ -29,7 +32,7 @@ def _live(obj: GatewayConfig) -> GatewayLive | None:
 
 
 @admin.register(GatewayConfig)
-class GatewayConfigAdmin(admin.ModelAdmin):
+class GatewayConfigAdmin(admin.ModelAdmin[GatewayConfig]):
     list_display = (
         "name",
         "adapter",
@@ -103,14 +106,14 @@ class GatewayConfigAdmin(admin.ModelAdmin):
             f"latency p50 {format_ms(live.latency_p50_ms)}, p95 {format_ms(live.latency_p95_ms)}"
         )
 
-    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+    def get_fields(self, request: HttpRequest, obj: GatewayConfig | None = None) -> _FieldGroups:
         """The model's fields, with the live state last and only on an existing gateway."""
         fields = [f for f in super().get_fields(request, obj) if f != "live_state"]
         return [*fields, "live_state"] if obj is not None else fields
 
 
 @admin.register(MerchantRouting)
-class MerchantRoutingAdmin(admin.ModelAdmin):
+class MerchantRoutingAdmin(admin.ModelAdmin[MerchantRouting]):
     list_display = ("merchant_id", "strategy", "updated_at")
     list_filter = ("strategy",)
     search_fields = ("merchant_id",)

@@ -6,6 +6,9 @@ Nothing in ``aegispay/settings.py`` is required; set any of these names there (o
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import SupportsFloat, SupportsInt, cast
+
 from django.conf import settings
 
 DEFAULTS: dict[str, object] = {
@@ -47,9 +50,19 @@ def setting(name: str) -> object:
     return getattr(settings, name, DEFAULTS[name])
 
 
+# Settings are untyped: each accessor below says what its settings hold, and converts as before.
+
+
 def fsetting(name: str) -> float:
-    return float(setting(name))  # type: ignore[arg-type]
+    """Routing setting ``name``, a number (or its text), as a float."""
+    return float(cast("SupportsFloat | str", setting(name)))
 
 
 def isetting(name: str) -> int:
-    return int(setting(name))  # type: ignore[call-overload]
+    """Routing setting ``name``, a number (or its text), as an int."""
+    return int(cast("SupportsInt | str", setting(name)))
+
+
+def isettings(name: str) -> list[int]:
+    """Routing setting ``name``, a sequence of numbers (or their text), as ints."""
+    return [int(value) for value in cast("Iterable[SupportsInt | str]", setting(name))]

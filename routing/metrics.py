@@ -25,7 +25,7 @@ from django_redis import get_redis_connection
 from gateways.base import GatewayResult, Outcome
 from gateways.breaker import BreakerState
 from gateways.health import gateways_health
-from routing.conf import fsetting, isetting, setting
+from routing.conf import fsetting, isetting, isettings, setting
 from routing.types import PaymentFacts
 
 OUTCOMES = ("approved", "declined", "error")
@@ -227,7 +227,7 @@ def record_result(result: GatewayResult, *, facts: PaymentFacts | None = None) -
 
 def segment_for(facts: PaymentFacts) -> str:
     """The payment's segment: ``currency:country:amount bucket`` (``*`` for no country)."""
-    bounds = sorted(int(b) for b in setting("ROUTING_AMOUNT_BUCKETS"))  # type: ignore[attr-defined]
+    bounds = sorted(isettings("ROUTING_AMOUNT_BUCKETS"))
     bucket = next(
         (f"lt{b}" for b in bounds if facts.amount < b), f"ge{bounds[-1]}" if bounds else "any"
     )
@@ -267,7 +267,7 @@ def gateway_stats_many(
     stats = {}
     for index, gateway in enumerate(names):
         counts = Counts(*map(int, replies[2 * index]))
-        percentiles = [float(x) for x in replies[2 * index + 1]] or [None, None]
+        percentiles: list[float | None] = [float(x) for x in replies[2 * index + 1]] or [None, None]
         p50, p95 = percentiles
         state = states[gateway]
         stats[gateway] = GatewayStats(

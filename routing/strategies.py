@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -32,7 +32,7 @@ _rng = random.Random()  # noqa: S311 - exploration, not security
 Ordered = tuple[list[Candidate], list[str]]
 
 
-def by_score(candidates: Sequence[Candidate]) -> list[Candidate]:
+def by_score(candidates: Iterable[Candidate]) -> list[Candidate]:
     return sorted(candidates, key=lambda c: -c.score)
 
 
