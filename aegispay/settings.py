@@ -145,7 +145,7 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
 }
 
-# --- Celery (see ARCHITECTURE.md: JSON only, acks late, prefetch 1, time limits) ---
+# --- Celery (see docs/ARCHITECTURE.md: JSON only, acks late, prefetch 1, time limits) ---
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", default=REDIS_URL)
 CELERY_TASK_DEFAULT_QUEUE = env("CELERY_QUEUE", default="aegispay")
 # The outbox relay has a queue of its own (and, in make run and docker-compose, a worker of its

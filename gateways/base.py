@@ -14,7 +14,7 @@ from typing import Protocol, runtime_checkable
 
 
 class Outcome(StrEnum):
-    """What a gateway call achieved, as far as the caller can know (ARCHITECTURE.md).
+    """What a gateway call achieved, as far as the caller can know (docs/ARCHITECTURE.md).
 
     Every call ends in exactly one of: NOT_SENT (nothing could reach the gateway), SUCCEEDED
     (the gateway took it), DECLINED or RETRYABLE_ERROR (the gateway's definitive answer that

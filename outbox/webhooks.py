@@ -98,7 +98,7 @@ _PAYMENT_STATUSES = (
     "cancelled",
     "expired",
 )
-# Every event type payments emits (API.md, "Events"). A new type must be added here before an
+# Every event type payments emits (docs/API.md, "Events"). A new type must be added here before an
 # endpoint can name it exactly; the wildcards match it at once.
 EVENT_TYPES = frozenset(
     {f"payment.{status}" for status in _PAYMENT_STATUSES}

@@ -1,6 +1,6 @@
 """The event store's one write path: every change of a payment goes through here.
 
-The path, as ARCHITECTURE.md describes it: ``transaction.atomic()``; the payment row locked
+The path, as docs/ARCHITECTURE.md describes it: ``transaction.atomic()``; the payment row locked
 (``Payment.objects.locked()``, ``select_for_update``); the expected version checked; the
 django-fsm transition called (its source state and ``conditions`` checked); ``version += 1``;
 one ``PaymentEvent`` with ``sequence = version``; one outbox row; follow-up work enqueued with

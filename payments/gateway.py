@@ -12,7 +12,7 @@ Authorize, capture, void and refund all go the same way, under the payment's Red
 3. **record** (one short transaction, fenced): the verdict and the transition it implies; a
    sender whose fence was replaced by a later sender records nothing.
 
-Every send ends in one verdict (ARCHITECTURE.md, "Every call ends in exactly one outcome"):
+Every send ends in one verdict (docs/ARCHITECTURE.md, "Every call ends in exactly one outcome"):
 
 * ``succeeded``: the gateway took it (its answer, or a lookup that found it);
 * ``declined``: the gateway refused it (its answer, or a lookup that found it refused);

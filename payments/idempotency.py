@@ -1,4 +1,4 @@
-"""``Idempotency-Key`` for every merchant ``POST``, as API.md describes it.
+"""``Idempotency-Key`` for every merchant ``POST``, as docs/API.md describes it.
 
 A key is claimed by inserting its row in a transaction of its own, so that a concurrent request
 with the same key sees it at once (``409 idempotency_key_in_use``). The request then runs inside

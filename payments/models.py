@@ -240,7 +240,7 @@ class Payment(FSMModelMixin, models.Model):
             <= self.amount
         )
 
-    # --- the state machine; names are the commands, targets the states of ARCHITECTURE.md ---
+    # --- the state machine; names are the commands, targets the states of docs/ARCHITECTURE.md ---
 
     @transition(field=status, source=S.INITIATED, target=S.PROCESSING, conditions=[has_gateway])
     def start_processing(self) -> None:
@@ -534,7 +534,7 @@ class IdempotencyKey(models.Model):
         return f"{self.merchant_id}:{self.key} {self.state}"
 
 
-# --- read models (issue 5): projections of the event table, fed by the outbox relay ---
+# --- read models: projections of the event table, fed by the outbox relay ---
 #
 # Both are written only by ``payments/read_models.py`` (the relay's consumer) and by
 # ``manage.py replay_events --repair``; both can be rebuilt from the event table at any time.

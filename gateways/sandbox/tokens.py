@@ -7,7 +7,7 @@ from enum import StrEnum
 
 
 class SandboxToken(StrEnum):
-    """The test tokens the sandbox understands (API.md, "Sandbox gateways")."""
+    """The test tokens the sandbox understands (docs/API.md, "Sandbox gateways")."""
 
     VISA = "tok_visa"
     MASTERCARD = "tok_mastercard"

@@ -14,7 +14,7 @@ from payments.models import Payment, PaymentEvent, PaymentStatus
 from tests.conftest import make_client
 from tests.payments.helpers import AMOUNT, PATHS, payment_in
 
-# The design of ARCHITECTURE.md, written out independently of the model.
+# The design of docs/ARCHITECTURE.md, written out independently of the model.
 ALLOWED = {
     "initiated": {"start_processing": "processing", "cancel": "cancelled", "fail": "failed"},
     "processing": {"authorize": "authorized", "fail": "failed", "retry_attempt": "processing"},
