@@ -7,7 +7,6 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from pytest_django import Settings
 
 from gateways.breaker import BreakerState, breaker_for
 from gateways.bulkhead import bulkhead_for
@@ -15,13 +14,8 @@ from gateways.health import gateway_available, gateways_health
 
 
 @pytest.fixture(autouse=True)
-def _small_limits(settings: Settings) -> None:
-    settings.BREAKER_FAILURE_RATE = 0.5
-    settings.BREAKER_MINIMUM_CALLS = 4
-    settings.BREAKER_WINDOW_SECONDS = 10
-    settings.BREAKER_OPEN_SECONDS = 0.3
-    settings.BULKHEAD_LIMIT = 2
-    settings.BULKHEAD_LEASE_SECONDS = 30
+def _limits(small_limits: None) -> None:
+    """Every test here runs with the small limits of tests/gateways/conftest.py."""
 
 
 @pytest.fixture

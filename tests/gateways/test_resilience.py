@@ -98,16 +98,8 @@ def _forget(name: str) -> None:
 
 
 @pytest.fixture(autouse=True)
-def _small_limits(settings: Settings) -> None:
-    settings.BREAKER_FAILURE_RATE = 0.5
-    settings.BREAKER_MINIMUM_CALLS = 4
-    settings.BREAKER_WINDOW_SECONDS = 10
-    settings.BREAKER_OPEN_SECONDS = 0.3
-    settings.BREAKER_HALF_OPEN_MAX_CALLS = 1
-    settings.BREAKER_HALF_OPEN_SUCCESSES = 1
-    settings.BULKHEAD_LIMIT = 2
-    settings.BULKHEAD_LEASE_SECONDS = 30
-    settings.GATEWAY_TIMEOUT_SECONDS = 2.0
+def _limits(small_limits: None) -> None:
+    """Every test here runs with the small limits of tests/gateways/conftest.py."""
 
 
 @pytest.fixture
