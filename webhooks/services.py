@@ -1,304 +1,48 @@
 """Merchant webhooks: endpoints, one delivery per (endpoint, event), and sending them.
 
 ``webhook_deliveries_create`` is the in-process outbox consumer ``webhooks``
-(``outbox/consumers.py``): it reads the outbox itself, whether or not the event bus is up, and
-gets each event once, in per-payment order, inside the transaction that marks it applied. Each
-delivery is then sent by its own Celery task (``outbox/webhook_tasks.py``), so a slow or
-failing receiver holds up nothing but its own delivery. Retries are driven by the beat sweep
-(``webhook_deliveries_due``), whose period bounds how late a retry can start; nothing waits in
-the broker for an hour-long countdown. Delivery is at least once: a receiver deduplicates by
-the event id in the body.
+(``outbox/consumers.py``, registered by ``WebhooksConfig.ready``): it reads the outbox itself,
+whether or not the event bus is up, and gets each event once, in per-payment order, inside the
+transaction that marks it applied. Each delivery is then sent by its own Celery task
+(``webhooks/tasks.py``), so a slow or failing receiver holds up nothing but its own delivery.
+Retries are driven by the beat sweep (``webhook_deliveries_due``), whose period bounds how late
+a retry can start; nothing waits in the broker for an hour-long countdown. Delivery is at least
+once: a receiver deduplicates by the event id in the body.
 
-A webhook URL must not become a way into AegisPay's own network. Unless
-``WEBHOOK_ALLOW_PRIVATE_URLS`` (DEBUG, tests), URLs are https only, and a URL whose host resolves
-to any non-public address is refused at creation and again before every send, because DNS can
-change in between. The request then goes to the very address that was checked (the connection
-is pinned to it, with the host name kept for the Host header and TLS), so a second, different
-DNS answer cannot slip in. Redirects are never followed: a 3xx is a failed try.
+The URL is checked at creation and again before every send (``url_guard.py``); the request
+itself is made and signed by ``transport.py``.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import json
 import logging
 import random
 import secrets
-import socket
-import time
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
-from urllib.parse import SplitResult, urlsplit
 
-import urllib3
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
 from common.backoff import backoff_ceiling, backoff_seconds
-from common.errors import DomainError
+from outbox.types import OutboxEvent
 
+from .errors import WebhookNotFound
+from .events import event_matches, webhook_events_validate
 from .models import WebhookAttempt, WebhookDelivery, WebhookEndpoint, new_webhook_secret
-from .signing import HEADER, sign
-from .types import OutboxEvent
+from .transport import HttpResult, webhook_send
+from .url_guard import webhook_url_validate
 
 logger = logging.getLogger(__name__)
 
-# The name this module's outbox consumer is registered under (``OutboxConfig.ready``).
+# The name this app's outbox consumer is registered under (``WebhooksConfig.ready``). Stored in
+# every ``OutboxConsumerMark`` row: it must not change.
 WEBHOOKS_CONSUMER = "webhooks"
-
-# --- errors ---
-
-
-class WebhookError(DomainError):
-    """Base of the webhook errors. ``code`` is stable and machine-readable; the API answers
-    a missing endpoint 404 and every other webhook error 400 (``payments/api_errors.py``)."""
-
-    code = "webhook_error"
-
-
-class WebhookUrlInvalid(WebhookError):
-    code = "url_invalid"
-    param = "url"
-
-
-class WebhookUrlNotAllowed(WebhookError):
-    code = "url_not_allowed"
-    param = "url"
-
-
-class WebhookEventsInvalid(WebhookError):
-    code = "events_invalid"
-    param = "events"
-
-
-class WebhookNotFound(WebhookError):
-    code = "resource_missing"
-    status = 404
-    param = "id"
-
-
-# --- event patterns ---
-
-_PAYMENT_STATUSES = (
-    "initiated",
-    "processing",
-    "authorized",
-    "captured",
-    "completed",
-    "refund_initiated",
-    "partially_refunded",
-    "refunded",
-    "failed",
-    "cancelled",
-    "expired",
-)
-# Every event type payments emits (docs/API.md, "Events"). A new type must be added here before an
-# endpoint can name it exactly; the wildcards match it at once.
-EVENT_TYPES = frozenset(
-    {f"payment.{status}" for status in _PAYMENT_STATUSES}
-    | {
-        "payment.attempt_failed",
-        "payment.capture_requested",
-        "payment.cancel_requested",
-        "payment.voided",
-        "refund.created",
-        "refund.succeeded",
-        "refund.failed",
-    }
-)
-WILDCARDS = frozenset({"*", "payment.*", "refund.*"})
-_MAX_PATTERNS = 50
-
-
-def webhook_events_validate(events: object) -> list[str]:
-    """The endpoint's patterns, deduplicated in their given order.
-
-    Raises ``WebhookEventsInvalid`` unless ``events`` is a non-empty list of ``*``,
-    ``payment.*``, ``refund.*`` or known event types: a misspelt type would otherwise match
-    nothing, silently.
-    """
-    if not isinstance(events, list) or not events:
-        raise WebhookEventsInvalid("events must be a non-empty list of event types or patterns")
-    if len(events) > _MAX_PATTERNS:
-        raise WebhookEventsInvalid(f"events may hold at most {_MAX_PATTERNS} entries")
-    patterns: list[str] = []
-    for pattern in events:
-        if not isinstance(pattern, str) or (pattern not in WILDCARDS | EVENT_TYPES):
-            raise WebhookEventsInvalid(
-                f"unknown event type or pattern: {pattern!r}; use '*', 'payment.*', "
-                "'refund.*' or an event type such as 'payment.captured'"
-            )
-        if pattern not in patterns:
-            patterns.append(pattern)
-    return patterns
-
-
-def event_matches(patterns: Iterable[str], event_type: str) -> bool:
-    """Whether an endpoint with ``patterns`` wants events of ``event_type``."""
-    return any(
-        pattern in ("*", event_type)
-        or (pattern.endswith(".*") and event_type.startswith(pattern[:-1]))
-        for pattern in patterns
-    )
-
-
-# --- URLs ---
-
-_MAX_URL_LENGTH = 2048
-# NAT64 (RFC 6052) embeds an IPv4 address in the last 32 bits; the gateway would reach it.
-_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
-
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-
-def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
-    """The IPv4 address an IPv6 address really reaches (mapped, 6to4, Teredo, NAT64)."""
-    if address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    if address.sixtofour is not None:
-        return address.sixtofour
-    if address.teredo is not None:
-        return address.teredo[1]
-    if address in _NAT64:
-        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
-    return None
-
-
-def address_is_public(address: IPAddress) -> bool:
-    """True only for a globally routable unicast address.
-
-    ``is_global`` alone lets multicast through, and an IPv4-mapped IPv6 address such as
-    ``::ffff:127.0.0.1`` is judged by the IPv4 address it embeds.
-    """
-    if isinstance(address, ipaddress.IPv6Address):
-        embedded = _embedded_ipv4(address)
-        if embedded is not None:
-            return address_is_public(embedded)
-    return address.is_global and not (
-        address.is_private
-        or address.is_loopback
-        or address.is_link_local
-        or address.is_multicast
-        or address.is_reserved
-        or address.is_unspecified
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class WebhookTarget:
-    """Where one request goes: the checked address, and the name the receiver knows."""
-
-    scheme: str
-    host: str
-    port: int
-    path: str
-    address: str
-
-    @property
-    def host_header(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        default = 443 if self.scheme == "https" else 80
-        return host if self.port == default else f"{host}:{self.port}"
-
-
-def _split(url: object) -> SplitResult:
-    """Syntax and policy checks that need no DNS."""
-    if not isinstance(url, str) or not url:
-        raise WebhookUrlInvalid("url is required and must be a string")
-    if len(url) > _MAX_URL_LENGTH or not url.isprintable() or any(c.isspace() for c in url):
-        raise WebhookUrlInvalid(
-            f"url must be at most {_MAX_URL_LENGTH} printable characters without spaces"
-        )
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError for a bad port
-    except ValueError:
-        raise WebhookUrlInvalid("url is not a valid URL") from None
-    if parts.scheme not in ("https", "http"):
-        raise WebhookUrlInvalid("url must start with https://")
-    if parts.scheme == "http" and not settings.WEBHOOK_ALLOW_PRIVATE_URLS:
-        raise WebhookUrlNotAllowed("url must use https")
-    if "@" in parts.netloc:
-        raise WebhookUrlInvalid("url must not contain a user name or password")
-    if not parts.hostname:
-        raise WebhookUrlInvalid("url has no host")
-    return parts
-
-
-def _port(parts: SplitResult) -> int:
-    return parts.port or (443 if parts.scheme == "https" else 80)
-
-
-def _resolve(host: str, port: int) -> list[IPAddress]:
-    """Every address ``host`` resolves to now (an IP literal is itself)."""
-    try:
-        return [ipaddress.ip_address(host)]
-    except ValueError:
-        pass
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (OSError, UnicodeError):
-        raise WebhookUrlInvalid(f"the host {host!r} does not resolve") from None
-    addresses: list[IPAddress] = []
-    for info in infos:
-        address = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
-        if address not in addresses:
-            addresses.append(address)
-    if not addresses:
-        raise WebhookUrlInvalid(f"the host {host!r} does not resolve")
-    return addresses
-
-
-def _check_public(addresses: Iterable[IPAddress]) -> None:
-    """Refuse if *any* address is not public: a host that answers with a public and a private
-    address must not reach the private one."""
-    if settings.WEBHOOK_ALLOW_PRIVATE_URLS:
-        return
-    for address in addresses:
-        if not address_is_public(address):
-            raise WebhookUrlNotAllowed(
-                f"url must not point at a private or reserved address ({address})"
-            )
-
-
-def webhook_url_validate(url: object) -> str:
-    """``url`` if an endpoint may use it.
-
-    Raises ``WebhookUrlInvalid`` (syntax, scheme, credentials, unresolvable host) or
-    ``WebhookUrlNotAllowed`` (http, or a host that resolves to any private, loopback,
-    link-local, multicast, reserved or unspecified address, IPv4 or IPv6, mapped forms
-    included). With ``WEBHOOK_ALLOW_PRIVATE_URLS`` (development) only the syntax is checked,
-    so a host that does not resolve yet can be registered.
-    """
-    parts = _split(url)
-    if not settings.WEBHOOK_ALLOW_PRIVATE_URLS:
-        _check_public(_resolve(parts.hostname or "", _port(parts)))
-    return parts.geturl()
-
-
-def webhook_url_target(url: str) -> WebhookTarget:
-    """Check ``url`` as ``webhook_url_validate`` does, at send time, and pick the address.
-
-    The request must go to the returned ``address``: that is the one that was checked.
-    """
-    parts = _split(url)
-    host = parts.hostname or ""
-    port = _port(parts)
-    addresses = _resolve(host, port)
-    _check_public(addresses)
-    path = parts.path or "/"
-    if parts.query:
-        path = f"{path}?{parts.query}"
-    return WebhookTarget(
-        scheme=parts.scheme, host=host, port=port, path=path, address=str(addresses[0])
-    )
-
 
 # --- endpoints ---
 
@@ -354,7 +98,7 @@ def _enqueue_after_commit(delivery_ids: list[int]) -> None:
     """
 
     def send() -> None:
-        from .webhook_tasks import webhook_delivery_send
+        from .tasks import webhook_delivery_send
 
         for delivery_id in delivery_ids:
             webhook_delivery_send.delay(delivery_id)
@@ -459,6 +203,9 @@ def webhook_backoff_seconds(attempts: int, *, rng: random.Random | None = None) 
     )
 
 
+# --- sending ---
+
+
 class DeliveryOutcome(StrEnum):
     SKIPPED = "skipped"  # not due, leased by another worker, or already finished
     SUCCEEDED = "succeeded"
@@ -466,28 +213,9 @@ class DeliveryOutcome(StrEnum):
     FAILED = "failed"
 
 
-@dataclass(frozen=True, slots=True)
-class _HttpResult:
-    status_code: int | None
-    latency_ms: int
-    error: str
-    excerpt: str
-
-    @property
-    def ok(self) -> bool:
-        return self.status_code is not None and 200 <= self.status_code < 300
-
-
-_EXCERPT_BYTES = 500
-_ERROR_CHARS = 1000
 # A lease outlives the request: urllib3 bounds connect + read by the timeout, but not the DNS
 # lookup before it, which the margin covers.
 _LEASE_MARGIN_SECONDS = 30.0
-
-
-def _text(value: str) -> str:
-    """PostgreSQL text cannot hold NUL, and a receiver may answer anything."""
-    return value.replace("\x00", "\ufffd")
 
 
 def _lease_seconds() -> float:
@@ -515,78 +243,8 @@ def _claim(delivery_id: int, now: datetime) -> str | None:
     return token if claimed else None
 
 
-def _post(target: WebhookTarget, body: bytes, headers: dict[str, str]) -> _HttpResult:
-    """One POST to the checked address; never raises for what the receiver or network does."""
-    timeout = urllib3.Timeout(total=settings.WEBHOOK_TIMEOUT_SECONDS)
-    pool: urllib3.HTTPConnectionPool
-    if target.scheme == "https":
-        pool = urllib3.HTTPSConnectionPool(
-            target.address,
-            target.port,
-            timeout=timeout,
-            retries=False,
-            maxsize=1,
-            cert_reqs="CERT_REQUIRED",
-            assert_hostname=target.host,
-            server_hostname=target.host,
-        )
-    else:
-        pool = urllib3.HTTPConnectionPool(
-            target.address, target.port, timeout=timeout, retries=False, maxsize=1
-        )
-    started = time.monotonic()
-    try:
-        response = pool.urlopen(
-            "POST",
-            target.path,
-            body=body,
-            headers=headers,
-            redirect=False,
-            retries=False,
-            preload_content=False,
-            assert_same_host=False,
-        )
-        try:
-            excerpt = response.read(_EXCERPT_BYTES).decode("utf-8", "replace")
-        finally:
-            response.release_conn()
-        status: int | None = response.status
-        error = "" if 200 <= response.status < 300 else f"HTTP {response.status}"
-    except urllib3.exceptions.TimeoutError as exc:
-        status, excerpt = None, ""
-        error = f"timeout after {settings.WEBHOOK_TIMEOUT_SECONDS}s: {exc}"
-    except (urllib3.exceptions.HTTPError, OSError) as exc:
-        status, excerpt = None, ""
-        error = f"{type(exc).__name__}: {exc}"
-    finally:
-        pool.close()
-    latency_ms = round((time.monotonic() - started) * 1000)
-    return _HttpResult(status, latency_ms, _text(error)[:_ERROR_CHARS], _text(excerpt))
-
-
-def _send(delivery: WebhookDelivery) -> _HttpResult:
-    """Re-check the URL (DNS may have changed), sign the body and POST it."""
-    endpoint = delivery.endpoint
-    started = time.monotonic()
-    try:
-        target = webhook_url_target(endpoint.url)
-    except WebhookError as exc:
-        latency_ms = round((time.monotonic() - started) * 1000)
-        return _HttpResult(None, latency_ms, f"{exc.code}: {exc.message}"[:_ERROR_CHARS], "")
-    body = json.dumps(delivery.payload, separators=(",", ":"), ensure_ascii=False).encode()
-    headers = {
-        "Host": target.host_header,
-        "Content-Type": "application/json",
-        "User-Agent": "AegisPay-Webhooks/1",
-        "Accept-Encoding": "identity",
-        # Signed with the real clock: the receiver compares it with its own.
-        HEADER: sign(endpoint.secret, body, int(time.time())),
-    }
-    return _post(target, body, headers)
-
-
 def _record(
-    delivery: WebhookDelivery, token: str, attempted_at: datetime, result: _HttpResult
+    delivery: WebhookDelivery, token: str, attempted_at: datetime, result: HttpResult
 ) -> DeliveryOutcome:
     """Store the attempt and decide the delivery, in one short transaction.
 
@@ -658,5 +316,6 @@ def webhook_delivery_attempt(*, delivery_id: int, now: datetime | None = None) -
             last_error="endpoint disabled",
         )
         return DeliveryOutcome.FAILED
-    result = _send(delivery)
+    endpoint = delivery.endpoint
+    result = webhook_send(url=endpoint.url, secret=endpoint.secret, payload=delivery.payload)
     return _record(delivery, token, attempted_at, result)
