@@ -42,6 +42,7 @@ INSTALLED_APPS = [
     "gateways",
     "routing",
     "outbox",
+    "webhooks",
 ]
 
 MIDDLEWARE = [
@@ -244,7 +245,7 @@ BEAT_OUTBOX_PRUNE_SECONDS = env.float("BEAT_OUTBOX_PRUNE_SECONDS", default=3600.
 # apps' AppConfig.ready(), and read the outbox themselves (outbox/consumers.py); kicked after
 # commit and swept by beat every BEAT_OUTBOX_SWEEP_SECONDS, like the relay but apart from it.
 
-# --- Merchant webhooks (outbox/webhooks.py) ---
+# --- Merchant webhooks (webhooks/) ---
 WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=10.0)
 WEBHOOK_RETRY_BASE_SECONDS = env.float("WEBHOOK_RETRY_BASE_SECONDS", default=30.0)
 WEBHOOK_RETRY_MAX_SECONDS = env.float("WEBHOOK_RETRY_MAX_SECONDS", default=3600.0)
@@ -262,6 +263,8 @@ CELERY_BEAT_SCHEDULE |= {
         "schedule": BEAT_OUTBOX_SWEEP_SECONDS,
     },
     "outbox-prune": {"task": "outbox.tasks.outbox_prune", "schedule": BEAT_OUTBOX_PRUNE_SECONDS},
+    # The webhook tasks live in webhooks/tasks.py but keep the names they had in outbox, which
+    # queued messages and running beats already use.
     "webhooks-sweep": {
         "task": "outbox.webhook_tasks.webhook_deliveries_sweep",
         "schedule": BEAT_WEBHOOK_SWEEP_SECONDS,

@@ -1,7 +1,8 @@
 from __future__ import annotations
 
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from backoffice import health
@@ -10,6 +11,7 @@ from backoffice.metrics import metrics_view
 
 urlpatterns = [
     path("v1/", include("payments.urls")),
+    path("v1/", include("webhooks.urls")),
     path("health/live", health.live, name="health-live"),
     path("health/ready", health.ready, name="health-ready"),
     path("metrics", metrics_view, name="metrics"),
@@ -17,5 +19,10 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     # Before the admin's own URLs; admin_view requires an active staff user (else: login page).
     path("admin/dashboard/", admin.site.admin_view(dashboard_view), name="admin-dashboard"),
+    # The webhook models moved from the outbox app to webhooks: staff's old links still lead there.
+    re_path(
+        r"^admin/outbox/(?P<model>webhookendpoint|webhookdelivery|webhookattempt)/(?P<rest>.*)$",
+        RedirectView.as_view(url="/admin/webhooks/%(model)s/%(rest)s", query_string=True),
+    ),
     path("admin/", admin.site.urls),
 ]

@@ -202,12 +202,10 @@ from gateways.base import (  # noqa: E402
 from gateways.breaker import CircuitBreaker, breaker_for  # noqa: E402
 from gateways.bulkhead import Bulkhead, bulkhead_for  # noqa: E402
 from outbox import tasks as outbox_tasks  # noqa: E402
-from outbox import webhook_tasks  # noqa: E402
 from outbox.consumers import outbox_consumers_run  # noqa: E402
-from outbox.models import OutboxConsumerMark, WebhookDelivery  # noqa: E402
+from outbox.models import OutboxConsumerMark  # noqa: E402
 from outbox.registry import consumer_names  # noqa: E402
 from outbox.relay import outbox_relay_drain  # noqa: E402
-from outbox.webhooks import webhook_endpoint_create  # noqa: E402
 from payments import gateway, locks, merchants, services, tasks  # noqa: E402
 from payments.errors import PaymentError  # noqa: E402
 from payments.models import (  # noqa: E402
@@ -220,6 +218,9 @@ from payments.models import (  # noqa: E402
 )
 from payments.projection import differences  # noqa: E402
 from routing.models import MerchantRouting  # noqa: E402
+from webhooks import tasks as webhook_tasks  # noqa: E402
+from webhooks.models import WebhookDelivery  # noqa: E402
+from webhooks.services import webhook_endpoint_create  # noqa: E402
 
 GATEWAYS = ("sandbox_a", "sandbox_b")
 LOCK_KEY = "aegispay:lock:payment:{}"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 
 class DomainError(Exception):
-    """Base of ``payments.errors.PaymentError`` and ``outbox.webhooks.WebhookError``."""
+    """Base of ``payments.errors.PaymentError`` and ``webhooks.errors.WebhookError``."""
 
     code = "domain_error"
     status = 400

@@ -1,5 +1,5 @@
-"""Reads of the outbox: webhook endpoints and deliveries (endpoint reads are scoped to one
-merchant), and the relay's backlog and publication lag for staff."""
+"""Reads of the outbox: what each in-process consumer has applied, and the relay's backlog and
+publication lag for staff."""
 
 from __future__ import annotations
 
@@ -19,13 +19,9 @@ from django.db.models import (
 )
 from django.utils import timezone
 
-from common.pagination import cursor_page
-
-from .models import OutboxConsumerMark, OutboxMessage, WebhookDelivery, WebhookEndpoint
+from .models import OutboxConsumerMark, OutboxMessage
 from .registry import valid_consumer_name
-from .webhooks import WebhookNotFound
 
-SWEEP_BATCH = 500
 HOUR = timedelta(hours=1)
 
 
@@ -50,47 +46,6 @@ def consumer_applied_sql(*, consumer: str, event_id: str) -> str:
 def consumer_unapplied_count(*, consumer: str) -> int:
     """How many events ``consumer`` has not applied yet (staff, tests)."""
     return OutboxConsumerMark.objects.filter(consumer=consumer, applied_at__isnull=True).count()
-
-
-def webhook_endpoint_get(*, merchant_id: str, endpoint_id: str) -> WebhookEndpoint:
-    """The merchant's endpoint; another merchant's id raises ``WebhookNotFound`` like a
-    missing one, so ids reveal nothing across merchants."""
-    endpoint = WebhookEndpoint.objects.filter(merchant_id=merchant_id, pk=endpoint_id).first()
-    if endpoint is None:
-        raise WebhookNotFound(f"no such webhook endpoint: {endpoint_id}")
-    return endpoint
-
-
-def webhook_endpoint_list(
-    *,
-    merchant_id: str,
-    limit: int,
-    starting_after: str | None = None,
-    ending_before: str | None = None,
-) -> tuple[list[WebhookEndpoint], bool]:
-    """One page of the merchant's endpoints (disabled ones too), newest first, and whether
-    more lie beyond it. Ids sort by creation time, so the cursor is the id, as for payments."""
-    return cursor_page(
-        WebhookEndpoint.objects.filter(merchant_id=merchant_id),
-        limit=limit,
-        starting_after=starting_after,
-        ending_before=ending_before,
-    )
-
-
-def webhook_deliveries_due(*, now: datetime | None = None, limit: int = SWEEP_BATCH) -> list[int]:
-    """Ids of pending deliveries whose next try is due and that no live lease holds, the
-    longest-waiting first. A delivery whose worker died comes back here once its lease ends."""
-    at = now if now is not None else timezone.now()
-    return list(
-        WebhookDelivery.objects.filter(
-            Q(leased_until__isnull=True) | Q(leased_until__lt=at),
-            status=WebhookDelivery.Status.PENDING,
-            next_attempt_at__lte=at,
-        )
-        .order_by("next_attempt_at", "id")
-        .values_list("id", flat=True)[:limit]
-    )
 
 
 class _PercentileCont(Aggregate):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from . import webhook_tasks  # noqa: F401 - registers the webhook tasks with Celery
 from .consumers import outbox_consumers_run
 from .relay import outbox_prune as prune
 from .relay import outbox_relay_run

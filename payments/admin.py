@@ -16,7 +16,7 @@ than listing every merchant, and facets (per-choice counts) are off.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -36,7 +36,6 @@ from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 
 from common.admin import ReadOnlyAdmin
-from outbox.models import WebhookDelivery
 from routing.models import GatewayConfig
 
 from .admin_forms import ACTIONS, PaymentAction, format_amount, staff_actor
@@ -220,6 +219,18 @@ class GatewayFilter(admin.SimpleListFilter):
 # --- the detail page: read-only inlines are replaced by the tables of the change form ---
 
 
+# What apps above payments add to a payment's page from its events' ids (webhooks: the
+# deliveries of those events, ``webhooks/admin.py``), so that payments imports none of them.
+PaymentPageSection = Callable[[Sequence[str]], dict[str, Any]]
+_payment_page_sections: list[PaymentPageSection] = []
+
+
+def register_payment_page_section(section: PaymentPageSection) -> None:
+    """Add ``section(event_ids)``'s context to every payment page (idempotent per function)."""
+    if section not in _payment_page_sections:
+        _payment_page_sections.append(section)
+
+
 def _json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str)
 
@@ -378,15 +389,14 @@ class PaymentAdmin(ReadOnlyAdmin):
         return super().change_view(request, object_id, form_url, extra_context=context)
 
     def detail_context(self, request: HttpRequest, payment: Payment) -> dict[str, Any]:
-        """Everything the payment page shows below its fields, in four queries."""
+        """Everything the payment page shows below its fields, in four queries (the fourth, the
+        webhook deliveries of its events, is the section ``webhooks/admin.py`` registers)."""
         events = list(PaymentEvent.objects.filter(payment=payment).order_by("sequence"))
         event_ids = [event.id for event in events]
-        deliveries = list(
-            WebhookDelivery.objects.filter(event_id__in=event_ids)
-            .select_related("endpoint")
-            .order_by("id")
-        )
-        return {
+        context: dict[str, Any] = {"deliveries": []}
+        for section in _payment_page_sections:
+            context |= section(event_ids)
+        return context | {
             "payment": payment,
             "timeline": [(event, _json(event.data)) for event in events],
             "attempts": [
@@ -401,7 +411,6 @@ class PaymentAdmin(ReadOnlyAdmin):
                 (refund, format_amount(refund.amount, refund.currency))
                 for refund in Refund.objects.filter(payment=payment).order_by("id")
             ],
-            "deliveries": deliveries,
             "payment_actions": [
                 (action, self.action_url(payment, action))
                 for action in ACTIONS.values()

@@ -1,5 +1,5 @@
 """The one place that turns errors into the contract's error shape and status codes: every
-``common.errors.DomainError`` (the payments errors and the outbox's webhook errors alike) by
+``common.errors.DomainError`` (the payments errors and the webhook errors alike) by
 its own ``status``, ``code`` and ``param``, and DRF's and Django's own exceptions."""
 
 from __future__ import annotations

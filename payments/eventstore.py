@@ -30,7 +30,7 @@ from common.correlation import get_correlation_id
 from outbox.services import outbox_message_create
 
 from .errors import AmountExceeded, InvalidTransition, PaymentNotFound, VersionConflict
-from .models import Payment, PaymentEvent
+from .models import STATELESS_EVENT_TYPES, Payment, PaymentEvent
 from .representations import event_to_dict, iso
 
 SYSTEM = "system"
@@ -177,7 +177,13 @@ def apply_transition(
 def record_event(
     payment: Payment, event_type: str, *, actor: str, data: Mapping[str, Any] | None = None
 ) -> PaymentEvent:
-    """An event that changes no state (``payment.attempt_failed``, ``refund.created``)."""
+    """An event that changes no state (``payment.attempt_failed``, ``refund.created``).
+
+    Raises ``ValueError`` for a type outside ``STATELESS_EVENT_TYPES``: the catalogue webhook
+    endpoints subscribe from must name every event that is emitted.
+    """
+    if event_type not in STATELESS_EVENT_TYPES:
+        raise ValueError(f"not a payment event type: {event_type}")
     return append_event(
         payment,
         event_type=event_type,

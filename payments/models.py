@@ -75,6 +75,25 @@ class PaymentStatus(models.TextChoices):
 S = PaymentStatus
 TERMINAL_STATUSES = frozenset({S.CANCELLED, S.REFUNDED, S.EXPIRED})
 
+# Every event type payments emits (docs/API.md, "Events"), the one catalogue: a transition's
+# event is named after the status it enters (``payment.<status>``, ``payment_transition``), and
+# the events that change no state are these (``record_event`` refuses any other). Webhook
+# endpoints subscribe to them by name (``webhooks/events.py``).
+STATELESS_EVENT_TYPES = frozenset(
+    {
+        "payment.attempt_failed",
+        "payment.capture_requested",
+        "payment.cancel_requested",
+        "payment.voided",
+        "refund.created",
+        "refund.succeeded",
+        "refund.failed",
+    }
+)
+EVENT_TYPES = (
+    frozenset({f"payment.{status.value}" for status in PaymentStatus}) | STATELESS_EVENT_TYPES
+)
+
 
 class CaptureMethod(models.TextChoices):
     AUTOMATIC = "automatic"

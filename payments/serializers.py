@@ -133,35 +133,3 @@ class RefundListSerializer(serializers.Serializer):
     object = serializers.CharField(default="list")
     data = RefundOutputSerializer(many=True)  # type: ignore[assignment]  # field, see top
     has_more = serializers.BooleanField()
-
-
-class WebhookEndpointCreateInputSerializer(serializers.Serializer):
-    url = serializers.CharField(
-        max_length=2048, help_text="https only; must not resolve to a private address"
-    )
-    events = serializers.ListField(
-        child=serializers.CharField(),
-        min_length=1,
-        help_text="'*', 'payment.*', 'refund.*' or event types such as 'payment.captured'",
-    )
-
-
-class WebhookEndpointOutputSerializer(serializers.Serializer):
-    id = serializers.CharField()
-    object = serializers.CharField(default="webhook_endpoint")
-    url = serializers.CharField()
-    events = serializers.ListField(child=serializers.CharField())
-    status = serializers.ChoiceField(choices=["enabled", "disabled"])
-    created_at = serializers.DateTimeField()
-
-
-class WebhookEndpointCreatedSerializer(WebhookEndpointOutputSerializer):
-    secret = serializers.CharField(
-        help_text="whsec_…: signs every delivery; shown in this answer only"
-    )
-
-
-class WebhookEndpointListSerializer(serializers.Serializer):
-    object = serializers.CharField(default="list")
-    data = WebhookEndpointOutputSerializer(many=True)  # type: ignore[assignment]  # field, see top
-    has_more = serializers.BooleanField()

@@ -23,14 +23,4 @@ urlpatterns = [
         views.PaymentRefundsApi.as_view(),
         name="payment-refunds",
     ),
-    path(
-        "webhook_endpoints",
-        views.WebhookEndpointListCreateApi.as_view(),
-        name="webhook-endpoints",
-    ),
-    path(
-        "webhook_endpoints/<str:endpoint_id>",
-        views.WebhookEndpointDetailApi.as_view(),
-        name="webhook-endpoint-detail",
-    ),
 ]

@@ -22,6 +22,7 @@ PACKAGES = (
     "gateways",
     "routing",
     "outbox",
+    "webhooks",
     "embedded",
 )
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")

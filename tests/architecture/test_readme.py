@@ -8,7 +8,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGES = ("aegispay", "backoffice", "common", "payments", "gateways", "routing", "outbox")
-PACKAGES += ("embedded", "bench")
+PACKAGES += ("webhooks", "embedded", "bench")
 # Files every Django app or package has, which the table need not name.
 BOILERPLATE = {"__init__.py", "apps.py"}
 

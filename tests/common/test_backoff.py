@@ -9,8 +9,8 @@ from django.test import override_settings
 
 from common.backoff import backoff_ceiling, backoff_seconds
 from outbox import relay
-from outbox.webhooks import webhook_backoff_ceiling, webhook_backoff_seconds
 from payments import gateway
+from webhooks.services import webhook_backoff_ceiling, webhook_backoff_seconds
 
 
 def test_the_ceiling_grows_by_the_factor_from_the_base_up_to_the_cap() -> None:

@@ -6,13 +6,6 @@ from __future__ import annotations
 import pytest
 
 from common.errors import DomainError
-from outbox.webhooks import (
-    WebhookError,
-    WebhookEventsInvalid,
-    WebhookNotFound,
-    WebhookUrlInvalid,
-    WebhookUrlNotAllowed,
-)
 from payments.api_errors import exception_handler
 from payments.errors import (
     IdempotencyKeyInUse,
@@ -21,6 +14,13 @@ from payments.errors import (
     PaymentNotFound,
     ValidationFailed,
     VersionConflict,
+)
+from webhooks.errors import (
+    WebhookError,
+    WebhookEventsInvalid,
+    WebhookNotFound,
+    WebhookUrlInvalid,
+    WebhookUrlNotAllowed,
 )
 
 

@@ -22,7 +22,7 @@ from django.conf import settings
 from kombu import Connection, Queue
 
 from outbox.bus import bus_connection, consumer_queue, is_amqp
-from tests.outbox.receivers import receivers
+from tests.webhooks.receivers import receivers
 
 
 def amqp_url() -> str | None:

@@ -21,7 +21,7 @@ def relay_loop() -> None:
     from outbox.consumers import outbox_consumer_drain
     from outbox.registry import consumer_names
     from outbox.relay import outbox_relay_drain
-    from outbox.webhook_tasks import webhook_deliveries_sweep
+    from webhooks.tasks import webhook_deliveries_sweep
 
     random.seed()
     batch = int(os.environ.get("RELAY_BATCH_SIZE", "50"))

@@ -14,12 +14,12 @@ from django_redis import get_redis_connection
 
 from outbox.bus import is_amqp
 from outbox.models import OutboxMessage
-from outbox.webhooks import webhook_endpoint_create
 from payments.merchants import merchant_create
 from payments.models import MerchantDailySummary, PaymentAuditEntry, PaymentEvent
-from tests.outbox.receivers import Receiver
 from tests.payments.helpers import payment_in
 from tests.waiting import wait_until
+from tests.webhooks.receivers import Receiver
+from webhooks.services import webhook_endpoint_create
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 

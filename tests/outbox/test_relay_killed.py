@@ -27,15 +27,16 @@ from django.db import connection
 
 from aegispay.celery import app as celery_app
 from outbox.bus import is_amqp
-from outbox.models import OutboxConsumerMark, OutboxMessage, WebhookDelivery
-from outbox.webhooks import webhook_endpoint_create
+from outbox.models import OutboxConsumerMark, OutboxMessage
 from payments.eventstore import payment_transition
 from payments.merchants import merchant_create
 from payments.models import PaymentAuditEntry, PaymentEvent
 from payments.services import payment_create
 from tests.outbox.conftest import Listener
-from tests.outbox.receivers import Receiver
 from tests.waiting import wait_until
+from tests.webhooks.receivers import Receiver
+from webhooks.models import WebhookDelivery
+from webhooks.services import webhook_endpoint_create
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 

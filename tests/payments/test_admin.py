@@ -19,7 +19,7 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from outbox.models import OutboxMessage, WebhookDelivery, WebhookEndpoint
+from outbox.models import OutboxMessage
 from payments import tasks
 from payments.admin import PaymentAdmin
 from payments.admin_forms import parse_major_amount
@@ -28,6 +28,7 @@ from payments.models import Merchant, Payment, PaymentAttempt, PaymentEvent, Ref
 from payments.services import payment_create
 from tests.conftest import make_client
 from tests.payments.helpers import payment_in
+from webhooks.models import WebhookDelivery, WebhookEndpoint
 
 pytestmark = pytest.mark.django_db
 
@@ -404,7 +405,7 @@ def test_the_migration_makes_operators_who_act_and_viewers_who_read(
     assert [olga.has_perm(name) for name in ACTION_PERMISSIONS] == [True] * 4
     assert [victor.has_perm(name) for name in ACTION_PERMISSIONS] == [False] * 4
     assert olga.has_perm("payments.view_payment") and victor.has_perm("payments.view_payment")
-    assert victor.has_perm("outbox.view_webhookdelivery")
+    assert victor.has_perm("webhooks.view_webhookdelivery")
     assert not olga.has_perm("payments.change_payment")
     assert not olga.has_perm("payments.delete_paymentevent")
 

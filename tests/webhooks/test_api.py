@@ -11,8 +11,8 @@ import pytest
 from django.test import override_settings
 from rest_framework.test import APIClient
 
-from outbox.models import WebhookEndpoint
 from tests.conftest import MerchantClient
+from webhooks.models import WebhookEndpoint
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("private_urls_allowed")]
 

@@ -1,8 +1,13 @@
-"""Celery entry points for merchant webhooks. Thin: each calls a service in outbox/webhooks.py.
+"""Celery entry points for merchant webhooks. Thin: each calls ``webhooks/services.py`` or
+``webhooks/selectors.py``.
 
 Both are idempotent, as ``acks_late`` requires: a redelivered send finds the delivery already
-leased or finished and does nothing, and a sweep only enqueues sends. ``outbox/tasks.py``
-imports this module so that workers register these tasks.
+leased or finished and does nothing, and a sweep only enqueues sends. Workers register them by
+autodiscovery (``aegispay/celery.py``).
+
+The task names are those the tasks had when they lived in ``outbox/webhook_tasks.py``, not this
+module's path: messages already queued and the beat schedule (``webhooks-sweep``) name a task by
+its name, so a worker of either version runs a send queued by the other.
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ from __future__ import annotations
 from celery import shared_task
 
 from .selectors import webhook_deliveries_due
-from .webhooks import webhook_delivery_attempt
+from .services import webhook_delivery_attempt
 
 
 @shared_task(name="outbox.webhook_tasks.webhook_delivery_send")

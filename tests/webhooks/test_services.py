@@ -19,15 +19,15 @@ from django.test import Client, override_settings
 from kombu import Connection
 
 from aegispay.celery import app as celery_app
-from outbox.models import OutboxMessage, WebhookAttempt, WebhookDelivery, WebhookEndpoint
-from outbox.selectors import webhook_deliveries_due
-from outbox.signing import HEADER, verify
+from outbox.models import OutboxMessage
 from outbox.types import OutboxEvent
-from outbox.webhook_tasks import webhook_deliveries_sweep, webhook_delivery_send
-from outbox.webhooks import (
+from tests.webhooks.receivers import Receiver
+from webhooks.errors import WebhookNotFound
+from webhooks.events import event_matches, webhook_events_validate
+from webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from webhooks.selectors import webhook_deliveries_due
+from webhooks.services import (
     DeliveryOutcome,
-    WebhookNotFound,
-    event_matches,
     webhook_backoff_ceiling,
     webhook_backoff_seconds,
     webhook_deliveries_create,
@@ -35,10 +35,10 @@ from outbox.webhooks import (
     webhook_delivery_resend,
     webhook_endpoint_create,
     webhook_endpoint_disable,
-    webhook_events_validate,
-    webhook_url_validate,
 )
-from tests.outbox.receivers import Receiver
+from webhooks.signing import HEADER, verify
+from webhooks.tasks import webhook_deliveries_sweep, webhook_delivery_send
+from webhooks.url_guard import webhook_url_validate
 
 MERCHANT = "mer_webhooks_a"
 OTHER_MERCHANT = "mer_webhooks_b"
@@ -746,8 +746,8 @@ def staff(db: None) -> Client:
 @PRIVATE_OK
 def test_the_admin_never_shows_an_endpoint_secret(staff: Client) -> None:
     endpoint, secret = webhook_endpoint_create(merchant_id=MERCHANT, url=PUBLIC_URL, events=["*"])
-    listing = staff.get("/admin/outbox/webhookendpoint/")
-    detail = staff.get(f"/admin/outbox/webhookendpoint/{endpoint.id}/change/")
+    listing = staff.get("/admin/webhooks/webhookendpoint/")
+    detail = staff.get(f"/admin/webhooks/webhookendpoint/{endpoint.id}/change/")
     assert listing.status_code == detail.status_code == 200
     assert endpoint.id in listing.content.decode()
     assert PUBLIC_URL in detail.content.decode()
@@ -766,10 +766,10 @@ def test_staff_see_attempts_and_resend_a_delivery(
         delivery=delivery, attempted_at=delivery.created_at, status_code=502, latency_ms=12
     )
 
-    detail = staff.get(f"/admin/outbox/webhookdelivery/{delivery.pk}/change/").content.decode()
+    detail = staff.get(f"/admin/webhooks/webhookdelivery/{delivery.pk}/change/").content.decode()
     with django_capture_on_commit_callbacks() as callbacks:
         response = staff.post(
-            "/admin/outbox/webhookdelivery/",
+            "/admin/webhooks/webhookdelivery/",
             {"action": "resend", "_selected_action": [delivery.pk]},
         )
 

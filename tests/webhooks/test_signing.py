@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from outbox.signing import SignatureVerificationError, sign, verify
+from webhooks.signing import SignatureVerificationError, sign, verify
 
 SECRET = "whsec_test_secret"
 BODY = b'{"id":"evt_1","object":"event","type":"payment.captured"}'

@@ -12,14 +12,14 @@ from typing import Any
 
 import pytest
 
-from outbox.signing import HEADER, SignatureVerificationError, verify
+from webhooks.signing import HEADER, SignatureVerificationError, verify
 
 
 @dataclass
 class Receiver:
     """A merchant's webhook handler on a real local HTTP server.
 
-    It verifies each request with ``outbox/signing.py`` (a bad one is answered 400 and counted
+    It verifies each request with ``webhooks/signing.py`` (a bad one is answered 400 and counted
     in ``refused``), processes each event id once (``processed``), then answers the next of
     ``statuses`` (200 once they run out). ``delay`` makes every answer slow; ``hold`` keeps a
     request open until the test sets it.
