@@ -11,6 +11,7 @@ The list envelopes and events have a field named ``data``. mypy reads it as over
 
 from __future__ import annotations
 
+from drf_spectacular.utils import OpenApiParameter
 from rest_framework import serializers
 
 from .models import CaptureMethod, PaymentStatus
@@ -133,3 +134,10 @@ class RefundListSerializer(serializers.Serializer):
     object = serializers.CharField(default="list")
     data = RefundOutputSerializer(many=True)  # type: ignore[assignment]  # field, see top
     has_more = serializers.BooleanField()
+
+
+# Shared by every merchant API view's schema (payments and webhooks).
+ERROR_RESPONSES = {400: ErrorSerializer, 401: ErrorSerializer, 404: ErrorSerializer}
+IDEMPOTENCY_PARAMETER = OpenApiParameter(
+    "Idempotency-Key", str, OpenApiParameter.HEADER, description="1-255 printable characters"
+)

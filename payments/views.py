@@ -13,6 +13,8 @@ from .authentication import merchant_user
 from .idempotency import idempotent
 from .representations import event_to_dict, payment_to_dict, refund_to_dict
 from .serializers import (
+    ERROR_RESPONSES,
+    IDEMPOTENCY_PARAMETER,
     AmountInputSerializer,
     ErrorSerializer,
     EventListSerializer,
@@ -31,19 +33,14 @@ from .validation import (
     validate_payment_create,
 )
 
-_ERRORS = {400: ErrorSerializer, 401: ErrorSerializer, 404: ErrorSerializer}
-_IDEMPOTENCY = OpenApiParameter(
-    "Idempotency-Key", str, OpenApiParameter.HEADER, description="1-255 printable characters"
-)
-
 
 class PaymentListCreateApi(APIView):
     @extend_schema(
         operation_id="payments_create",
         request=PaymentCreateInputSerializer,
-        parameters=[_IDEMPOTENCY],
+        parameters=[IDEMPOTENCY_PARAMETER],
         responses={201: PaymentOutputSerializer, 409: ErrorSerializer, 422: ErrorSerializer}
-        | _ERRORS,
+        | ERROR_RESPONSES,
     )
     @idempotent
     def post(self, request: Request) -> Response:
@@ -74,7 +71,7 @@ class PaymentListCreateApi(APIView):
             OpenApiParameter("created_lt", str, description="ISO 8601"),
             OpenApiParameter("merchant_reference", str),
         ],
-        responses={200: PaymentListSerializer} | _ERRORS,
+        responses={200: PaymentListSerializer} | ERROR_RESPONSES,
     )
     def get(self, request: Request) -> Response:
         params = validate_list_params(request.query_params)
@@ -88,7 +85,7 @@ class PaymentListCreateApi(APIView):
 
 class PaymentDetailApi(APIView):
     @extend_schema(
-        operation_id="payments_retrieve", responses={200: PaymentOutputSerializer} | _ERRORS
+        operation_id="payments_retrieve", responses={200: PaymentOutputSerializer} | ERROR_RESPONSES
     )
     def get(self, request: Request, payment_id: str) -> Response:
         payment = selectors.payment_get(
@@ -99,7 +96,7 @@ class PaymentDetailApi(APIView):
 
 class PaymentEventsApi(APIView):
     @extend_schema(
-        operation_id="payments_events_list", responses={200: EventListSerializer} | _ERRORS
+        operation_id="payments_events_list", responses={200: EventListSerializer} | ERROR_RESPONSES
     )
     def get(self, request: Request, payment_id: str) -> Response:
         events = selectors.payment_events(
@@ -113,7 +110,7 @@ class PaymentEventsApi(APIView):
 _IF_MATCH = OpenApiParameter(
     "If-Match", str, OpenApiParameter.HEADER, description="the payment version you expect"
 )
-_WRITE_ERRORS = {409: ErrorSerializer, 422: ErrorSerializer} | _ERRORS
+_WRITE_ERRORS = {409: ErrorSerializer, 422: ErrorSerializer} | ERROR_RESPONSES
 
 
 def _expected_version(request: Request) -> int | None:
@@ -124,7 +121,7 @@ class PaymentCaptureApi(APIView):
     @extend_schema(
         operation_id="payments_capture",
         request=AmountInputSerializer,
-        parameters=[_IDEMPOTENCY, _IF_MATCH],
+        parameters=[IDEMPOTENCY_PARAMETER, _IF_MATCH],
         responses={200: PaymentOutputSerializer} | _WRITE_ERRORS,
     )
     @idempotent
@@ -146,7 +143,7 @@ class PaymentCancelApi(APIView):
     @extend_schema(
         operation_id="payments_cancel",
         request=None,
-        parameters=[_IDEMPOTENCY, _IF_MATCH],
+        parameters=[IDEMPOTENCY_PARAMETER, _IF_MATCH],
         responses={200: PaymentOutputSerializer} | _WRITE_ERRORS,
     )
     @idempotent
@@ -167,7 +164,7 @@ class PaymentRefundsApi(APIView):
     @extend_schema(
         operation_id="payments_refunds_create",
         request=RefundInputSerializer,
-        parameters=[_IDEMPOTENCY, _IF_MATCH],
+        parameters=[IDEMPOTENCY_PARAMETER, _IF_MATCH],
         responses={201: RefundOutputSerializer} | _WRITE_ERRORS,
     )
     @idempotent
@@ -188,7 +185,8 @@ class PaymentRefundsApi(APIView):
         return Response(refund_to_dict(refund), status=status.HTTP_201_CREATED)
 
     @extend_schema(
-        operation_id="payments_refunds_list", responses={200: RefundListSerializer} | _ERRORS
+        operation_id="payments_refunds_list",
+        responses={200: RefundListSerializer} | ERROR_RESPONSES,
     )
     def get(self, request: Request, payment_id: str) -> Response:
         refunds = selectors.refund_list(

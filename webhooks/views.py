@@ -16,7 +16,7 @@ from payments.authentication import merchant_user
 from payments.errors import ValidationFailed
 from payments.idempotency import idempotent
 from payments.representations import iso
-from payments.serializers import ErrorSerializer
+from payments.serializers import ERROR_RESPONSES, IDEMPOTENCY_PARAMETER, ErrorSerializer
 from payments.validation import validate_list_params
 
 from . import selectors, services
@@ -26,12 +26,6 @@ from .serializers import (
     WebhookEndpointCreateInputSerializer,
     WebhookEndpointListSerializer,
     WebhookEndpointOutputSerializer,
-)
-
-# As in payments/views.py.
-_ERRORS = {400: ErrorSerializer, 401: ErrorSerializer, 404: ErrorSerializer}
-_IDEMPOTENCY = OpenApiParameter(
-    "Idempotency-Key", str, OpenApiParameter.HEADER, description="1-255 printable characters"
 )
 
 # The webhook errors are DomainErrors like the payments ones: payments' api_errors renders
@@ -59,13 +53,13 @@ class WebhookEndpointListCreateApi(APIView):
     @extend_schema(
         operation_id="webhook_endpoints_create",
         request=WebhookEndpointCreateInputSerializer,
-        parameters=[_IDEMPOTENCY],
+        parameters=[IDEMPOTENCY_PARAMETER],
         responses={
             201: WebhookEndpointCreatedSerializer,
             409: ErrorSerializer,
             422: ErrorSerializer,
         }
-        | _ERRORS,
+        | ERROR_RESPONSES,
     )
     @idempotent
     def post(self, request: Request) -> Response:
@@ -97,7 +91,7 @@ class WebhookEndpointListCreateApi(APIView):
             OpenApiParameter("starting_after", str),
             OpenApiParameter("ending_before", str),
         ],
-        responses={200: WebhookEndpointListSerializer} | _ERRORS,
+        responses={200: WebhookEndpointListSerializer} | ERROR_RESPONSES,
     )
     def get(self, request: Request) -> Response:
         query = {
@@ -124,7 +118,7 @@ class WebhookEndpointListCreateApi(APIView):
 class WebhookEndpointDetailApi(APIView):
     @extend_schema(
         operation_id="webhook_endpoints_retrieve",
-        responses={200: WebhookEndpointOutputSerializer} | _ERRORS,
+        responses={200: WebhookEndpointOutputSerializer} | ERROR_RESPONSES,
     )
     def get(self, request: Request, endpoint_id: str) -> Response:
         endpoint = selectors.webhook_endpoint_get(
@@ -135,7 +129,7 @@ class WebhookEndpointDetailApi(APIView):
     @extend_schema(
         operation_id="webhook_endpoints_disable",
         description="Disables the endpoint: no new deliveries; it stays listed as disabled.",
-        responses={200: WebhookEndpointOutputSerializer} | _ERRORS,
+        responses={200: WebhookEndpointOutputSerializer} | ERROR_RESPONSES,
     )
     def delete(self, request: Request, endpoint_id: str) -> Response:
         endpoint = services.webhook_endpoint_disable(
