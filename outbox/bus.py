@@ -15,8 +15,9 @@ import logging
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, Protocol, cast
 
+from amqp.basic_message import Message as AmqpMessage
 from django.conf import settings
 from kombu import Connection, Exchange, Producer, Queue
 
@@ -46,6 +47,35 @@ def is_amqp(url: str) -> bool:
 
 def event_exchange(name: str | None = None) -> Exchange:
     return Exchange(name or settings.EVENT_BUS_EXCHANGE, type="topic", durable=True)
+
+
+class _ConfirmChannel(Protocol):
+    """The part of py-amqp's ``amqp.channel.Channel`` that ``_publish_confirmed`` uses.
+
+    Partly private (``_confirm_selected``, ``_basic_publish``, ``events``), so py-amqp's stubs
+    do not describe it: it is written down here, against the py-amqp range pyproject.toml pins,
+    and tests/outbox (publisher confirms on the real RabbitMQ) exercise every member.
+    """
+
+    _confirm_selected: bool
+    events: dict[str, set[Any]]
+    connection: Any  # amqp.Connection: drain_events(timeout=)
+
+    def confirm_select(self, nowait: bool = ...) -> None: ...
+
+    def prepare_message(
+        self,
+        body: bytes,
+        priority: int | None = ...,
+        content_type: str | None = ...,
+        content_encoding: str | None = ...,
+        headers: dict[str, Any] | None = ...,
+        properties: dict[str, Any] | None = ...,
+    ) -> AmqpMessage: ...
+
+    def _basic_publish(
+        self, msg: AmqpMessage, exchange: str = ..., routing_key: str = ..., **options: Any
+    ) -> Any: ...
 
 
 def _connection(url: str, timeout: float) -> Connection:
@@ -85,18 +115,20 @@ class EventBus:
         self._producer: Producer | None = None
         self._delivery_tag = 0
 
-    def _ensure(self) -> Producer:
-        if self._producer is None:
+    def _ensure(self) -> tuple[Connection, Producer]:
+        if self._connection is None or self._producer is None:
             connection = _connection(self.url, self.timeout)
             try:
-                connection.ensure_connection(max_retries=1, timeout=self.timeout)
-                producer = Producer(connection.channel(), exchange=self.exchange)
-                self.exchange(producer.channel).declare()
+                # kombu's stubs say int; kombu passes it on to a float deadline.
+                connection.ensure_connection(max_retries=1, timeout=self.timeout)  # type: ignore[arg-type]
+                channel = connection.channel()
+                producer = Producer(channel, exchange=self.exchange)
+                self.exchange(channel).declare()
             except Exception as exc:
                 connection.release()
                 raise BusUnavailable(f"event bus unreachable: {exc!r}") from exc
             self._connection, self._producer = connection, producer
-        return self._producer
+        return self._connection, self._producer
 
     def _message(self, event: OutboxEvent) -> tuple[bytes, dict[str, Any], dict[str, Any]]:
         body = json.dumps(event.payload, separators=(",", ":"), sort_keys=True).encode()
@@ -132,8 +164,8 @@ class EventBus:
         Raises ``BusUnavailable`` when the connection fails or confirms do not arrive in time;
         its ``published`` holds the indexes the broker did confirm before that.
         """
-        producer = self._ensure()
-        errors = _connection_errors(producer.connection)
+        connection, producer = self._ensure()
+        errors = _connection_errors(connection)
         results: list[MessageRefused | None] = [None] * len(events)
         sendable: list[int] = []
         messages = []
@@ -186,7 +218,8 @@ class EventBus:
         Confirms are collected by listeners on the channel, not by ``channel.wait``: py-amqp
         may read (and dispatch) a confirm while a later message is still being written.
         """
-        channel = producer.channel
+        # On AMQP kombu's channel is py-amqp's Channel (kombu.transport.pyamqp).
+        channel = cast("_ConfirmChannel", producer.channel)
         if not channel._confirm_selected:
             channel._confirm_selected = True
             channel.confirm_select()
