@@ -143,7 +143,7 @@ def main() -> int:
         return Payment.objects.exclude(Q(status__in=TERMINAL) | waiting)
 
     from payments.merchants import merchant_create
-    from payments.projection import differences
+    from payments.projections.payment import differences
     from payments.services import payment_create
     from payments.tasks import payments_reconcile, payments_settle_captures
 

@@ -7,12 +7,12 @@ It uses a database of its own (``aegispay_bench_replay`` on the configured Postg
 first run loads 200,000 payments with five events each (1,000,000 events) in four SQL
 ``INSERT ... SELECT generate_series`` statements, consistent with each other: every payment
 row is exactly what its events replay to, and four lifecycles are mixed (completed; declined
-after a fallback; cancelled by a void). The outbox rows count as pruned (every event applied),
-and the read models are then built once with ``read_models_rebuild``. Later runs reuse the
-data when it is complete.
+after a fallback; cancelled by a void). The outbox rows count as pruned: every event is recorded
+as applied by the read models (``ReadModelAppliedEvent``), which are then built once with
+``read_models_rebuild``. Later runs reuse the data when it is complete.
 
-Then ``payments.replay.events_replay`` (what ``manage.py replay_events`` runs) replays and
-compares everything; the script prints events, seconds, events/s and the peak RSS every
+Then ``payments.projections.verify.events_replay`` (what ``manage.py replay_events`` runs)
+replays and compares everything; the script prints events, seconds, events/s and the peak RSS every
 100,000 events and at the end, so a flat peak shows that memory does not grow with the
 events. It exits non-zero if the replay found differences (the loaded data is consistent).
 """
@@ -140,10 +140,16 @@ def peak_rss_mib() -> float:
 
 
 def loaded() -> bool:
-    from payments.models import MerchantDailySummary, PaymentAuditEntry, PaymentEvent
+    from payments.models import (
+        MerchantDailySummary,
+        PaymentAuditEntry,
+        PaymentEvent,
+        ReadModelAppliedEvent,
+    )
 
     return (
         PaymentEvent.objects.filter(id__startswith="evt_bench_").count() == EVENTS
+        and ReadModelAppliedEvent.objects.count() == EVENTS
         and PaymentAuditEntry.objects.count() == EVENTS
         and MerchantDailySummary.objects.exists()
     )
@@ -154,7 +160,7 @@ def load() -> None:
     import pgtrigger
     from django.db import connection, transaction
 
-    from payments.read_models import read_models_rebuild
+    from payments.projections.read_models import read_models_rebuild
 
     started = time.monotonic()
     with transaction.atomic(), connection.cursor() as cursor:
@@ -164,7 +170,8 @@ def load() -> None:
                 "TRUNCATE payments_paymentevent, payments_paymentattempt, payments_refund, "
                 "payments_idempotencykey, payments_payment, payments_apikey, "
                 "payments_merchant, payments_merchantdailysummary, "
-                "payments_paymentauditentry, outbox_outboxmessage CASCADE"
+                "payments_paymentauditentry, payments_readmodelappliedevent, "
+                "outbox_outboxmessage CASCADE"
             )
         cursor.execute(
             "INSERT INTO payments_merchant (id, name, gateways, created_at) "  # noqa: S608 - constants only
@@ -174,6 +181,10 @@ def load() -> None:
         )
         cursor.execute(_LOAD_PAYMENTS)
         cursor.execute(_LOAD_EVENTS)
+        cursor.execute(
+            "INSERT INTO payments_readmodelappliedevent (event_id, applied_at) "
+            "SELECT id, now() FROM payments_paymentevent"
+        )
     print(f"loaded {PAYMENTS} payments, {EVENTS} events in {time.monotonic() - started:.1f}s")
     started = time.monotonic()
     with connection.cursor() as cursor:
@@ -192,7 +203,7 @@ def main() -> int:
     args = parser.parse_args()
 
     benchdb.setup("aegispay_bench_replay")
-    from payments.replay import ReplayProgress, events_replay
+    from payments.projections.verify import ReplayProgress, events_replay
 
     if args.reload or not loaded():
         load()

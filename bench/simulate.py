@@ -216,7 +216,7 @@ from payments.models import (  # noqa: E402
     PaymentEvent,
     Refund,
 )
-from payments.projection import differences  # noqa: E402
+from payments.projections.payment import differences  # noqa: E402
 from routing.models import MerchantRouting  # noqa: E402
 from webhooks import tasks as webhook_tasks  # noqa: E402
 from webhooks.models import WebhookDelivery  # noqa: E402

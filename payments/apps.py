@@ -10,6 +10,6 @@ class PaymentsConfig(AppConfig):
     def ready(self) -> None:
         from outbox.registry import register_consumer
 
-        from .read_models import READ_MODELS_CONSUMER, read_models_apply
+        from .projections.read_models import READ_MODELS_CONSUMER, read_models_apply
 
         register_consumer(READ_MODELS_CONSUMER, read_models_apply)

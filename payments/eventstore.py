@@ -12,8 +12,8 @@ The rule: no other code writes a payment's ``status`` or appends its events. The
 (``payments/services.py``) and the gateway-call path (``payments/gateway.py``) decide *what*
 happens and call these; gateway calls never happen here while a row is locked: tasks call the
 gateway between two short transactions. The one sanctioned exception is a repair by
-``manage.py replay_events --repair`` (``payments/replay.py``), which restores the projection
-the events describe without adding an event.
+``manage.py replay_events --repair`` (``payments/projections/verify.py``), which restores the
+projection the events describe without adding an event.
 """
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ from .representations import event_to_dict, iso
 
 SYSTEM = "system"
 
-# The fields an event may set; replaying events applies exactly these (payments/projection.py).
+# The fields an event may set; replaying events applies exactly these
+# (payments/projections/fold.py).
 PROJECTED_FIELDS = (
     "amount",
     "currency",

@@ -553,10 +553,11 @@ class IdempotencyKey(models.Model):
         return f"{self.merchant_id}:{self.key} {self.state}"
 
 
-# --- read models: projections of the event table, fed by the outbox relay ---
+# --- read models: projections of the event table, fed by their outbox consumer ---
 #
-# Both are written only by ``payments/read_models.py`` (the relay's consumer) and by
-# ``manage.py replay_events --repair``; both can be rebuilt from the event table at any time.
+# Written only by ``payments/projections/read_models.py`` (the consumer ``read_models``) and by
+# ``manage.py replay_events --repair``; the summary and the audit trail can be rebuilt from the
+# event table and ``ReadModelAppliedEvent`` (what they applied) at any time.
 # Their merchant and payment references carry no database foreign key on purpose: a read model
 # must never take a lock on the payment row the services lock (an FK check takes KEY SHARE,
 # which waits behind ``select_for_update``), and it must never stop a write to the aggregate.
@@ -603,9 +604,8 @@ class MerchantDailySummary(models.Model):
 class PaymentAuditEntry(models.Model):
     """One row per event the read models applied: who did what to which payment, and when.
 
-    ``event_id`` is unique, so applying an event twice inserts nothing the second time; the
-    row's presence is also how the summary knows an event was applied already.
-    ``created_at`` is the event's time, not the row's.
+    ``event_id`` is unique: one row per event, whatever happens. ``created_at`` is the event's
+    time, not the row's.
     """
 
     event_id = models.CharField(max_length=40, unique=True)
@@ -636,3 +636,19 @@ class PaymentAuditEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.payment_id}#{self.sequence} {self.type} by {self.actor}"
+
+
+class ReadModelAppliedEvent(models.Model):
+    """One row per event the read models applied: their own record of it, not the outbox's.
+
+    Inserted with the event's audit row and summary delta in one transaction, ``ON CONFLICT DO
+    NOTHING``: an event delivered twice finds its row and changes nothing. The outbox's consumer
+    marks say what was handed over and are pruned with their rows; this table says what the
+    read models hold, which is what their rebuild and ``replay_events`` compare against.
+    """
+
+    event_id = models.CharField(max_length=40, primary_key=True)
+    applied_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.event_id} applied at {self.applied_at:%Y-%m-%d %H:%M:%S}"

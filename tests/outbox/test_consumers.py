@@ -21,7 +21,7 @@ from outbox.types import OutboxEvent
 from payments.eventstore import payment_transition
 from payments.merchants import merchant_create
 from payments.models import Merchant, PaymentAuditEntry, PaymentEvent
-from payments.read_models import READ_MODELS_CONSUMER
+from payments.projections.read_models import READ_MODELS_CONSUMER
 from tests.payments.helpers import payment_in
 
 pytestmark = pytest.mark.django_db(transaction=True)

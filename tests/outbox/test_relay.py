@@ -33,7 +33,7 @@ from outbox.relay import (
 )
 from payments.merchants import merchant_create
 from payments.models import Merchant, PaymentEvent
-from payments.read_models import READ_MODELS_CONSUMER
+from payments.projections.read_models import READ_MODELS_CONSUMER
 from tests.outbox.conftest import CuttableProxy, Listener
 from tests.payments.helpers import payment_in
 

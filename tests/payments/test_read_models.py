@@ -1,8 +1,10 @@
-"""payments/read_models.py: the daily summary and the audit trail, fed as their outbox consumer
-feeds them (outbox/consumers.py: apply the events and mark them applied, in one transaction)."""
+"""payments/projections/read_models.py: the daily summary and the audit trail, fed as their
+outbox consumer feeds them (outbox/consumers.py: apply the events and mark them applied, in one
+transaction)."""
 
 from __future__ import annotations
 
+import importlib
 import threading
 import time
 from datetime import date
@@ -22,8 +24,9 @@ from payments.models import (
     Payment,
     PaymentAuditEntry,
     PaymentEvent,
+    ReadModelAppliedEvent,
 )
-from payments.read_models import (
+from payments.projections.read_models import (
     READ_MODELS_CONSUMER,
     lock_exclusive,
     read_models_apply,
@@ -314,3 +317,57 @@ def test_the_consumer_applies_every_event_once_while_nothing_is_published() -> N
         (merchant.id, day_of(refunded), "refunded", "USD"): (1, 1000, 1000, 1000, 1000),
         (merchant.id, day_of(cancelled), "cancelled", "USD"): (1, 1000, 0, 0, 0),
     }
+
+
+@pytest.mark.django_db
+def test_what_the_read_models_applied_is_their_own_record_not_the_outboxs_state() -> None:
+    merchant = make_client().merchant
+    applied = payment_in(merchant, "authorized")
+    apply(pending())
+    # An event the read models were never handed, whose outbox row went away with its marks
+    # (as a prune, a manual cleanup or a restore of the outbox alone would leave it), and one
+    # whose mark says "applied" although the read models never saw it.
+    unseen = payment_in(merchant, "failed")
+    OutboxMessage.objects.filter(aggregate_id=unseen.id).delete()
+    marked = eur_payment(merchant, 300)
+    OutboxConsumerMark.objects.filter(consumer=READ_MODELS_CONSUMER, aggregate_id=marked.id).update(
+        applied_at=timezone.now()
+    )
+    incremental_summary, incremental_audit = summary(), audit()
+
+    result = read_models_rebuild()
+
+    assert (
+        summary()
+        == incremental_summary
+        == {(merchant.id, day_of(applied), "authorized", "USD"): (1, 1000, 1000, 0, 0)}
+    )
+    assert audit() == incremental_audit
+    assert result.audit_rows == ReadModelAppliedEvent.objects.count() == 3
+    assert set(ReadModelAppliedEvent.objects.values_list("event_id", flat=True)) == set(
+        PaymentEvent.objects.filter(payment=applied).values_list("id", flat=True)
+    )
+
+
+@pytest.mark.django_db
+def test_the_migration_records_as_applied_what_the_consumer_marks_said_was() -> None:
+    fill_sql = importlib.import_module("payments.migrations.0007_read_model_applied_events")
+    merchant = make_client().merchant
+    done = payment_in(merchant, "completed")
+    apply(pending())
+    pruned = payment_in(merchant, "failed")
+    apply(pending())
+    OutboxMessage.objects.filter(aggregate_id=pruned.id).delete()  # applied, then pruned
+    waiting = payment_in(merchant, "authorized")  # never applied: unapplied marks
+    ReadModelAppliedEvent.objects.all().delete()
+
+    with connection.cursor() as cursor:
+        cursor.execute(fill_sql.FILL_SQL)
+
+    recorded = set(ReadModelAppliedEvent.objects.values_list("event_id", flat=True))
+    assert recorded == set(
+        PaymentEvent.objects.filter(payment__in=[done, pruned]).values_list("id", flat=True)
+    )
+    assert not recorded & set(
+        PaymentEvent.objects.filter(payment=waiting).values_list("id", flat=True)
+    )

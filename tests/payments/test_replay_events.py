@@ -1,4 +1,5 @@
-"""manage.py replay_events (payments/replay.py): find tampered projections, repair them."""
+"""manage.py replay_events (payments/projections/verify.py): find tampered projections, repair
+them."""
 
 from __future__ import annotations
 
@@ -25,8 +26,8 @@ from payments.models import (
     PaymentAuditEntry,
     PaymentEvent,
 )
-from payments.read_models import READ_MODELS_CONSUMER
-from payments.replay import events_replay
+from payments.projections.read_models import READ_MODELS_CONSUMER
+from payments.projections.verify import events_replay
 from tests.conftest import make_client
 from tests.payments.helpers import payment_in
 

@@ -18,7 +18,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_stat
 from payments.errors import AmountExceeded, InvalidTransition
 from payments.eventstore import TRANSITIONS, payment_transition
 from payments.models import Payment
-from payments.projection import replay, snapshot
+from payments.projections.payment import replay, snapshot
 from tests.conftest import make_client
 from tests.payments.helpers import AMOUNT, payment_in
 

@@ -14,7 +14,7 @@ queryset ``update()`` under the payment's row lock: the one sanctioned exception
 event store writes status" (``status`` is a protected FSMField; a repair restores what the
 events say and must not run a transition or add an event). It holds the read models' advisory lock
 while it scans, so the outbox relay's read-model updates wait for it. The work is done by
-``payments.replay.events_replay``.
+``payments.projections.verify.events_replay``.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from payments.models import Payment
-from payments.replay import Difference, ReplayProgress, events_replay, parse_since
+from payments.projections.verify import Difference, ReplayProgress, events_replay, parse_since
 
 BAD_ARGUMENTS = 2
 DIFFERENCES_LEFT = 1

@@ -3,17 +3,19 @@
 ``read_models_apply`` is the in-process outbox consumer ``read_models`` (registered in
 ``PaymentsConfig.ready``): the consumer pass (``outbox/consumers.py``) reads the outbox itself,
 independently of the relay and the event bus, and calls it with each event once, in per-payment
-order, in the transaction that marks the event applied for this consumer. So an event counts as
-applied exactly when the consumer's mark says so (``APPLIED_SQL``). The same folding
-code (``SummaryFold``) serves the incremental path and the rebuild from the event table
+order, in the transaction that marks the event applied for this consumer. The read models
+record what they applied in a table of their own, ``ReadModelAppliedEvent`` (one row per event,
+the event id unique), in that same transaction: an event counts as applied exactly when it has
+that row (``APPLIED_SQL``), whatever the outbox did with it or pruned since. The one fold
+(``fold.PaymentFold``) serves the incremental path and the rebuild from the event table
 (``read_models_rebuild``, ``summary_expected``), so both give the same rows by construction.
 
 The summary is kept as deltas: when an event moves a payment from one (status, amounts) to
 another, its old row loses the payment and its new row gains it. The deltas of a payment's
 applied events add up to its place after the last of them, whatever order they were applied
-in. An event's audit row is inserted first, ``ON CONFLICT DO NOTHING ... RETURNING``, and only
-events that really got a new audit row move the summary: a batch delivered twice changes
-nothing the second time.
+in. An event's applied row is inserted first, ``ON CONFLICT DO NOTHING ... RETURNING``, and
+only events that really got a new one get an audit row and move the summary: a batch delivered
+twice changes nothing the second time.
 
 Concurrency. Two consumer passes apply disjoint batches at once; each upserts its summary rows
 in one statement in a fixed key order, so they cannot deadlock on those rows. ``replay_events
@@ -27,13 +29,21 @@ import json
 import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
-from typing import Any, NamedTuple, cast
+from datetime import datetime
+from typing import Any, NamedTuple
 
 from django.db import connection, transaction
 
-from outbox.selectors import consumer_applied_sql
 from outbox.types import OutboxEvent
+
+from .fold import (
+    SUMMARY_VALUES,
+    PaymentFold,
+    SummaryKey,
+    SummaryTotals,
+    add_delta,
+    nonzero,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -42,22 +52,6 @@ READ_MODELS_CONSUMER = "read_models"
 
 # The advisory lock (one bigint key) that orders read-model repairs against the consumer.
 READ_MODELS_LOCK = 0x6165_6769_7301  # "aegis" + 1; any constant unique to this purpose
-
-SUMMARY_VALUES = (
-    "payment_count",
-    "amount",
-    "amount_authorized",
-    "amount_captured",
-    "amount_refunded",
-)
-_MONEY = SUMMARY_VALUES[1:]
-
-# (merchant id, UTC day of payment.initiated, status, currency)
-SummaryKey = tuple[str, date, str, str]
-# (payment_count, amount, amount_authorized, amount_captured, amount_refunded)
-SummaryValues = tuple[int, int, int, int, int]
-Contribution = tuple[SummaryKey, SummaryValues] | None
-SummaryTotals = dict[SummaryKey, list[int]]
 
 AUDIT_FIELDS = (
     "merchant_id",
@@ -71,9 +65,9 @@ AUDIT_FIELDS = (
     "created_at",
 )
 
-# "Applied" in SQL: the read-models consumer has no unapplied mark for the event ``e``. Whether
-# the relay published the event has nothing to do with it.
-APPLIED_SQL = consumer_applied_sql(consumer=READ_MODELS_CONSUMER, event_id="e.id")
+# "Applied" in SQL: the read models recorded the event ``e`` as applied in their own table
+# (ReadModelAppliedEvent). Neither the relay nor the outbox's consumer marks have a say.
+APPLIED_SQL = "EXISTS (SELECT 1 FROM payments_readmodelappliedevent r WHERE r.event_id = e.id)"
 
 
 def lock_shared() -> None:
@@ -86,67 +80,6 @@ def lock_exclusive() -> None:
     """Take ``READ_MODELS_LOCK`` exclusively until the transaction ends (repair, rebuild)."""
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_advisory_xact_lock(%s)", [READ_MODELS_LOCK])
-
-
-# --- folding one payment's events into its place in the summary ---
-
-
-class SummaryFold:
-    """Where one payment stands in the summary as its events are folded in sequence order.
-
-    Fold every event of the payment (applied or not): an event's delta is the difference of
-    the payment's place after it and before it, and that needs the state before it.
-    """
-
-    __slots__ = ("currency", "current", "day", "merchant_id", "money", "status")
-
-    def __init__(self, merchant_id: str) -> None:
-        self.merchant_id = merchant_id
-        self.day: date | None = None
-        self.currency = ""
-        self.status = ""
-        self.money = [0, 0, 0, 0]
-        self.current: Contribution = None
-
-    def advance(
-        self, *, created_at: datetime, to_status: str, changes: Mapping[str, Any]
-    ) -> tuple[Contribution, Contribution]:
-        """Fold one event; returns the payment's place before and after it."""
-        if self.day is None:  # the first event, payment.initiated, fixes the day
-            self.day = created_at.astimezone(UTC).date()
-        if "currency" in changes:
-            self.currency = str(changes["currency"])
-        for index, name in enumerate(_MONEY):
-            if name in changes:
-                self.money[index] = int(changes[name] or 0)
-        self.status = to_status
-        before = self.current
-        key = (self.merchant_id, self.day, self.status, self.currency)
-        amount, authorized, captured, refunded = self.money
-        self.current = (key, (1, amount, authorized, captured, refunded))
-        return before, self.current
-
-
-def add_delta(totals: SummaryTotals, before: Contribution, after: Contribution) -> None:
-    """Move one payment in ``totals`` from its place ``before`` to ``after``."""
-    if before == after:
-        return
-    if before is not None:
-        row = totals.setdefault(before[0], [0, 0, 0, 0, 0])
-        for index, value in enumerate(before[1]):
-            row[index] -= value
-    if after is not None:
-        row = totals.setdefault(after[0], [0, 0, 0, 0, 0])
-        for index, value in enumerate(after[1]):
-            row[index] += value
-
-
-def nonzero(totals: Mapping[SummaryKey, Sequence[int]]) -> dict[SummaryKey, SummaryValues]:
-    """Rows that say something: an all-zero row means the same as no row."""
-    # Every row holds the five SUMMARY_VALUES (the summary table's columns, add_delta's rows).
-    return {
-        key: cast("SummaryValues", tuple(values)) for key, values in totals.items() if any(values)
-    }
 
 
 # --- the event stream both the rebuild and replay_events read ---
@@ -222,14 +155,17 @@ def summary_expected(rows: Iterable[EventRow]) -> SummaryTotals:
     """The summary that the applied events among ``rows`` describe (rows as ``event_rows``
     yields them: ordered by payment, then sequence). Streams: holds one payment at a time."""
     totals: SummaryTotals = {}
-    fold: SummaryFold | None = None
+    fold = PaymentFold()
     current = ""
     for row in rows:
-        if fold is None or row.payment_id != current:
+        if row.payment_id != current:
             current = row.payment_id
-            fold = SummaryFold(row.merchant_id)
-        before, after = fold.advance(
-            created_at=row.created_at, to_status=row.to_status, changes=row.changes
+            fold = PaymentFold(row.merchant_id)
+        before, after = fold.advance_place(
+            sequence=row.sequence,
+            to_status=row.to_status,
+            changes=row.changes,
+            created_at=row.created_at,
         )
         if row.applied:
             add_delta(totals, before, after)
@@ -296,13 +232,21 @@ AUDIT_SELECT = (
     "e.to_status, e.actor, e.correlation_id, e.created_at "
     "FROM payments_paymentevent e JOIN payments_payment p ON p.id = e.payment_id"
 )
+# The events of the batch not applied before: recorded as applied now, in event id order (two
+# passes never wait on each other in opposite orders).
+_APPLIED_INSERT = """
+INSERT INTO payments_readmodelappliedevent (event_id, applied_at)
+SELECT b.event_id, now() FROM unnest(%s::varchar[]) AS b(event_id)
+ORDER BY b.event_id
+ON CONFLICT DO NOTHING
+RETURNING event_id
+"""
 _AUDIT_INSERT = f"""
 INSERT INTO payments_paymentauditentry ({AUDIT_COLUMNS})
 {AUDIT_SELECT}
 WHERE e.id = ANY(%s)
 ORDER BY e.payment_id, e.sequence
 ON CONFLICT DO NOTHING
-RETURNING event_id
 """
 # Each batch payment's events up to the last one in the batch: the state before each of them.
 _HISTORY = """
@@ -321,10 +265,10 @@ def read_models_apply(events: list[OutboxEvent]) -> None:
 
     Called by the outbox consumer pass inside the transaction that marks ``events`` applied,
     each payment's events in sequence order (any transaction works: it opens one if there is
-    none). Four statements whatever the batch size:
-    the shared advisory lock, the audit insert, the batch payments' event history, one summary
-    upsert. Idempotent per event: an event that has its audit row already changes nothing.
-    Events of other aggregates are ignored. Locks only the summary rows it changes.
+    none). Five statements whatever the batch size: the shared advisory lock, the applied
+    record, the audit insert, the batch payments' event history, one summary upsert.
+    Idempotent per event: an event recorded as applied already changes nothing. Events of
+    other aggregates are ignored. Locks only the summary rows it changes.
     """
     batch = [event for event in events if event.aggregate_type == "payment"]
     if not batch:
@@ -334,36 +278,40 @@ def read_models_apply(events: list[OutboxEvent]) -> None:
         last[event.aggregate_id] = max(last.get(event.aggregate_id, 0), event.sequence)
     with transaction.atomic(), connection.cursor() as cursor:
         lock_shared()
-        cursor.execute(_AUDIT_INSERT, [sorted(event.event_id for event in batch)])
+        cursor.execute(_APPLIED_INSERT, [sorted(event.event_id for event in batch)])
         fresh = {row[0] for row in cursor.fetchall()}
         if not fresh:
             return  # all of them were applied before
+        cursor.execute(_AUDIT_INSERT, [sorted(fresh)])
         payments = sorted(last)
         cursor.execute(_HISTORY, [payments, [last[p] for p in payments]])
         totals: SummaryTotals = {}
-        fold: SummaryFold | None = None
+        fold = PaymentFold()
         current = ""
         seen = 0
         for (
             payment_id,
             merchant_id,
             event_id,
-            _seq,
+            sequence,
             to_status,
             changes,
             created_at,
         ) in cursor.fetchall():
-            if fold is None or payment_id != current:
-                current, fold = payment_id, SummaryFold(merchant_id)
+            if payment_id != current:
+                current, fold = payment_id, PaymentFold(merchant_id)
             if isinstance(changes, str):
                 changes = json.loads(changes)
-            before, after = fold.advance(
-                created_at=created_at, to_status=to_status, changes=changes or {}
+            before, after = fold.advance_place(
+                sequence=sequence,
+                to_status=to_status,
+                changes=changes or {},
+                created_at=created_at,
             )
             if event_id in fresh:
                 seen += 1
                 add_delta(totals, before, after)
-        if seen != len(fresh):  # cannot happen: the audit insert read the same events
+        if seen != len(fresh):  # cannot happen: the events were read in the same transaction
             logger.error("read models: %d applied events not found", len(fresh) - seen)
         summary_write(nonzero(totals), absolute=False)
 
@@ -380,10 +328,12 @@ class RebuildResult:
 
 
 def read_models_rebuild(*, chunk_size: int = 5000) -> RebuildResult:
-    """Throw both read models away and compute them again from the event table.
+    """Throw both read models away and compute them again from the events they applied.
 
-    Holds ``READ_MODELS_LOCK`` exclusively for its one transaction (the consumer's apply waits),
-    so the events it counts as applied cannot change under it. The audit trail is one
+    What they applied (``ReadModelAppliedEvent``) is kept: it is their record of what the
+    consumer handed them, which the events alone cannot tell. Holds ``READ_MODELS_LOCK``
+    exclusively for its one transaction (the consumer's apply waits), so the events it counts
+    as applied cannot change under it. The audit trail is one
     ``INSERT ... SELECT``; the summary is folded from a streamed read of the events, so memory
     holds one payment plus the summary rows. Events are only read.
     """

@@ -1,39 +1,13 @@
-"""The payment row as a projection of its events: replay, snapshot and compare.
-
-Every event stores in ``data["changes"]`` the fields it set, and its ``to_status`` and
-``sequence``; applying a payment's events in order therefore rebuilds the row's state.
-"""
+"""The payment row as a projection of its events: replay, snapshot and compare."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from .eventstore import PROJECTED_FIELDS
-from .models import Payment, PaymentEvent
-from .representations import iso
-
-# The fields a payment's events rebuild: the projected ones, its status and its version.
-PAYMENT_FIELDS = (*PROJECTED_FIELDS, "status", "version")
-
-
-def replay_state(
-    rows: Iterable[tuple[int, str, Mapping[str, Any]]],
-) -> tuple[dict[str, Any], int | None]:
-    """Fold (sequence, to_status, changes) rows, oldest first, into a payment's projected state.
-
-    Returns the state and the first missing sequence number (None when the sequence is
-    1, 2, 3, ... without a gap), so a streaming verifier can report a gap instead of stopping.
-    """
-    state: dict[str, Any] = {}
-    gap = None
-    for sequence, to_status, changes in rows:
-        if gap is None and sequence != state.get("version", 0) + 1:
-            gap = state.get("version", 0) + 1
-        state.update(changes)
-        state["status"] = to_status
-        state["version"] = sequence
-    return state, gap
+from ..models import Payment, PaymentEvent
+from ..representations import iso
+from .fold import PAYMENT_FIELDS, replay_state
 
 
 def replay(events: Iterable[PaymentEvent]) -> dict[str, Any]:

@@ -1,8 +1,8 @@
 """Rebuild every projection from the event table, compare it with what is stored, repair it.
 
 The projections are the payment row (its projected fields, ``status`` and ``version``), the
-merchant daily summary and the audit trail (``payments/read_models.py``). Events are the
-truth and are only ever read here.
+merchant daily summary and the audit trail (``read_models.py``), all read from the one fold
+(``fold.PaymentFold``). Events are the truth and are only ever read here.
 
 How a run goes (``events_replay``):
 
@@ -40,22 +40,26 @@ from typing import Any
 from django.db import connection, reset_queries, transaction
 from django.utils.dateparse import parse_datetime
 
-from .models import MerchantDailySummary, Payment, PaymentEvent
-from .projection import PAYMENT_FIELDS, replay_state, stored_state
+from ..models import MerchantDailySummary, Payment, PaymentEvent
+from .fold import (
+    PAYMENT_FIELDS,
+    SUMMARY_VALUES,
+    PaymentFold,
+    SummaryKey,
+    SummaryTotals,
+    add_delta,
+    nonzero,
+    replay_state,
+)
+from .payment import stored_state
 from .read_models import (
     APPLIED_SQL,
     AUDIT_COLUMNS,
     AUDIT_FIELDS,
     AUDIT_SELECT,
     READ_MODELS_LOCK,
-    SUMMARY_VALUES,
-    SummaryFold,
-    SummaryKey,
-    SummaryTotals,
-    add_delta,
     event_rows,
     lock_exclusive,
-    nonzero,
     summary_delete,
     summary_write,
 )
@@ -352,29 +356,24 @@ class _Scan:
         """Stream, fold and compare; returns the payments that differed (to verify again)."""
         report = self.report
         current = ""
-        fold: SummaryFold | None = None
-        state: dict[str, Any] = {}
+        fold = PaymentFold()
         in_scope = False
-        gap = False
         next_progress = progress_every
         for row in self._stream():
             if row.payment_id != current:
                 if in_scope:
-                    self._done(current, state, gap)
-                current, in_scope, gap = row.payment_id, row.in_scope, False
-                fold, state = SummaryFold(row.merchant_id), {}
+                    self._done(current, fold)
+                current, in_scope = row.payment_id, row.in_scope
+                fold = PaymentFold(row.merchant_id)
                 report.payments += in_scope
-            # fold is set: ``current`` starts empty, so the first row always starts a payment.
-            before, after = fold.advance(  # type: ignore[union-attr]
-                created_at=row.created_at, to_status=row.to_status, changes=row.changes
+            before, after = fold.advance_place(
+                sequence=row.sequence,
+                to_status=row.to_status,
+                changes=row.changes,
+                created_at=row.created_at,
             )
             if row.applied:
                 add_delta(self.totals, before, after)
-            if in_scope:
-                gap = gap or row.sequence != state.get("version", 0) + 1
-                state.update(row.changes)
-                state["status"] = row.to_status
-                state["version"] = row.sequence
             report.events += 1
             if report.events >= next_progress:
                 next_progress += progress_every
@@ -385,16 +384,16 @@ class _Scan:
                         )
                     )
         if in_scope:
-            self._done(current, state, gap)
+            self._done(current, fold)
         self._flush()
         self.candidates.extend(self._payments_without_events())
         return self.candidates
 
-    def _done(self, payment_id: str, state: dict[str, Any], gap: bool) -> None:
-        if gap:
+    def _done(self, payment_id: str, fold: PaymentFold) -> None:
+        if fold.gap is not None:
             self.candidates.append(payment_id)
             return
-        self.batch[payment_id] = state
+        self.batch[payment_id] = fold.state
         if len(self.batch) >= self.batch_size:
             self._flush()
 
