@@ -9,9 +9,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from common.isotime import iso
+
 from .eventstore import PROJECTED_FIELDS
 from .models import Payment, PaymentEvent
-from .representations import iso
 
 # The fields a payment's events rebuild: the projected ones, its status and its version.
 PAYMENT_FIELDS = (*PROJECTED_FIELDS, "status", "version")
