@@ -17,10 +17,10 @@ from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser
 
 from . import currencies
-from .errors import ValidationFailed
+from .api_errors import validation_failed
 from .models import PaymentStatus
+from .serializers import CaptureInputSerializer
 from .services import payment_cancel, payment_capture, payment_retry, refund_create
-from .validation import validate_amount
 
 
 def staff_actor(user: AbstractBaseUser | AnonymousUser) -> str:
@@ -51,10 +51,11 @@ def parse_major_amount(text: str, currency: str) -> int:
         raise forms.ValidationError(
             f"{currency} has {places} decimal place(s); this amount has more."
         )
-    try:
-        return validate_amount(int(minor), currency)
-    except ValidationFailed as error:
-        raise forms.ValidationError(error.message) from None
+    # The merchant API's own amount rule (positive, within the currency's bound).
+    serializer = CaptureInputSerializer(data={"amount": int(minor)}, context={"currency": currency})
+    if not serializer.is_valid():
+        raise forms.ValidationError(validation_failed(serializer).message)
+    return int(serializer.validated_data["amount"])
 
 
 class PaymentActionForm(forms.Form):

@@ -27,11 +27,12 @@ from django.db import transaction
 from django_fsm import can_proceed
 
 from common.correlation import get_correlation_id
+from common.isotime import iso
 from outbox.services import outbox_message_create
 
 from .errors import AmountExceeded, InvalidTransition, PaymentNotFound, VersionConflict
 from .models import STATELESS_EVENT_TYPES, Payment, PaymentEvent
-from .representations import event_to_dict, iso
+from .serializers import event_payload
 
 SYSTEM = "system"
 
@@ -132,7 +133,7 @@ def append_event(
         aggregate_id=payment.id,
         sequence=event.sequence,
         merchant_id=payment.merchant_id,
-        payload=event_to_dict(event),
+        payload=event_payload(event),
     )
     return event
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from functools import wraps
@@ -47,11 +48,24 @@ from rest_framework.response import Response
 from common.errors import DomainError
 
 from .authentication import merchant_user
-from .errors import IdempotencyKeyInUse, IdempotencyKeyReused
+from .errors import IdempotencyKeyInUse, IdempotencyKeyReused, ValidationFailed
 from .models import IdempotencyKey, Merchant
-from .validation import validate_idempotency_key
 
 REPLAY_HEADER = "Idempotent-Replayed"
+
+_PRINTABLE_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+
+
+def validate_idempotency_key(value: str) -> str:
+    """The ``Idempotency-Key`` header's value. A plain function, not a serializer: one header
+    string, read by this decorator before the view (and its body serializer) runs."""
+    if not _PRINTABLE_KEY.match(value):
+        raise ValidationFailed(
+            "idempotency_key_invalid",
+            "Idempotency-Key must be 1 to 255 printable ASCII characters",
+            param="Idempotency-Key",
+        )
+    return value
 
 
 def request_fingerprint(method: str, path: str, body: bytes) -> str:

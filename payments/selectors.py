@@ -31,7 +31,7 @@ from .models import (
     Refund,
     RefundStatus,
 )
-from .validation import ListParams
+from .serializers import ListParams
 
 
 def payment_get(*, merchant: Merchant, payment_id: str) -> Payment:

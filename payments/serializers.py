@@ -1,47 +1,468 @@
-"""Serializers that describe the merchant API in the OpenAPI schema.
+"""The merchant API's shapes, each described once: these serializers validate the input, render
+the output and give drf-spectacular the OpenAPI schema.
 
-Input is validated by ``payments/validation.py`` (one stable code per rule); output is
-rendered by ``payments/representations.py``. These classes give drf-spectacular the shapes.
+Input serializers raise DRF's own codes (``required``, ``null``, ``invalid``, ...) or, where a
+rule has a code of its own, the contract's code; ``payments/api_errors.py`` (``validation_failed``)
+turns a serializer's errors into the one ``ValidationFailed`` the API answers, in one place.
+Every field enforces its rule in ``to_internal_value`` with the contract's message (``_Checked``):
+DRF's lenient coercions (``"2000"`` for an integer, ``5`` for a string) are refused, as they
+always were.
+
+Output serializers render what the services return, key for key in the contract's order. JSON
+the API stored as it validated it (``payment_method``, ``customer``, ``metadata``, an event's
+``data``) is passed through as stored.
 
 The list envelopes and events have a field named ``data``. mypy reads it as overriding the
 ``Serializer.data`` property (``# type: ignore[assignment]`` below); it does not: DRF's
 ``SerializerMetaclass`` pops declared fields off the class into ``_declared_fields``, so
-``.data`` stays the property and ``data`` is only the schema's field.
+``.data`` stays the property and ``data`` is only a field.
 """
 
 from __future__ import annotations
 
-from drf_spectacular.utils import OpenApiParameter
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.conf import settings
+from django.utils.dateparse import parse_datetime
+from drf_spectacular.utils import OpenApiParameter, extend_schema_field
 from rest_framework import serializers
+from rest_framework.fields import empty
 
-from .models import CaptureMethod, PaymentStatus
+from common.isotime import iso
+
+from . import currencies
+from .models import CaptureMethod, Payment, PaymentEvent, PaymentStatus, Refund
+
+_TOKEN = re.compile(r"^[A-Za-z0-9_\-]{1,255}$")
+_COUNTRY = re.compile(r"^[A-Z]{2}$")
+_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}$")
+_OBJECT_ID = re.compile(r"^[a-z]{2,4}_[0-9a-z]{26}$")
+
+_AMOUNT_INVALID = "amount must be a positive integer in the currency's minor unit"
 
 
-class PaymentMethodSerializer(serializers.Serializer):
-    type = serializers.ChoiceField(choices=["card"])
-    token = serializers.CharField(help_text="A gateway token such as tok_visa; never a card number")
+def _messages(message: str) -> dict[str, Any]:
+    """The same contract message for every DRF code a field can raise."""
+    codes = ("required", "null", "blank", "invalid", "invalid_choice")
+    return dict.fromkeys(codes, message)
+
+
+# --- input ---
+
+
+class _Checked:
+    """A field whose ``to_internal_value`` enforces all of its rule, with the contract's message.
+
+    The validators DRF derives from ``max_length``, ``min_value`` and the like stay on the field
+    only to describe it in the schema; they do not run, since they would add rules the API never
+    had (DRF's ``CharField`` refuses NUL characters and trims blanks, for one).
+    """
+
+    def run_validation(self, data: Any = empty) -> Any:
+        is_empty, data = self.validate_empty_values(data)  # type: ignore[attr-defined]
+        if is_empty:
+            return data
+        return self.to_internal_value(data)  # type: ignore[attr-defined]
+
+
+class StringField(_Checked, serializers.CharField):
+    """A string of at most ``max_length`` characters; null reads as ``""``. Its error code is
+    named after the field itself: ``description_invalid``, and ``id_invalid`` for ``customer.id``.
+    """
+
+    def validate_empty_values(self, data: Any) -> tuple[bool, Any]:
+        return super().validate_empty_values("" if data is None else data)
+
+    def __init__(self, *, max_length: int, **kwargs: Any) -> None:
+        super().__init__(max_length=max_length, allow_blank=True, trim_whitespace=False, **kwargs)
+        self.limit = max_length
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str) or len(data) > self.limit:
+            raise serializers.ValidationError(
+                f"{self.field_name} must be a string of at most {self.limit} characters",
+                code=f"{self.field_name}_invalid",
+            )
+        return data
+
+
+class PatternField(_Checked, serializers.CharField):
+    """A string that matches ``pattern`` (``re.match``, as the API always checked it)."""
+
+    def __init__(self, pattern: re.Pattern[str], message: str, **kwargs: Any) -> None:
+        self.pattern = pattern
+        kwargs.setdefault("error_messages", _messages(message))
+        super().__init__(trim_whitespace=False, **kwargs)
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str) or not self.pattern.match(data):
+            self.fail("invalid")
+        return data
+
+
+class EmailField(PatternField, serializers.EmailField):
+    """``PatternField`` with the schema's ``format: email``."""
+
+
+class CurrencyField(_Checked, serializers.CharField):
+    default_error_messages = _messages("currency must be an upper-case ISO 4217 code such as USD")
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(min_length=3, max_length=3, help_text="ISO 4217, upper case", **kwargs)
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str) or not currencies.is_supported(data):
+            self.fail("invalid")
+        return data
+
+
+class AmountField(_Checked, serializers.IntegerField):
+    """A positive integer in the currency's minor unit (``true``, ``10.5`` and ``"2000"`` are
+    not). The serializer bounds it by the currency (``amount_bound``)."""
+
+    default_error_messages = _messages(_AMOUNT_INVALID)
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(min_value=1, help_text="Minor units of the currency", **kwargs)
+
+    def to_internal_value(self, data: Any) -> int:
+        if isinstance(data, bool) or not isinstance(data, int) or data <= 0:
+            self.fail("invalid")
+        return data
+
+
+def amount_bound(amount: int, currency: str) -> int:
+    """``amount`` if within the currency's bound: at most ten billion major units (with KWD's
+    three decimals that is 10**13 minor units). Raises ``amount_too_large``."""
+    bound = settings.MAX_AMOUNT_MAJOR_UNITS * 10 ** currencies.exponent(currency)
+    if amount > bound:
+        raise serializers.ValidationError(
+            f"amount may be at most {bound} minor units of {currency}", code="amount_too_large"
+        )
+    return amount
+
+
+class MetadataField(_Checked, serializers.DictField):
+    """Up to ``METADATA_MAX_KEYS`` string values; null reads as ``{}``. A bad entry's error is
+    keyed by its key, which the error's ``param`` names as ``metadata[key]``."""
+
+    default_error_messages = _messages("metadata must be an object")
+
+    def __init__(self, **kwargs: Any) -> None:
+        child = serializers.CharField(max_length=settings.METADATA_MAX_VALUE_LENGTH)
+        super().__init__(child=child, required=False, default=dict, **kwargs)
+
+    def validate_empty_values(self, data: Any) -> tuple[bool, Any]:
+        if data is None:
+            return (True, {})
+        return super().validate_empty_values(data)
+
+    def to_internal_value(self, data: Any) -> dict[str, str]:
+        if not isinstance(data, dict):
+            self.fail("invalid")
+        if len(data) > settings.METADATA_MAX_KEYS:
+            raise serializers.ValidationError(
+                f"metadata may have at most {settings.METADATA_MAX_KEYS} keys", code="invalid"
+            )
+        for key, item in data.items():
+            if not key or len(key) > settings.METADATA_MAX_KEY_LENGTH:
+                message = (
+                    f"metadata keys must be 1 to {settings.METADATA_MAX_KEY_LENGTH} characters"
+                )
+            elif not isinstance(item, str) or len(item) > settings.METADATA_MAX_VALUE_LENGTH:
+                message = (
+                    f"metadata values must be strings of at most "
+                    f"{settings.METADATA_MAX_VALUE_LENGTH} characters"
+                )
+            else:
+                continue
+            raise serializers.ValidationError({key: [message]}, code="invalid")
+        return dict(data)
+
+    def to_representation(self, value: Any) -> Any:
+        return value  # as stored
+
+
+class StrictSerializer(serializers.Serializer):
+    # An input object that refuses parameters it does not declare, before checking any field.
+    #
+    # ``unknown_message``: the object's own message for unknown keys (a nested object); without
+    # it, the first unknown key in sorted order is ``parameter_unknown`` (a request body).
+
+    unknown_message: str | None = None
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            writable = {name for name, field in self.fields.items() if not field.read_only}
+            unknown = sorted(set(data) - writable)
+            if unknown and self.unknown_message is not None:
+                raise serializers.ValidationError(
+                    self.unknown_message.format(names=", ".join(unknown)), code="invalid"
+                )
+            if unknown:
+                raise serializers.ValidationError(
+                    {unknown[0]: [f"unknown parameter: {unknown[0]}"]}, code="parameter_unknown"
+                )
+        return dict(super().to_internal_value(data))
+
+
+class PaymentMethodSerializer(StrictSerializer):
+    # In: ``type`` and ``token``. Out: as stored, with the gateway's ``brand`` and ``last4``.
+
+    default_error_messages = _messages("payment_method must be an object with type and token")
+    unknown_message = "payment_method has unknown fields: {names}"
+
+    type = serializers.ChoiceField(
+        choices=["card"], error_messages=_messages("payment_method.type must be 'card'")
+    )
+    token = PatternField(
+        _TOKEN,
+        "payment_method.token must be a gateway token such as tok_visa",
+        max_length=255,
+        help_text="A gateway token such as tok_visa; never a card number",
+    )
     brand = serializers.CharField(read_only=True, required=False)
     last4 = serializers.CharField(read_only=True, required=False)
 
-
-class CustomerSerializer(serializers.Serializer):
-    id = serializers.CharField(required=False)
-    email = serializers.EmailField(required=False)
-    country = serializers.CharField(required=False, min_length=2, max_length=2)
-    name = serializers.CharField(required=False)
+    def to_representation(self, instance: Any) -> Any:
+        return instance  # as stored
 
 
-class PaymentCreateInputSerializer(serializers.Serializer):
-    amount = serializers.IntegerField(min_value=1, help_text="Minor units of the currency")
-    currency = serializers.CharField(min_length=3, max_length=3, help_text="ISO 4217, upper case")
+_CUSTOMER_INVALID = "customer must be an object with id, email, country and name only"
+
+
+class CustomerSerializer(StrictSerializer):
+    # Only the keys sent, in this order; null reads as ``{}``.
+
+    default_error_messages = {"invalid": _CUSTOMER_INVALID}
+    unknown_message = _CUSTOMER_INVALID
+
+    id = StringField(max_length=255, required=False)
+    name = StringField(max_length=255, required=False)
+    email = EmailField(_EMAIL, "customer.email is not valid", required=False)
+    country = PatternField(
+        _COUNTRY,
+        "customer.country must be an upper-case ISO 3166 alpha-2 code",
+        min_length=2,
+        max_length=2,
+        required=False,
+    )
+
+    def validate_empty_values(self, data: Any) -> tuple[bool, Any]:
+        if data is None:
+            return (True, {})
+        return super().validate_empty_values(data)
+
+    def to_representation(self, instance: Any) -> Any:
+        return instance  # as stored
+
+
+class PaymentCreateInputSerializer(StrictSerializer):
+    # The body of ``POST /v1/payments``.
+
+    # A missing parameter is reported first, in the order declared here (the contract's);
+    # otherwise the first bad value in this order: the currency before the amount it bounds.
+    error_order = (
+        "currency",
+        "capture_method",
+        "amount",
+        "payment_method",
+        "customer",
+        "description",
+        "merchant_reference",
+        "metadata",
+    )
+
+    amount = AmountField()
+    currency = CurrencyField()
     payment_method = PaymentMethodSerializer()
     capture_method = serializers.ChoiceField(
-        choices=CaptureMethod.choices, default=CaptureMethod.AUTOMATIC
+        choices=CaptureMethod.choices,
+        default=CaptureMethod.AUTOMATIC,
+        error_messages=_messages("capture_method must be 'automatic' or 'manual'"),
     )
-    customer = CustomerSerializer(required=False)
-    description = serializers.CharField(required=False, max_length=1000)
-    merchant_reference = serializers.CharField(required=False, max_length=255)
-    metadata = serializers.DictField(child=serializers.CharField(max_length=500), required=False)
+    customer = CustomerSerializer(required=False, default=dict)
+    description = StringField(max_length=1000, default="")
+    merchant_reference = StringField(max_length=255, default="")
+    metadata = MetadataField()
+
+    def validate_amount(self, amount: int) -> int:
+        currency = self.initial_data.get("currency")
+        if isinstance(currency, str) and currencies.is_supported(currency):
+            return amount_bound(amount, currency)
+        return amount  # the currency's own error is reported before the amount's
+
+
+class AmountBodySerializer(StrictSerializer):
+    # A body of optional parameters (capture, cancel, refund); no body at all is ``{}``. An
+    # amount is bounded by ``context["currency"]``, the payment's.
+
+    def run_validation(self, data: Any = empty) -> Any:
+        return super().run_validation({} if data is None or data == "" else data)
+
+    def validate_amount(self, amount: int | None) -> int | None:
+        return None if amount is None else amount_bound(amount, self.context["currency"])
+
+
+class CancelInputSerializer(AmountBodySerializer):
+    """``POST /v1/payments/{id}/cancel`` takes no parameters (its schema shows no body)."""
+
+
+class CaptureInputSerializer(AmountBodySerializer):
+    amount = AmountField(required=False, allow_null=True, default=None)
+
+
+class RefundInputSerializer(CaptureInputSerializer):
+    reason = StringField(max_length=500, default="")
+
+
+class LimitField(_Checked, serializers.IntegerField):
+    default_error_messages = _messages("limit must be an integer from 1 to 100")
+
+    def __init__(self) -> None:
+        super().__init__(min_value=1, max_value=100, default=20, help_text="1 to 100, default 20")
+
+    def to_internal_value(self, data: Any) -> int:
+        if not data.isdigit() or not 1 <= int(data) <= 100:
+            self.fail("invalid")
+        return int(data)
+
+
+class ObjectIdField(PatternField):
+    def __init__(self) -> None:
+        super().__init__(_OBJECT_ID, "", required=False)
+
+    def bind(self, field_name: str, parent: Any) -> None:
+        super().bind(field_name, parent)
+        self.error_messages = _messages(f"{field_name} must be an object id")
+
+
+class TimeParamField(_Checked, serializers.DateTimeField):
+    """A time with a UTC offset (ISO 8601), as Django's ``parse_datetime`` reads it."""
+
+    def __init__(self) -> None:
+        super().__init__(required=False, help_text="ISO 8601 with a UTC offset")
+
+    def to_internal_value(self, value: Any) -> datetime:
+        parsed = parse_datetime(value)
+        if parsed is None or parsed.tzinfo is None:
+            raise serializers.ValidationError(
+                f"{self.field_name} must be an ISO 8601 time with a UTC offset, "
+                "e.g. 2026-01-31T12:00:00Z",
+                code="invalid",
+            )
+        return parsed
+
+
+class RawStringField(_Checked, serializers.CharField):
+    """Any string, as sent (blank included): a filter value compared as is."""
+
+    def __init__(self) -> None:
+        super().__init__(required=False, allow_blank=True, trim_whitespace=False)
+
+    def to_internal_value(self, data: Any) -> str:
+        return str(data)
+
+
+class _CursorPair:
+    def validate_ending_before(self, value: str | None) -> str | None:
+        starting_after = self.initial_data.get("starting_after")  # type: ignore[attr-defined]
+        if starting_after and value:
+            raise serializers.ValidationError(
+                "send starting_after or ending_before, not both", code="invalid"
+            )
+        return value
+
+
+class PageParamsSerializer(_CursorPair, serializers.Serializer):
+    # ``?limit=&starting_after=&ending_before=`` of a newest-first list (other parameters are
+    # ignored). Validate ``request.query_params.dict()``: the last value of a repeated one.
+
+    contract_invalid_code = "parameter_invalid"
+
+    limit = LimitField()
+    starting_after = ObjectIdField()
+    ending_before = ObjectIdField()
+
+
+@dataclass(frozen=True)
+class ListParams:
+    """What ``selectors.payment_list`` filters and pages by: ``PaymentListParamsSerializer``'s
+    validated query parameters."""
+
+    limit: int
+    starting_after: str | None = None
+    ending_before: str | None = None
+    status: str | None = None
+    created_gte: datetime | None = None
+    created_lt: datetime | None = None
+    merchant_reference: str | None = None
+
+
+_UNKNOWN_STATUS: dict[str, Any] = {"invalid_choice": "unknown status: {input}"}
+
+
+class PaymentListParamsSerializer(_CursorPair, serializers.Serializer):
+    # The query parameters of ``GET /v1/payments``, checked in this order.
+
+    contract_invalid_code = "parameter_invalid"
+
+    limit = LimitField()
+    status = serializers.ChoiceField(
+        choices=PaymentStatus.choices,
+        required=False,
+        error_messages=_UNKNOWN_STATUS,
+    )
+    starting_after = ObjectIdField()
+    ending_before = ObjectIdField()
+    created_gte = TimeParamField()
+    created_lt = TimeParamField()
+    merchant_reference = RawStringField()
+
+
+# --- output ---
+
+
+class ConstantField(serializers.CharField):
+    """The object's type name (``"payment"``, ``"list"``), the same on every object."""
+
+    def __init__(self, value: str) -> None:
+        self.value = value
+        super().__init__(read_only=True)
+
+    def get_attribute(self, instance: Any) -> str:
+        return self.value
+
+
+class IsoDateTimeField(serializers.DateTimeField):
+    """ISO 8601 in UTC with a ``Z`` (``common.isotime.iso``)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(read_only=True, **kwargs)
+
+    def to_representation(self, value: datetime) -> Any:
+        return iso(value)
+
+
+class BlankAsNullField(serializers.CharField):
+    """A string column where ``""`` means none: ``null``."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(read_only=True, allow_null=True, **kwargs)
+
+    def get_attribute(self, instance: Any) -> Any:
+        return super().get_attribute(instance) or None
+
+
+class AsStoredDictField(serializers.DictField):
+    """A JSON object passed through as stored."""
+
+    def to_representation(self, value: Any) -> Any:
+        return value
 
 
 class FailureSerializer(serializers.Serializer):
@@ -49,9 +470,13 @@ class FailureSerializer(serializers.Serializer):
     message = serializers.CharField()
 
 
+class RefundFailureSerializer(serializers.Serializer):
+    code = serializers.CharField()
+
+
 class PaymentOutputSerializer(serializers.Serializer):
     id = serializers.CharField()
-    object = serializers.CharField(default="payment")
+    object = ConstantField("payment")
     status = serializers.ChoiceField(choices=PaymentStatus.choices)
     amount = serializers.IntegerField()
     currency = serializers.CharField()
@@ -63,38 +488,88 @@ class PaymentOutputSerializer(serializers.Serializer):
     customer = CustomerSerializer()
     description = serializers.CharField()
     merchant_reference = serializers.CharField()
-    metadata = serializers.DictField(child=serializers.CharField())
-    gateway = serializers.CharField(allow_null=True)
-    gateway_reference = serializers.CharField(allow_null=True)
-    failure = FailureSerializer(allow_null=True)
-    authorization_expires_at = serializers.DateTimeField(allow_null=True)
+    metadata = MetadataField()
+    gateway = BlankAsNullField()
+    gateway_reference = BlankAsNullField()
+    failure = serializers.SerializerMethodField()
+    authorization_expires_at = IsoDateTimeField(allow_null=True)
     version = serializers.IntegerField()
-    created_at = serializers.DateTimeField()
-    updated_at = serializers.DateTimeField()
+    created_at = IsoDateTimeField()
+    updated_at = IsoDateTimeField()
+
+    @extend_schema_field(FailureSerializer(allow_null=True))
+    def get_failure(self, payment: Payment) -> dict[str, str] | None:
+        if not payment.failure_code:
+            return None
+        return {"code": payment.failure_code, "message": payment.failure_message}
 
 
 class PaymentListSerializer(serializers.Serializer):
-    object = serializers.CharField(default="list")
+    # Renders ``{"data": [payments], "has_more": bool}``.
+
+    object = ConstantField("list")
     data = PaymentOutputSerializer(many=True)  # type: ignore[assignment]  # field, see top
     has_more = serializers.BooleanField()
 
 
 class EventOutputSerializer(serializers.Serializer):
+    # An event, as the API lists it and as its outbox message carries it.
+
     id = serializers.CharField()
-    object = serializers.CharField(default="event")
+    object = ConstantField("event")
     type = serializers.CharField()
-    payment = serializers.CharField()
+    payment = serializers.CharField(source="payment_id")
     sequence = serializers.IntegerField()
-    from_status = serializers.CharField(allow_null=True)
+    from_status = BlankAsNullField()
     to_status = serializers.CharField()
-    data = serializers.DictField()  # type: ignore[assignment]  # field, see top
+    data = AsStoredDictField()  # type: ignore[assignment]  # field, see top
     actor = serializers.CharField()
-    created_at = serializers.DateTimeField()
+    created_at = IsoDateTimeField()
+
+
+_EVENT_OUTPUT = EventOutputSerializer()
+
+
+def event_payload(event: PaymentEvent) -> dict[str, Any]:
+    """The event as a plain dict: its outbox message's payload, on the write path of every event.
+
+    One serializer instance, reused: ``to_representation`` keeps no state between calls, and
+    binding a new instance's fields costs about 15 times the rendering itself (166 against
+    11 microseconds per event, measured on this 2-core machine).
+    """
+    return dict(_EVENT_OUTPUT.to_representation(event))
 
 
 class EventListSerializer(serializers.Serializer):
-    object = serializers.CharField(default="list")
+    # Renders ``{"data": [events], "has_more": false}``.
+
+    object = ConstantField("list")
     data = EventOutputSerializer(many=True)  # type: ignore[assignment]  # field, see top
+    has_more = serializers.BooleanField()
+
+
+class RefundOutputSerializer(serializers.Serializer):
+    id = serializers.CharField()
+    object = ConstantField("refund")
+    payment = serializers.CharField(source="payment_id")
+    amount = serializers.IntegerField()
+    currency = serializers.CharField()
+    reason = serializers.CharField()
+    status = serializers.ChoiceField(choices=["pending", "succeeded", "failed"])
+    failure = serializers.SerializerMethodField()
+    created_at = IsoDateTimeField()
+    updated_at = IsoDateTimeField()
+
+    @extend_schema_field(RefundFailureSerializer(allow_null=True))
+    def get_failure(self, refund: Refund) -> dict[str, str] | None:
+        return {"code": refund.failure_code} if refund.failure_code else None
+
+
+class RefundListSerializer(serializers.Serializer):
+    # Renders ``{"data": [refunds], "has_more": false}``.
+
+    object = ConstantField("list")
+    data = RefundOutputSerializer(many=True)  # type: ignore[assignment]  # field, see top
     has_more = serializers.BooleanField()
 
 
@@ -107,33 +582,6 @@ class ErrorDetailSerializer(serializers.Serializer):
 
 class ErrorSerializer(serializers.Serializer):
     error = ErrorDetailSerializer()
-
-
-class AmountInputSerializer(serializers.Serializer):
-    amount = serializers.IntegerField(min_value=1, required=False)
-
-
-class RefundInputSerializer(AmountInputSerializer):
-    reason = serializers.CharField(required=False, max_length=500)
-
-
-class RefundOutputSerializer(serializers.Serializer):
-    id = serializers.CharField()
-    object = serializers.CharField(default="refund")
-    payment = serializers.CharField()
-    amount = serializers.IntegerField()
-    currency = serializers.CharField()
-    reason = serializers.CharField()
-    status = serializers.ChoiceField(choices=["pending", "succeeded", "failed"])
-    failure = FailureSerializer(allow_null=True)
-    created_at = serializers.DateTimeField()
-    updated_at = serializers.DateTimeField()
-
-
-class RefundListSerializer(serializers.Serializer):
-    object = serializers.CharField(default="list")
-    data = RefundOutputSerializer(many=True)  # type: ignore[assignment]  # field, see top
-    has_more = serializers.BooleanField()
 
 
 # Shared by every merchant API view's schema (payments and webhooks).

@@ -68,7 +68,7 @@ def payment_create(
 ) -> Payment:
     """Create a payment in ``initiated`` with its first event, and queue its processing.
 
-    The caller validated the input (``payments/validation.py``). The payment, its
+    The caller validated the input (``PaymentCreateInputSerializer``). The payment, its
     ``payment.initiated`` event and the outbox row commit together; the processing task is
     sent only after that commit.
     """

@@ -1,4 +1,9 @@
-"""The merchant REST API, v1: views parse and render; services and selectors do the work."""
+"""The merchant REST API, v1: views parse and render; services and selectors do the work.
+
+Each view validates its input with the serializer its schema names (``request=`` and
+``parameters=``, kept on the view as ``input_serializers`` so the two cannot drift) and renders
+its answer with the output serializer its schema names.
+"""
 
 from __future__ import annotations
 
@@ -9,35 +14,35 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from . import selectors, services
+from .api_errors import validated
 from .authentication import merchant_user
+from .card_data import reject_card_numbers
+from .errors import ValidationFailed
 from .idempotency import idempotent
-from .representations import event_to_dict, payment_to_dict, refund_to_dict
 from .serializers import (
     ERROR_RESPONSES,
     IDEMPOTENCY_PARAMETER,
-    AmountInputSerializer,
+    CancelInputSerializer,
+    CaptureInputSerializer,
     ErrorSerializer,
     EventListSerializer,
+    ListParams,
     PaymentCreateInputSerializer,
+    PaymentListParamsSerializer,
     PaymentListSerializer,
     PaymentOutputSerializer,
     RefundInputSerializer,
     RefundListSerializer,
     RefundOutputSerializer,
 )
-from .validation import (
-    parse_if_match,
-    reject_card_numbers,
-    validate_amount_body,
-    validate_list_params,
-    validate_payment_create,
-)
 
 
 class PaymentListCreateApi(APIView):
+    input_serializers = {"post": PaymentCreateInputSerializer, "get": PaymentListParamsSerializer}
+
     @extend_schema(
         operation_id="payments_create",
-        request=PaymentCreateInputSerializer,
+        request=input_serializers["post"],
         parameters=[IDEMPOTENCY_PARAMETER],
         responses={201: PaymentOutputSerializer, 409: ErrorSerializer, 422: ErrorSerializer}
         | ERROR_RESPONSES,
@@ -45,42 +50,32 @@ class PaymentListCreateApi(APIView):
     @idempotent
     def post(self, request: Request) -> Response:
         reject_card_numbers(request._request.body.decode("utf-8", "replace"))
-        data = validate_payment_create(request.data)
+        data = validated(self.input_serializers["post"](data=request.data))
         payment = services.payment_create(
             merchant=merchant_user(request).merchant,
             actor=merchant_user(request).actor,
-            amount=data.amount,
-            currency=data.currency,
-            payment_method=data.payment_method,
-            capture_method=data.capture_method,
-            customer=data.customer,
-            description=data.description,
-            merchant_reference=data.merchant_reference,
-            metadata=data.metadata,
+            amount=data["amount"],
+            currency=data["currency"],
+            payment_method=data["payment_method"],
+            capture_method=data["capture_method"],
+            customer=data["customer"],
+            description=data["description"],
+            merchant_reference=data["merchant_reference"],
+            metadata=data["metadata"],
         )
-        return Response(payment_to_dict(payment), status=status.HTTP_201_CREATED)
+        return Response(PaymentOutputSerializer(payment).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(
         operation_id="payments_list",
-        parameters=[
-            OpenApiParameter("limit", int, description="1 to 100, default 20"),
-            OpenApiParameter("starting_after", str),
-            OpenApiParameter("ending_before", str),
-            OpenApiParameter("status", str),
-            OpenApiParameter("created_gte", str, description="ISO 8601"),
-            OpenApiParameter("created_lt", str, description="ISO 8601"),
-            OpenApiParameter("merchant_reference", str),
-        ],
+        parameters=[input_serializers["get"]],
         responses={200: PaymentListSerializer} | ERROR_RESPONSES,
     )
     def get(self, request: Request) -> Response:
-        params = validate_list_params(request.query_params)
+        query = validated(self.input_serializers["get"](data=request.query_params.dict()))
         payments, has_more = selectors.payment_list(
-            merchant=merchant_user(request).merchant, params=params
+            merchant=merchant_user(request).merchant, params=ListParams(**query)
         )
-        return Response(
-            {"object": "list", "data": [payment_to_dict(p) for p in payments], "has_more": has_more}
-        )
+        return Response(PaymentListSerializer({"data": payments, "has_more": has_more}).data)
 
 
 class PaymentDetailApi(APIView):
@@ -91,7 +86,7 @@ class PaymentDetailApi(APIView):
         payment = selectors.payment_get(
             merchant=merchant_user(request).merchant, payment_id=payment_id
         )
-        return Response(payment_to_dict(payment))
+        return Response(PaymentOutputSerializer(payment).data)
 
 
 class PaymentEventsApi(APIView):
@@ -102,9 +97,7 @@ class PaymentEventsApi(APIView):
         events = selectors.payment_events(
             merchant=merchant_user(request).merchant, payment_id=payment_id
         )
-        return Response(
-            {"object": "list", "data": [event_to_dict(e) for e in events], "has_more": False}
-        )
+        return Response(EventListSerializer({"data": events, "has_more": False}).data)
 
 
 _IF_MATCH = OpenApiParameter(
@@ -113,14 +106,38 @@ _IF_MATCH = OpenApiParameter(
 _WRITE_ERRORS = {409: ErrorSerializer, 422: ErrorSerializer} | ERROR_RESPONSES
 
 
+def parse_if_match(value: str | None) -> int | None:
+    """``If-Match: <version>`` (quotes allowed, as for an ETag); ``None`` when absent.
+
+    A plain function, not a serializer: one header string, whatever the body holds.
+    """
+    if value is None:
+        return None
+    raw = value.strip().strip('"')
+    if not raw.isdigit():
+        raise ValidationFailed(
+            "if_match_invalid", "If-Match must be the payment's version number", param="If-Match"
+        )
+    return int(raw)
+
+
 def _expected_version(request: Request) -> int | None:
     return parse_if_match(request.headers.get("If-Match"))
 
 
+def _body(view: APIView, request: Request, currency: str) -> dict:
+    """The body of a capture, cancel or refund, by the view's ``input_serializer``; an amount
+    is bounded by the payment's currency."""
+    serializer_class = view.input_serializer  # type: ignore[attr-defined]
+    return validated(serializer_class(data=request.data, context={"currency": currency}))
+
+
 class PaymentCaptureApi(APIView):
+    input_serializer = CaptureInputSerializer
+
     @extend_schema(
         operation_id="payments_capture",
-        request=AmountInputSerializer,
+        request=input_serializer,
         parameters=[IDEMPOTENCY_PARAMETER, _IF_MATCH],
         responses={200: PaymentOutputSerializer} | _WRITE_ERRORS,
     )
@@ -129,20 +146,22 @@ class PaymentCaptureApi(APIView):
         payment = selectors.payment_get(
             merchant=merchant_user(request).merchant, payment_id=payment_id
         )
-        body = validate_amount_body(request.data, payment.currency, allowed=frozenset({"amount"}))
+        body = _body(self, request, payment.currency)
         payment = services.payment_capture(
             payment_id=payment.id,
             actor=merchant_user(request).actor,
-            amount=body.amount,
+            amount=body["amount"],
             expected_version=_expected_version(request),
         )
-        return Response(payment_to_dict(payment))
+        return Response(PaymentOutputSerializer(payment).data)
 
 
 class PaymentCancelApi(APIView):
+    input_serializer = CancelInputSerializer
+
     @extend_schema(
         operation_id="payments_cancel",
-        request=None,
+        request=None,  # no parameters: the schema shows no body
         parameters=[IDEMPOTENCY_PARAMETER, _IF_MATCH],
         responses={200: PaymentOutputSerializer} | _WRITE_ERRORS,
     )
@@ -151,19 +170,21 @@ class PaymentCancelApi(APIView):
         payment = selectors.payment_get(
             merchant=merchant_user(request).merchant, payment_id=payment_id
         )
-        validate_amount_body(request.data, payment.currency, allowed=frozenset())
+        _body(self, request, payment.currency)
         payment = services.payment_cancel(
             payment_id=payment.id,
             actor=merchant_user(request).actor,
             expected_version=_expected_version(request),
         )
-        return Response(payment_to_dict(payment))
+        return Response(PaymentOutputSerializer(payment).data)
 
 
 class PaymentRefundsApi(APIView):
+    input_serializer = RefundInputSerializer
+
     @extend_schema(
         operation_id="payments_refunds_create",
-        request=RefundInputSerializer,
+        request=input_serializer,
         parameters=[IDEMPOTENCY_PARAMETER, _IF_MATCH],
         responses={201: RefundOutputSerializer} | _WRITE_ERRORS,
     )
@@ -172,17 +193,15 @@ class PaymentRefundsApi(APIView):
         payment = selectors.payment_get(
             merchant=merchant_user(request).merchant, payment_id=payment_id
         )
-        body = validate_amount_body(
-            request.data, payment.currency, allowed=frozenset({"amount", "reason"})
-        )
+        body = _body(self, request, payment.currency)
         refund = services.refund_create(
             payment_id=payment.id,
             actor=merchant_user(request).actor,
-            amount=body.amount,
-            reason=body.reason,
+            amount=body["amount"],
+            reason=body["reason"],
             expected_version=_expected_version(request),
         )
-        return Response(refund_to_dict(refund), status=status.HTTP_201_CREATED)
+        return Response(RefundOutputSerializer(refund).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(
         operation_id="payments_refunds_list",
@@ -192,6 +211,4 @@ class PaymentRefundsApi(APIView):
         refunds = selectors.refund_list(
             merchant=merchant_user(request).merchant, payment_id=payment_id
         )
-        return Response(
-            {"object": "list", "data": [refund_to_dict(r) for r in refunds], "has_more": False}
-        )
+        return Response(RefundListSerializer({"data": refunds, "has_more": False}).data)

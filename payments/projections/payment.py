@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from common.isotime import iso
+
 from ..models import Payment, PaymentEvent
-from ..representations import iso
 from .fold import PAYMENT_FIELDS, replay_state
 
 
