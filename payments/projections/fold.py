@@ -9,9 +9,9 @@ its place in the merchant daily summary and the rebuild and verification of the 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime
-from typing import Any, cast
+from typing import Any, Protocol, TypeVar, cast
 
 from ..eventstore import PROJECTED_FIELDS
 
@@ -84,6 +84,45 @@ class PaymentFold:
         amount, authorized, captured, refunded = (int(state.get(name) or 0) for name in _MONEY)
         self.place = (key, (1, amount, authorized, captured, refunded))
         return before, self.place
+
+
+class FoldRow(Protocol):
+    """One event as ``folded`` needs it (``read_models.EventRow`` is one)."""
+
+    @property
+    def payment_id(self) -> str: ...
+    @property
+    def merchant_id(self) -> str: ...
+    @property
+    def sequence(self) -> int: ...
+    @property
+    def to_status(self) -> str: ...
+    @property
+    def changes(self) -> Mapping[str, Any]: ...
+    @property
+    def created_at(self) -> datetime: ...
+
+
+Row = TypeVar("Row", bound=FoldRow)
+
+
+def folded(rows: Iterable[Row]) -> Iterator[tuple[Row, PaymentFold, Contribution, Contribution]]:
+    """Fold a stream of events ordered by payment, then sequence: one ``PaymentFold`` per
+    payment. Yields each row with its payment's fold (a new object when a new payment starts)
+    and the payment's place in the summary before and after the row. Holds one payment."""
+    fold = PaymentFold()
+    current = ""
+    for row in rows:
+        if row.payment_id != current:
+            current = row.payment_id
+            fold = PaymentFold(row.merchant_id)
+        before, after = fold.advance_place(
+            sequence=row.sequence,
+            to_status=row.to_status,
+            changes=row.changes,
+            created_at=row.created_at,
+        )
+        yield row, fold, before, after
 
 
 def replay_state(

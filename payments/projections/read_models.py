@@ -38,10 +38,10 @@ from outbox.types import OutboxEvent
 
 from .fold import (
     SUMMARY_VALUES,
-    PaymentFold,
     SummaryKey,
     SummaryTotals,
     add_delta,
+    folded,
     nonzero,
 )
 
@@ -155,18 +155,7 @@ def summary_expected(rows: Iterable[EventRow]) -> SummaryTotals:
     """The summary that the applied events among ``rows`` describe (rows as ``event_rows``
     yields them: ordered by payment, then sequence). Streams: holds one payment at a time."""
     totals: SummaryTotals = {}
-    fold = PaymentFold()
-    current = ""
-    for row in rows:
-        if row.payment_id != current:
-            current = row.payment_id
-            fold = PaymentFold(row.merchant_id)
-        before, after = fold.advance_place(
-            sequence=row.sequence,
-            to_status=row.to_status,
-            changes=row.changes,
-            created_at=row.created_at,
-        )
+    for row, _fold, before, after in folded(rows):
         if row.applied:
             add_delta(totals, before, after)
     return totals
@@ -285,32 +274,30 @@ def read_models_apply(events: list[OutboxEvent]) -> None:
         cursor.execute(_AUDIT_INSERT, [sorted(fresh)])
         payments = sorted(last)
         cursor.execute(_HISTORY, [payments, [last[p] for p in payments]])
-        totals: SummaryTotals = {}
-        fold = PaymentFold()
-        current = ""
-        seen = 0
-        for (
-            payment_id,
-            merchant_id,
-            event_id,
-            sequence,
-            to_status,
-            changes,
-            created_at,
-        ) in cursor.fetchall():
-            if payment_id != current:
-                current, fold = payment_id, PaymentFold(merchant_id)
-            if isinstance(changes, str):
-                changes = json.loads(changes)
-            before, after = fold.advance_place(
-                sequence=sequence,
-                to_status=to_status,
-                changes=changes or {},
-                created_at=created_at,
+        history = [
+            EventRow(
+                payment_id,
+                merchant_id,
+                event_id,
+                sequence,
+                to_status,
+                (json.loads(changes) if isinstance(changes, str) else changes) or {},
+                created_at,
+                event_id in fresh,  # applied by this call: its delta counts
+                True,
             )
-            if event_id in fresh:
-                seen += 1
-                add_delta(totals, before, after)
+            for (
+                payment_id,
+                merchant_id,
+                event_id,
+                sequence,
+                to_status,
+                changes,
+                created_at,
+            ) in cursor.fetchall()
+        ]
+        totals = summary_expected(history)
+        seen = sum(row.applied for row in history)
         if seen != len(fresh):  # cannot happen: the events were read in the same transaction
             logger.error("read models: %d applied events not found", len(fresh) - seen)
         summary_write(nonzero(totals), absolute=False)

@@ -48,6 +48,7 @@ from .fold import (
     SummaryKey,
     SummaryTotals,
     add_delta,
+    folded,
     nonzero,
     replay_state,
 )
@@ -355,23 +356,14 @@ class _Scan:
     ) -> list[str]:
         """Stream, fold and compare; returns the payments that differed (to verify again)."""
         report = self.report
-        current = ""
-        fold = PaymentFold()
-        in_scope = False
+        previous: tuple[str, PaymentFold] | None = None
         next_progress = progress_every
-        for row in self._stream():
-            if row.payment_id != current:
-                if in_scope:
-                    self._done(current, fold)
-                current, in_scope = row.payment_id, row.in_scope
-                fold = PaymentFold(row.merchant_id)
-                report.payments += in_scope
-            before, after = fold.advance_place(
-                sequence=row.sequence,
-                to_status=row.to_status,
-                changes=row.changes,
-                created_at=row.created_at,
-            )
+        for row, fold, before, after in folded(self._stream()):
+            if previous is None or previous[1] is not fold:  # a new payment starts
+                if previous is not None and previous[0]:
+                    self._done(*previous)
+                previous = (row.payment_id if row.in_scope else "", fold)
+                report.payments += row.in_scope
             if row.applied:
                 add_delta(self.totals, before, after)
             report.events += 1
@@ -383,8 +375,8 @@ class _Scan:
                             report.events, report.payments, time.monotonic() - self.started
                         )
                     )
-        if in_scope:
-            self._done(current, fold)
+        if previous is not None and previous[0]:
+            self._done(*previous)
         self._flush()
         self.candidates.extend(self._payments_without_events())
         return self.candidates
