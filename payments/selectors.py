@@ -31,7 +31,20 @@ from .models import (
     Refund,
     RefundStatus,
 )
-from .serializers import ListParams
+
+
+@dataclass(frozen=True)
+class ListParams:
+    """What ``payment_list`` filters and pages by (the API's ``PaymentListParamsSerializer``
+    validates them from the query string)."""
+
+    limit: int
+    starting_after: str | None = None
+    ending_before: str | None = None
+    status: str | None = None
+    created_gte: datetime | None = None
+    created_lt: datetime | None = None
+    merchant_reference: str | None = None
 
 
 def payment_get(*, merchant: Merchant, payment_id: str) -> Payment:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -387,20 +386,6 @@ class PageParamsSerializer(_CursorPair, serializers.Serializer):
     limit = LimitField()
     starting_after = ObjectIdField()
     ending_before = ObjectIdField()
-
-
-@dataclass(frozen=True)
-class ListParams:
-    """What ``selectors.payment_list`` filters and pages by: ``PaymentListParamsSerializer``'s
-    validated query parameters."""
-
-    limit: int
-    starting_after: str | None = None
-    ending_before: str | None = None
-    status: str | None = None
-    created_gte: datetime | None = None
-    created_lt: datetime | None = None
-    merchant_reference: str | None = None
 
 
 _UNKNOWN_STATUS: dict[str, Any] = {"invalid_choice": "unknown status: {input}"}

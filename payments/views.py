@@ -19,6 +19,7 @@ from .authentication import merchant_user
 from .card_data import reject_card_numbers
 from .errors import ValidationFailed
 from .idempotency import idempotent
+from .selectors import ListParams
 from .serializers import (
     ERROR_RESPONSES,
     IDEMPOTENCY_PARAMETER,
@@ -26,7 +27,6 @@ from .serializers import (
     CaptureInputSerializer,
     ErrorSerializer,
     EventListSerializer,
-    ListParams,
     PaymentCreateInputSerializer,
     PaymentListParamsSerializer,
     PaymentListSerializer,
