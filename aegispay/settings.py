@@ -1,17 +1,26 @@
-"""AegisPay settings. Every value comes from the environment, with defaults that run locally.
+"""AegisPay settings. Every value comes from the environment.
 
-``DATABASE_URL`` and ``REDIS_URL`` default to the embedded servers that ``make run`` and
-``make test`` start (the development launcher ``python -m embedded``, in ``embedded/``), which
-export the URLs they chose. Settings never import the launcher; it runs the project as child
-processes.
+Production is the default: ``DEBUG`` is off, and ``SECRET_KEY``, ``DATABASE_URL`` and
+``REDIS_URL`` must be given; without them start-up stops with a message that says what is
+missing. The development launcher (``python -m embedded``, in ``embedded/``: ``make run``,
+``make test``) gives its children all of them: the URLs of the embedded servers it started, a
+key it generated and keeps under ``.aegispay/``, and ``DEBUG=true`` for ``make run``. While
+``make run`` is up, a process started by hand in the same checkout (``python manage.py ...``,
+``celery -A aegispay ...``) with none of them set uses the same ones: the launcher keeps them
+in ``.aegispay/run.json`` while it runs. Settings never import the launcher; they read that
+file.
 """
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
+from typing import Any
 
 import django_stubs_ext
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 # Lets the classes that django-stubs makes generic be subscripted at run time too
 # (``admin.ModelAdmin[Payment]``), as mypy needs them in the strictly typed apps.
@@ -21,9 +30,72 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
 
-DEBUG = env.bool("DEBUG", default=True)
-SECRET_KEY = env("SECRET_KEY", default="dev-insecure-secret-key-change-me-in-production")
+# Local state of a development checkout: the launcher's servers, keys, the demo merchant's key.
+STATE_DIR = Path(env("AEGISPAY_STATE_DIR", default=str(BASE_DIR / ".aegispay")))
+
+
+def beside_make_run(state_dir: Path) -> dict[str, str]:
+    """The environment of the ``make run`` that is up in this checkout, if one is: what its
+    launcher wrote in ``run.json`` (its pid, and the variables it gave its children)."""
+    try:
+        state = json.loads((state_dir / "run.json").read_text())
+        pid, variables = int(state["pid"]), dict(state["env"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return {}  # left behind by a launcher that was killed
+    except PermissionError:
+        pass  # alive, another user's
+    return {str(name): str(value) for name, value in variables.items()}
+
+
+# Only a process given no service URL at all is taken to be beside ``make run``.
+for _name, _value in (
+    {} if "DATABASE_URL" in os.environ or "REDIS_URL" in os.environ else beside_make_run(STATE_DIR)
+).items():
+    os.environ.setdefault(_name, _value)
+
+DEBUG = env.bool("DEBUG", default=False)
+
+
+def weak_secret_key(key: str) -> bool:
+    """Django's own test of a key (``check --deploy``, security.W009): fewer than 50
+    characters, fewer than 5 different ones, or Django's ``django-insecure-`` prefix."""
+    return len(key) < 50 or len(set(key)) < 5 or key.startswith("django-insecure-")
+
+
+# What stops start-up, all said at once (after REDIS_URL below).
+_MISSING: list[str] = []
+SECRET_KEY = env("SECRET_KEY", default="")
+if weak_secret_key(SECRET_KEY):
+    if not DEBUG:
+        _MISSING.append(
+            "SECRET_KEY is "
+            + ("not set" if not SECRET_KEY else "too weak")
+            + ": give 50 or more random characters, e.g. the output of python -c 'import "
+            "secrets; print(secrets.token_urlsafe(50))' (DEBUG=true allows any key, for "
+            "development only; make run and make test generate one under .aegispay/)"
+        )
+    SECRET_KEY = SECRET_KEY or "django-insecure-development-only-never-used-without-debug"
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "testserver"])
+
+# --- HTTPS (production defaults: on unless DEBUG; see the README's "Deploying") ---
+# Behind a TLS-terminating proxy or ingress that sets X-Forwarded-Proto (set
+# SECURE_PROXY_SSL_HEADER= empty when nothing in front of the app sets or strips it).
+_PROXY_HEADER = env("SECURE_PROXY_SSL_HEADER", default="" if DEBUG else "HTTP_X_FORWARDED_PROTO")
+SECURE_PROXY_SSL_HEADER = (_PROXY_HEADER, "https") if _PROXY_HEADER else None
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)
+# Probes and scrapes reach the pods over plain HTTP inside the cluster.
+SECURE_REDIRECT_EXEMPT = [r"^health/", r"^metrics$"]
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 31_536_000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=not DEBUG)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=not DEBUG)
+SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=not DEBUG)
+CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=not DEBUG)
+# The admin's forms posted through a proxy under another name: https://ops.example.com
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -76,7 +148,7 @@ TEMPLATES = [
 ]
 
 
-def _database(url: str) -> dict:
+def _database(url: str) -> dict[str, Any]:
     config = env.db_url_config(url)
     # libpq-style socket URLs (postgresql://user@/db?host=/dir) arrive as OPTIONS["host"];
     # Django's test runner needs it in HOST to open its maintenance connection the same way.
@@ -89,11 +161,25 @@ def _database(url: str) -> dict:
     return config
 
 
-DATABASE_URL = env("DATABASE_URL", default="postgres://postgres@127.0.0.1:5432/aegispay")
+def _required_url(name: str, example: str) -> str:
+    """A service URL with no default: dialing localhost by mistake is worse than stopping."""
+    value = env(name, default="")
+    if not value:
+        _MISSING.append(
+            f"{name} is not set, and no make run is up in this checkout ({STATE_DIR / 'run.json'}"
+            f" names none): set {name} (e.g. {example}), or start make run first, or run the "
+            "command through the launcher (.venv/bin/python -m embedded manage <command>)"
+        )
+    return value
+
+
+DATABASE_URL = _required_url("DATABASE_URL", "postgres://user:password@db-host:5432/aegispay")
+REDIS_URL = _required_url("REDIS_URL", "redis://redis-host:6379/0")
+if _MISSING:
+    raise ImproperlyConfigured("; and ".join(_MISSING))
 DATABASES = {"default": _database(DATABASE_URL)}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-REDIS_URL = env("REDIS_URL", default="redis://127.0.0.1:6379/0")
 CACHES = {
     "default": {
         "BACKEND": "django_redis.cache.RedisCache",
@@ -118,7 +204,7 @@ TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / ".aegispay" / "static"
+STATIC_ROOT = STATE_DIR / "static"
 
 # Request bodies above this size are refused before they are parsed (413).
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("MAX_REQUEST_BODY_BYTES", default=64 * 1024)
@@ -144,6 +230,13 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Three "status" choice sets: each enum gets its own name (otherwise drf-spectacular makes
+    # up hashed ones and warns, W001, in every system check).
+    "ENUM_NAME_OVERRIDES": {
+        "PaymentStatusEnum": "payments.models.PaymentStatus",
+        "RefundStatusEnum": ["pending", "succeeded", "failed"],
+        "WebhookEndpointStatusEnum": ["enabled", "disabled"],
+    },
 }
 
 # --- Celery (see docs/ARCHITECTURE.md: JSON only, acks late, prefetch 1, time limits) ---

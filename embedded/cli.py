@@ -8,14 +8,16 @@ The project is run only as child processes (``manage.py``, ``celery -A aegispay`
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
 
-from embedded.layout import REPO_DIR, STATE_DIR, Layout
+from embedded.layout import REPO_DIR, STATE_DIR, Layout, write_private
 from embedded.processes import LOCAL_HOST, port_is_free, say
 from embedded.sharing import Services, ensure_services, release_services, stop_all
 from embedded.supervise import (
@@ -32,13 +34,51 @@ RUN_REDIS_DB = 0
 TEST_REDIS_DB = 1
 
 
-def child_env(services: Services, redis_db: int) -> dict[str, str]:
-    """The environment for child processes: ours plus the chosen service URLs."""
+def development_secret_key(layout: Layout) -> str:
+    """This checkout's development SECRET_KEY: generated once, kept in ``secret_key``."""
+    path = layout.secret_key_file
+    try:
+        key = path.read_text().strip()
+    except FileNotFoundError:
+        key = ""
+    if len(key) < 50:
+        key = secrets.token_urlsafe(50)
+        write_private(path, key + "\n")
+    return key
+
+
+def child_env(
+    services: Services, redis_db: int, layout: Layout, *, debug: bool = False
+) -> dict[str, str]:
+    """The environment for child processes: ours plus the chosen service URLs and, unless
+    given, the checkout's development SECRET_KEY and (``debug``: run, manage) DEBUG=true."""
     env = dict(os.environ)
     env["DATABASE_URL"] = services.database_url
     env["REDIS_URL"] = services.redis_url(redis_db)
+    env.setdefault("SECRET_KEY", development_secret_key(layout))
+    if debug:
+        env.setdefault("DEBUG", "true")
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
+
+
+# What a process started by hand beside ``run`` needs to find the same servers and settings.
+RUN_FILE_VARIABLES = ("DATABASE_URL", "REDIS_URL", "SECRET_KEY", "DEBUG")
+
+
+def write_run_file(layout: Layout, env: Mapping[str, str]) -> None:
+    """Publish this ``run``'s pid and variables (see ``Layout.run_file``)."""
+    variables = {name: env[name] for name in RUN_FILE_VARIABLES if name in env}
+    write_private(layout.run_file, json.dumps({"pid": os.getpid(), "env": variables}) + "\n")
+
+
+def remove_run_file(layout: Layout) -> None:
+    """Withdraw the run file, if it is still this launcher's."""
+    try:
+        if json.loads(layout.run_file.read_text()).get("pid") == os.getpid():
+            layout.run_file.unlink()
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 def manage_argv(*args: str) -> list[str]:
@@ -95,7 +135,7 @@ def cmd_run(port: int, layout: Layout) -> int:
             return 1
         with latch.deferred():
             services = ensure_services(layout, os.environ)
-        env = child_env(services, RUN_REDIS_DB)
+        env = child_env(services, RUN_REDIS_DB, layout, debug=True)
         say("migrating")
         subprocess.run(manage_argv("migrate", "--noinput"), cwd=REPO_DIR, env=env, check=True)  # noqa: S603
         if has_manage_command("seed_demo", env):
@@ -125,6 +165,7 @@ def cmd_run(port: int, layout: Layout) -> int:
         }
         with latch.deferred():
             children.extend(spawn(name, argv, env) for name, argv in commands.items())
+        write_run_file(layout, env)  # migrated: a manage.py beside this run may start now
         _print_banner(port, services, env)
         latch.mode = "record"
         while latch.received is None:
@@ -147,6 +188,7 @@ def cmd_run(port: int, layout: Layout) -> int:
         code = 1
     finally:
         latch.mode = "record"
+        remove_run_file(layout)
         terminate_children(children)
         if services is not None:
             release_services(layout, services)
@@ -155,7 +197,9 @@ def cmd_run(port: int, layout: Layout) -> int:
     return code
 
 
-def cmd_foreground(argv: Sequence[str], redis_db: int, layout: Layout) -> int:
+def cmd_foreground(
+    argv: Sequence[str], redis_db: int, layout: Layout, *, debug: bool = False
+) -> int:
     """Ensure services, run ``argv`` with their URLs (same process group, so a Ctrl-C from
     the terminal reaches it directly; SIGTERM and SIGHUP are forwarded), stop the servers this
     launcher owns, and return the command's exit code."""
@@ -165,7 +209,7 @@ def cmd_foreground(argv: Sequence[str], redis_db: int, layout: Layout) -> int:
     try:
         with latch.deferred():
             services = ensure_services(layout, os.environ)
-        env = child_env(services, redis_db)
+        env = child_env(services, redis_db, layout, debug=debug)
         latch.mode = "record"
         proc = subprocess.Popen(list(argv), cwd=REPO_DIR, env=env)  # noqa: S603
         latch.forward_to = proc
@@ -216,7 +260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args[:1] == ["test"]:
         return cmd_foreground([sys.executable, "-m", "pytest", *args[1:]], TEST_REDIS_DB, layout)
     if args[:1] == ["manage"]:
-        return cmd_foreground(manage_argv(*args[1:]), RUN_REDIS_DB, layout)
+        return cmd_foreground(manage_argv(*args[1:]), RUN_REDIS_DB, layout, debug=True)
     if args[:1] == ["bench"] and len(args) > 1:
         script = REPO_DIR / "bench" / f"{args[1]}.py"
         return cmd_foreground([sys.executable, str(script), *args[2:]], TEST_REDIS_DB, layout)

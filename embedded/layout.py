@@ -1,7 +1,8 @@
 """Where the launcher keeps its state, and how it writes and reads its small state files.
 
-Everything lives under ``<repo>/.aegispay`` (``STATE_DIR``), the same directory the project's
-settings and commands use for their own local files; ``make clean-data`` deletes it.
+Everything lives under ``<repo>/.aegispay`` (``STATE_DIR``; ``AEGISPAY_STATE_DIR`` moves it),
+the same directory the project's settings and commands use for their own local files;
+``make clean-data`` deletes it.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO_DIR = Path(__file__).resolve().parent.parent
-STATE_DIR = REPO_DIR / ".aegispay"
+STATE_DIR = Path(os.environ.get("AEGISPAY_STATE_DIR") or REPO_DIR / ".aegispay")
 SERVICES = ("postgres", "redis")
 
 
@@ -47,6 +48,18 @@ class Layout:
         return self.root / "clients"
 
     @property
+    def secret_key_file(self) -> Path:
+        """The development SECRET_KEY the launcher generated for this checkout (mode 0600)."""
+        return self.root / "secret_key"
+
+    @property
+    def run_file(self) -> Path:
+        """While ``run`` is up: its pid and its children's variables, so that a ``manage.py``
+        started by hand in this checkout finds the same servers (aegispay/settings.py reads it).
+        """
+        return self.root / "run.json"
+
+    @property
     def beat_schedule(self) -> Path:
         """Celery beat's schedule database."""
         return self.root / "celerybeat-schedule"
@@ -61,6 +74,16 @@ def write_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_private(path: Path, text: str) -> None:
+    """``write_atomic`` for a file only this user may read (it holds a secret)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
     os.replace(tmp, path)
 
 

@@ -29,6 +29,13 @@ from routing.models import MerchantRouting
 from routing.selectors import clear_cache
 from tests.waiting import wait_until
 
+# The suite runs on the production settings (DEBUG off) but speaks plain HTTP to the test client
+# and the live server: the defaults that assume HTTPS in front of the app (the redirect, cookies
+# sent only over HTTPS) are off here. tests/aegispay/test_deploy.py checks them as shipped.
+settings.SECURE_SSL_REDIRECT = False
+settings.SESSION_COOKIE_SECURE = False
+settings.CSRF_COOKIE_SECURE = False
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _allow_test_flush(django_db_setup: None, django_db_blocker: object) -> Iterator[None]:

@@ -45,7 +45,7 @@ def test_create_merchant_takes_gateways_in_order() -> None:
 
 
 def test_seed_demo_is_idempotent(tmp_path: Path) -> None:
-    with override_settings(BASE_DIR=tmp_path):
+    with override_settings(STATE_DIR=tmp_path / ".aegispay"):
         first = json.loads(run("seed_demo")[-1])
         second = json.loads(run("seed_demo")[-1])
     assert first == second

@@ -16,12 +16,12 @@ DEMO_NAME = "Demo merchant"
 class Command(BaseCommand):
     help = (
         "Create the demo merchant with the sandbox gateways and print its API key. Idempotent: "
-        "the key is kept in .aegispay/demo_api_key (only a hash is in the database), so a "
-        "second run prints the same key."
+        "the key is kept in .aegispay/demo_api_key (settings.STATE_DIR; only a hash is in the "
+        "database), so a second run prints the same key."
     )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        key_file = Path(settings.BASE_DIR) / ".aegispay" / "demo_api_key"
+        key_file = Path(settings.STATE_DIR) / "demo_api_key"
         raw = key_file.read_text().strip() if key_file.exists() else ""
         key = (
             ApiKey.objects.select_related("merchant")
