@@ -11,13 +11,14 @@ VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help install run test lint migrate clean-data fault-run routing-simulation router-latency \
+.PHONY: help install lock run test lint migrate clean-data fault-run routing-simulation router-latency \
 	relay-bench replay-bench admin-bench chromium simulate
 
 help:
 	@echo "make run         migrate, seed the demo merchant, run web + worker + beat"
 	@echo "make test        run the test suite (PYTEST_ARGS='...' to pass pytest arguments)"
 	@echo "make lint        ruff check, ruff format --check, import-linter (app boundaries), mypy"
+	@echo "make lock        resolve requirements.lock and requirements-dev.lock again (uv)"
 	@echo "make migrate     apply migrations"
 	@echo "make clean-data  stop the embedded servers and delete .aegispay"
 	@echo "make fault-run   1,000 payments through two faulty sandbox gateways, then checks (BENCH_ARGS=...)"
@@ -34,10 +35,20 @@ $(VPY):
 		|| { echo "AegisPay needs Python 3.11+ as '$(PYTHON)' (found: $$($(PYTHON) --version 2>&1))"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 
-# The project and its dev tools; reinstalled whenever pyproject.toml changes.
-$(STAMP): pyproject.toml | $(VPY)
-	$(VENV)/bin/pip install -e '.[dev]'
+# The project and its dev tools, exactly as requirements-dev.lock pins them (with hashes);
+# reinstalled whenever the lock or pyproject.toml changes.
+$(STAMP): pyproject.toml requirements-dev.lock | $(VPY)
+	$(VENV)/bin/pip install -r requirements-dev.lock
+	$(VENV)/bin/pip install --no-deps -e .
 	@touch $@
+
+# The lock files, from pyproject.toml: requirements.lock (runtime: the image) and
+# requirements-dev.lock (runtime, the embedded servers and the dev tools: make install, CI).
+UV_COMPILE := $(VENV)/bin/uv pip compile pyproject.toml --python-version 3.11 \
+	--python-platform x86_64-manylinux_2_28 --generate-hashes --no-header --annotation-style line
+lock: $(STAMP)
+	$(UV_COMPILE) -o requirements.lock
+	$(UV_COMPILE) --extra dev -o requirements-dev.lock
 
 install: $(STAMP)
 

@@ -1,0 +1,33 @@
+"""gunicorn's configuration for the web tier: the image, compose and Kubernetes run
+
+    gunicorn -c python:aegispay.gunicorn aegispay.wsgi
+
+Every value can be changed from the environment (gunicorn also reads ``GUNICORN_CMD_ARGS``).
+"""
+
+from __future__ import annotations
+
+import os
+
+bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
+# Worker processes: one per core the pod or container is given.
+workers = int(os.environ.get("WEB_CONCURRENCY", str(os.cpu_count() or 1)))
+# Threads per worker: a request spends most of its time waiting on PostgreSQL and Redis, and a
+# thread waiting releases the GIL.
+worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread")
+threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+# A request that runs longer than this is killed (no request calls a gateway: tasks do).
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
+# On SIGTERM (a rolling update, a scale-down), requests in flight get this long to finish.
+graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "25"))
+keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "5"))
+# Recycle a worker now and then, so that a slow leak cannot grow without bound.
+max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "5000"))
+max_requests_jitter = int(os.environ.get("GUNICORN_MAX_REQUESTS_JITTER", "500"))
+# The proxies whose X-Forwarded-* headers gunicorn believes (the ingress, in a cluster).
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+# Heartbeat files in memory, not on a container's overlay filesystem.
+worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None  # noqa: S108 - gunicorn's own advice
+# Access log on stdout; the app's own logs are JSON (common/logging.py).
+accesslog = os.environ.get("GUNICORN_ACCESS_LOG", "-")
+errorlog = "-"
