@@ -10,13 +10,15 @@ run eagerly inside a request). Tasks therefore need not bind or clear ids themse
 from __future__ import annotations
 
 import inspect
+import logging
 import os
+import time
 from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
 from typing import Any
 
 from celery import Celery, Task
-from celery.signals import before_task_publish, task_postrun, task_prerun
+from celery.signals import before_task_publish, task_postrun, task_prerun, task_success
 
 from common.correlation import (
     bind_correlation_id,
@@ -24,6 +26,7 @@ from common.correlation import (
     get_correlation_id,
     new_correlation_id,
 )
+from common.heartbeats import heartbeat_record
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "aegispay.settings")
 
@@ -83,3 +86,23 @@ def _restore_correlation_id(**_: Any) -> None:
         bind_correlation_id(previous)
     else:
         clear_correlation_id()
+
+
+logger = logging.getLogger(__name__)
+
+
+def periodic_task_names() -> frozenset[str]:
+    """The tasks beat sends (the schedule in settings): those that report a heartbeat."""
+    return frozenset(entry["task"] for entry in app.conf.beat_schedule.values())
+
+
+@task_success.connect
+def _record_heartbeat(sender: Task | None = None, **_: Any) -> None:
+    """A periodic task succeeded: record when (common/heartbeats.py). A Redis error is logged,
+    never raised: the task's own work is done and must not be retried for this."""
+    if sender is None or sender.name not in periodic_task_names():
+        return
+    try:
+        heartbeat_record(sender.name, time.time())
+    except Exception:
+        logger.warning("could not record the heartbeat of %s", sender.name, exc_info=True)

@@ -305,7 +305,18 @@ CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=90)
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=3600),
 }
-# Beat: exactly one beat process runs these (make run and docker-compose start one).
+# Beat: its schedule and a leader lock live in Redis (celery-redbeat). Several beat processes
+# may run; the one holding the lock schedules, extending it every loop (at most
+# BEAT_MAX_LOOP_INTERVAL_SECONDS apart); the others wait for it. A leader that dies without
+# releasing it (killed, its node lost) is replaced within BEAT_LOCK_TIMEOUT_SECONDS plus one
+# loop. Each periodic task's last success is kept in Redis and exported at /metrics
+# (common/heartbeats.py).
+CELERY_BEAT_SCHEDULER = "redbeat.RedBeatScheduler"
+CELERY_REDBEAT_REDIS_URL = env("BEAT_REDIS_URL", default=REDIS_URL)
+CELERY_REDBEAT_REDIS_OPTIONS: dict[str, Any] = {}
+CELERY_REDBEAT_KEY_PREFIX = f"{CELERY_TASK_DEFAULT_QUEUE}:redbeat"
+CELERY_REDBEAT_LOCK_TIMEOUT = env.int("BEAT_LOCK_TIMEOUT_SECONDS", default=30)
+CELERY_BEAT_MAX_LOOP_INTERVAL = env.int("BEAT_MAX_LOOP_INTERVAL_SECONDS", default=5)
 BEAT_EXPIRE_SECONDS = env.float("BEAT_EXPIRE_SECONDS", default=60.0)
 BEAT_SETTLE_SECONDS = env.float("BEAT_SETTLE_SECONDS", default=30.0)
 BEAT_RECONCILE_SECONDS = env.float("BEAT_RECONCILE_SECONDS", default=30.0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from prometheus_client import (
@@ -22,6 +23,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from common.heartbeats import heartbeats
 from outbox.selectors import outbox_backlog
 from payments.selectors import payment_counts_by_status, unresolved_payment_ids
 
@@ -69,8 +71,47 @@ class DatabaseCollector(Collector):
         yield from (payments, unresolved, backlog, oldest)
 
 
+class HeartbeatCollector(Collector):
+    """Each periodic task's schedule interval and last success, read from Redis at scrape
+    time, so that an alert can fire when ``time() - last_success`` grows past a few intervals
+    (a beat that stopped, workers that stopped taking its tasks). Labelled by the beat
+    schedule's task names only."""
+
+    @staticmethod
+    def _families() -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
+        return (
+            GaugeMetricFamily(
+                "aegispay_periodic_task_interval_seconds",
+                "How often beat sends the periodic task",
+                labels=["task"],
+            ),
+            GaugeMetricFamily(
+                "aegispay_periodic_task_last_success_timestamp_seconds",
+                "When the periodic task last succeeded (Unix time; absent: never yet)",
+                labels=["task"],
+            ),
+        )
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        yield from self._families()
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        interval, last = self._families()
+        schedule = {
+            entry["task"]: float(entry["schedule"])
+            for entry in settings.CELERY_BEAT_SCHEDULE.values()
+        }
+        succeeded = heartbeats()
+        for task in sorted(schedule):
+            interval.add_metric([task], schedule[task])
+            if task in succeeded:
+                last.add_metric([task], succeeded[task])
+        yield from (interval, last)
+
+
 _collector = DatabaseCollector()
 REGISTRY.register(_collector)
+REGISTRY.register(HeartbeatCollector())
 
 
 def metrics_view(request: HttpRequest) -> HttpResponse:

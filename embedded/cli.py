@@ -159,8 +159,7 @@ def cmd_run(port: int, layout: Layout) -> int:
             ],
             "beat": [
                 *celery,
-                *["beat", "--loglevel", "INFO", "--schedule"],
-                str(layout.beat_schedule),
+                *["beat", "--loglevel", "INFO"],
             ],
         }
         with latch.deferred():

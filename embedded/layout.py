@@ -59,11 +59,6 @@ class Layout:
         """
         return self.root / "run.json"
 
-    @property
-    def beat_schedule(self) -> Path:
-        """Celery beat's schedule database."""
-        return self.root / "celerybeat-schedule"
-
     def owner_file(self, service: str) -> Path:
         """Holds the pid of the launcher that has to stop ``service``."""
         return self.root / "owners" / service

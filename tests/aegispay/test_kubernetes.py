@@ -110,10 +110,12 @@ def test_every_container_runs_a_command_the_image_has_with_settings_that_exist()
     assert relay[relay.index("-Q") + 1] == f"{config['data']['CELERY_QUEUE']}.outbox"
 
 
-def test_exactly_one_beat_replaced_not_rolled() -> None:
+def test_beat_runs_a_standby_beside_its_leader() -> None:
+    from django.conf import settings
+
     beat = resources()["beat-deployment.yaml"]["spec"]
-    assert beat["replicas"] == 1
-    assert beat["strategy"] == {"type": "Recreate"}
+    assert beat["replicas"] == 2  # one schedules (a lock in Redis: tests/aegispay/test_beat.py)
+    assert settings.CELERY_BEAT_SCHEDULER == "redbeat.RedBeatScheduler"
 
 
 @pytest.mark.parametrize("name", ["worker-deployment.yaml", "relay-deployment.yaml"])

@@ -54,7 +54,7 @@ def run_env(tmp_path: Path, **variables: str) -> dict[str, str]:
         "ALLOWED_HOSTS": "127.0.0.1",
         "DATABASE_URL": settings.DATABASE_URL,
         "DATABASE_NAME": connection.settings_dict["NAME"],
-        "REDIS_URL": urlunsplit(redis._replace(path="/12")),
+        "REDIS_URL": urlunsplit(redis._replace(path="/14")),
         "CELERY_QUEUE": "runtime_install",
         "STATIC_ROOT": str(tmp_path / "static"),
         "AEGISPAY_STATE_DIR": str(tmp_path / "state"),
@@ -188,7 +188,7 @@ def test_the_worker_the_relay_and_beat_start_from_the_runtime_install(
     )  # fmt: skip
     processes.append(
         # Beat's tasks go to a queue no worker here takes: nothing runs against the test data.
-        start([*celery, "beat", "--loglevel", "INFO", "--schedule", str(tmp_path / "beat.db")],
+        start([*celery, "beat", "--loglevel", "INFO"],
               env | {"CELERY_QUEUE": "runtime_install_beat"}, logs["beat"], tmp_path)
     )  # fmt: skip
 
