@@ -32,6 +32,12 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "aegispay.settings")
 
 app = Celery("aegispay")
 app.config_from_object("django.conf:settings", namespace="CELERY")
+# celery-redbeat reads its settings (CELERY_REDBEAT_* in settings) through the namespace, but
+# tells them apart from broker fallbacks by their bare names: give it those, or it warns.
+app.conf.update(
+    redbeat_redis_url=app.conf.first("redbeat_redis_url"),
+    redbeat_redis_options=app.conf.first("redbeat_redis_options"),
+)
 app.autodiscover_tasks()
 
 # Not "correlation_id": Celery's messages already have a property of that name (the task id).

@@ -419,11 +419,35 @@ METADATA_MAX_VALUE_LENGTH = 500
 # Sandbox gateways: simulated network latency, in milliseconds.
 SANDBOX_LATENCY_MS = env.int("SANDBOX_LATENCY_MS", default=0)
 
+# Sentry, when SENTRY_DSN is set: errors from web and workers, tagged with the environment and
+# the release, and a cron monitor per periodic task that runs every whole number of minutes
+# (beat checks in when it sends one, the worker when it succeeds or fails). Sentry Crons takes
+# no shorter interval: the sweeps every few seconds are watched by their heartbeats at /metrics.
 SENTRY_DSN = env("SENTRY_DSN", default="")
 if SENTRY_DSN:
-    import sentry_sdk
+    import re
 
-    sentry_sdk.init(dsn=SENTRY_DSN, traces_sample_rate=env.float("SENTRY_TRACES_RATE", 0.0))
+    import sentry_sdk
+    from sentry_sdk.integrations.celery import CeleryIntegration
+    from sentry_sdk.integrations.django import DjangoIntegration
+
+    sentry_sdk.init(
+        dsn=SENTRY_DSN,
+        environment=env("SENTRY_ENVIRONMENT", default="production"),
+        release=env("SENTRY_RELEASE", default="") or None,
+        traces_sample_rate=env.float("SENTRY_TRACES_RATE", 0.0),
+        integrations=[
+            DjangoIntegration(),
+            CeleryIntegration(
+                monitor_beat_tasks=True,
+                exclude_beat_tasks=[
+                    f"^{re.escape(name)}$"
+                    for name, entry in CELERY_BEAT_SCHEDULE.items()
+                    if float(entry["schedule"]) % 60
+                ],
+            ),
+        ],
+    )
 
 LOGGING = {
     "version": 1,

@@ -90,7 +90,7 @@ def get(url: str) -> tuple[int, str, bytes]:
 
 
 @pytest.fixture
-def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
+def processes(django_db_setup: None) -> Iterator[list[subprocess.Popen[bytes]]]:
     started: list[subprocess.Popen[bytes]] = []
     yield started
     stop(started)
