@@ -86,6 +86,13 @@ def python(env: Mapping[str, str], code: str) -> subprocess.CompletedProcess[str
     )
 
 
+def printed(env: Mapping[str, str], code: str) -> str:
+    """The last line ``code`` printed, after it ran to the end (``python``)."""
+    result = python(env, code)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.split("\n")[-2]
+
+
 def test_check_deploy_is_clean_with_the_documented_production_environment(
     tmp_path: Path,
 ) -> None:
@@ -95,20 +102,16 @@ def test_check_deploy_is_clean_with_the_documented_production_environment(
 
 
 def test_the_production_defaults_are_on_without_debug(tmp_path: Path) -> None:
-    result = python(
+    assert printed(
         production(tmp_path),
         "from django.conf import settings as s\n"
         "print(s.DEBUG, s.SECURE_SSL_REDIRECT, s.SECURE_HSTS_SECONDS, s.SESSION_COOKIE_SECURE, "
         "s.CSRF_COOKIE_SECURE, s.SECURE_PROXY_SSL_HEADER, s.WEBHOOK_ALLOW_PRIVATE_URLS)",
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.split("\n")[-2] == (
-        "False True 31536000 True True ('HTTP_X_FORWARDED_PROTO', 'https') False"
-    )
+    ) == ("False True 31536000 True True ('HTTP_X_FORWARDED_PROTO', 'https') False")
 
 
 def test_plain_http_is_redirected_to_https_but_probes_are_not(tmp_path: Path) -> None:
-    result = python(
+    assert printed(
         production(tmp_path),
         "from django.test import Client\n"
         "c = Client(HTTP_HOST='pay.example.com')\n"
@@ -117,9 +120,7 @@ def test_plain_http_is_redirected_to_https_but_probes_are_not(tmp_path: Path) ->
         "proxied = c.get('/admin/login/', headers={'x-forwarded-proto': 'https'})\n"
         "print(admin.status_code, admin.get('Location'), live.status_code, "
         "proxied.status_code, proxied.get('Strict-Transport-Security'))",
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.split("\n")[-2] == (
+    ) == (
         "301 https://pay.example.com/admin/login/ 200 200 max-age=31536000; "
         "includeSubDomains; preload"
     )
