@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 .PHONY: help install lock run test lint migrate clean-data fault-run routing-simulation router-latency \
-	relay-bench replay-bench admin-bench chromium simulate
+	relay-bench replay-bench admin-bench serve-bench chromium simulate
 
 help:
 	@echo "make run         migrate, seed the demo merchant, run web + worker + beat"
@@ -27,6 +27,7 @@ help:
 	@echo "make relay-bench         outbox relay throughput to RabbitMQ and commit-to-publish lag"
 	@echo "make replay-bench        replay_events over a million events (rate, memory)"
 	@echo "make admin-bench         the admin payment list with a million payments (ms per page)"
+	@echo "make serve-bench         gunicorn worker classes and counts under wrk (req/s, p50, p99)"
 	@echo "make simulate            the deterministic fault simulator: SEEDS=500 seeds, JOBS processes (SEED=N replays one)"
 
 # The virtualenv, created once with python3 from PATH.
@@ -105,6 +106,14 @@ replay-bench: $(STAMP)
 
 admin-bench: $(STAMP)
 	$(VPY) -m embedded bench admin_list $(BENCH_ARGS)
+
+# gunicorn's worker class and counts (aegispay/gunicorn.py), measured with wrk (Debian's
+# package, installed when run as root).
+serve-bench: $(STAMP)
+	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && { apt-get install -y -q wrk \
+		|| { apt-get update -q && apt-get install -y -q wrk; }; }; } \
+		|| { echo "serve-bench needs wrk: sudo apt-get install wrk"; exit 1; }
+	$(VPY) -m embedded bench serve $(BENCH_ARGS)
 
 # The deterministic fault simulator (bench/simulate.py): SEEDS seeds from FIRST_SEED, shared by
 # JOBS processes (default: one per CPU), or replay one with SEED=N (its steps printed). CI runs
