@@ -144,7 +144,12 @@ def cmd_run(port: int, layout: Layout) -> int:
             say("manage.py seed_demo does not exist yet; skipping the demo merchant")
         celery = [sys.executable, "-m", "celery", "-A", "aegispay"]
         commands = {
-            "web": manage_argv("runserver", f"{LOCAL_HOST}:{port}", "--noreload"),
+            # The web tier as production serves it: gunicorn with the project's configuration
+            # (static files from WhiteNoise, which finds them in the apps under DEBUG).
+            "web": [
+                *[sys.executable, "-m", "gunicorn", "-c", "python:aegispay.gunicorn"],
+                *["--bind", f"{LOCAL_HOST}:{port}", "aegispay.wsgi"],
+            ],
             "worker": [
                 *celery,
                 *["worker", "--loglevel", "INFO", "--concurrency", "2"],

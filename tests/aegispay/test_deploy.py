@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -204,6 +207,18 @@ def run_database() -> Iterator[str]:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def _try(fetch: Any, url: str) -> Any:
+    try:
+        return fetch(url)
+    except OSError:
+        return None
+
+
+def served(url: str) -> tuple[int, str, bytes]:
+    with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - local server
+        return response.status, response.headers.get("Content-Type", ""), response.read()
+
+
 @pytest.mark.e2e
 def test_manage_py_beside_make_run_finds_its_servers_with_no_environment(
     tmp_path: Path, run_database: str
@@ -252,6 +267,18 @@ def test_manage_py_beside_make_run_finds_its_servers_with_no_environment(
             "settings.DEBUG)",
         )
         assert found.stdout.split("\n")[-2] == "1 True", found.stdout + found.stderr
+
+        # make run serves as production does (gunicorn), and the pages render fully.
+        base = f"http://127.0.0.1:{port}"
+        wait_until(lambda: b"Booting worker" in (tmp_path / "run.log").read_bytes(), timeout=60)
+        status, _, page = wait_until(lambda: _try(served, f"{base}/admin/login/"), timeout=60)
+        css = re.search(rb'href="(/static/admin/css/base[^"]*\.css)"', page)
+        assert status == 200 and css is not None, page[:1000]
+        assert served(base + css.group(1).decode())[1].startswith("text/css")
+        status, _, docs = served(f"{base}/api/docs/")
+        script = re.search(rb'src="(/static/[^"]*swagger-ui-bundle[^"]*\.js)"', docs)
+        assert status == 200 and script is not None, docs[:1000]
+        assert "javascript" in served(base + script.group(1).decode())[1]
     finally:
         os.killpg(launcher.pid, signal.SIGTERM)
         try:
