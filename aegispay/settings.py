@@ -123,6 +123,8 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     # Static files (the admin's CSS, Swagger UI's JS) served by the app itself, DEBUG or not.
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # NUL or an unpaired surrogate in a path or query string: 400, before any view reads it.
+    "payments.middleware.UnstorableRequestMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -222,7 +224,8 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["payments.authentication.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    # JSON, refusing what may not be stored: too deep, NUL, unpaired surrogates, card numbers.
+    "DEFAULT_PARSER_CLASSES": ["payments.parsers.MerchantJSONParser"],
     "EXCEPTION_HANDLER": "payments.api_errors.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": None,

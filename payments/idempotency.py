@@ -48,6 +48,7 @@ from rest_framework.response import Response
 from common.errors import DomainError
 
 from .authentication import merchant_user
+from .card_data import reject_card_number
 from .errors import IdempotencyKeyInUse, IdempotencyKeyReused, ValidationFailed
 from .models import IdempotencyKey, Merchant
 
@@ -65,6 +66,7 @@ def validate_idempotency_key(value: str) -> str:
             "Idempotency-Key must be 1 to 255 printable ASCII characters",
             param="Idempotency-Key",
         )
+    reject_card_number(value, param="Idempotency-Key")  # the key is stored as sent
     return value
 
 
@@ -208,6 +210,9 @@ def idempotent(handler: Callable[..., Response]) -> Callable[..., Response]:
         key = validate_idempotency_key(raw_key)
         merchant = merchant_user(request).merchant
         body = request._request.body  # the raw bytes; Django enforces the size limit here
+        # A body the parser refuses (too deep, NUL, a card number: payments/parsers.py) is
+        # answered before the key is claimed: nothing of it is stored, and the key stays free.
+        request.data  # noqa: B018 (parses, or raises)
         # Only a hand-built HttpRequest has no method; one routed to a view always has it.
         method = request.method or ""
         claimed = _claim(
