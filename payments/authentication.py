@@ -47,9 +47,13 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         header = request.headers.get("Authorization", "")
         if not header:
             return None
+        # Exactly "Bearer <key>": one space and nothing around the key, as RFC 6750 writes it.
         scheme, _, raw = header.partition(" ")
-        raw = raw.strip()
-        if scheme != self.keyword or not raw.startswith(("sk_test_", "sk_live_")):
+        if (
+            scheme != self.keyword
+            or not raw.startswith(("sk_test_", "sk_live_"))
+            or any(char.isspace() for char in raw)
+        ):
             raise exceptions.AuthenticationFailed("invalid API key", code="invalid_api_key")
         try:
             key = ApiKey.objects.select_related("merchant").get(

@@ -27,7 +27,7 @@ from typing import Any
 
 from django.conf import settings
 from django.utils.dateparse import parse_datetime
-from drf_spectacular.utils import OpenApiParameter, extend_schema_field
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema_field
 from rest_framework import serializers
 from rest_framework.fields import empty
 
@@ -210,7 +210,7 @@ class StrictSerializer(serializers.Serializer):
 
 
 class PaymentMethodSerializer(StrictSerializer):
-    # In: ``type`` and ``token``. Out: as stored, with the gateway's ``brand`` and ``last4``.
+    # In: ``type`` and ``token`` (out: ``PaymentMethodOutputSerializer``).
 
     default_error_messages = _messages("payment_method must be an object with type and token")
     unknown_message = "payment_method has unknown fields: {names}"
@@ -224,11 +224,6 @@ class PaymentMethodSerializer(StrictSerializer):
         max_length=255,
         help_text="A gateway token such as tok_visa; never a card number",
     )
-    brand = serializers.CharField(read_only=True, required=False)
-    last4 = serializers.CharField(read_only=True, required=False)
-
-    def to_representation(self, instance: Any) -> Any:
-        return instance  # as stored
 
 
 _CUSTOMER_INVALID = "customer must be an object with id, email, country and name only"
@@ -459,6 +454,19 @@ class RefundFailureSerializer(serializers.Serializer):
     code = serializers.CharField()
 
 
+class PaymentMethodOutputSerializer(serializers.Serializer):
+    """The payment method as stored: what was sent, and the gateway's ``brand`` and ``last4``
+    once an authorisation has told them (an ``initiated`` payment has neither)."""
+
+    type = serializers.ChoiceField(choices=["card"])
+    token = serializers.CharField()
+    brand = serializers.CharField(required=False)
+    last4 = serializers.CharField(required=False)
+
+    def to_representation(self, instance: Any) -> Any:
+        return instance  # as stored
+
+
 class PaymentOutputSerializer(serializers.Serializer):
     id = serializers.CharField()
     object = ConstantField("payment")
@@ -469,7 +477,7 @@ class PaymentOutputSerializer(serializers.Serializer):
     amount_authorized = serializers.IntegerField()
     amount_captured = serializers.IntegerField()
     amount_refunded = serializers.IntegerField()
-    payment_method = PaymentMethodSerializer()
+    payment_method = PaymentMethodOutputSerializer()
     customer = CustomerSerializer()
     description = serializers.CharField()
     merchant_reference = serializers.CharField()
@@ -569,8 +577,24 @@ class ErrorSerializer(serializers.Serializer):
     error = ErrorDetailSerializer()
 
 
-# Shared by every merchant API view's schema (payments and webhooks).
-ERROR_RESPONSES = {400: ErrorSerializer, 401: ErrorSerializer, 404: ErrorSerializer}
+def _error(description: str) -> OpenApiResponse:
+    return OpenApiResponse(response=ErrorSerializer, description=description)
+
+
+# Shared by every merchant API view's schema (payments and webhooks): what any call may answer,
+# and what a call with a body may answer besides.
+ERROR_RESPONSES = {
+    400: _error("The request is invalid: the error's code and param say why"),
+    401: _error("No API key, or not a valid one"),
+    404: _error("No such object (or not this merchant's)"),
+    405: _error("The path does not take this method"),
+    500: _error("An internal error; nothing was done that the answer does not show"),
+}
+WRITE_ERROR_RESPONSES = ERROR_RESPONSES | {
+    409: _error("In conflict with the object's state, its version, or a request in progress"),
+    413: _error("The body is larger than the server accepts"),
+    422: _error("The Idempotency-Key was used with a different request"),
+}
 IDEMPOTENCY_PARAMETER = OpenApiParameter(
     "Idempotency-Key", str, OpenApiParameter.HEADER, description="1-255 printable characters"
 )

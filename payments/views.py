@@ -22,9 +22,9 @@ from .selectors import ListParams
 from .serializers import (
     ERROR_RESPONSES,
     IDEMPOTENCY_PARAMETER,
+    WRITE_ERROR_RESPONSES,
     CancelInputSerializer,
     CaptureInputSerializer,
-    ErrorSerializer,
     EventListSerializer,
     PaymentCreateInputSerializer,
     PaymentListParamsSerializer,
@@ -43,8 +43,7 @@ class PaymentListCreateApi(APIView):
         operation_id="payments_create",
         request=input_serializers["post"],
         parameters=[IDEMPOTENCY_PARAMETER],
-        responses={201: PaymentOutputSerializer, 409: ErrorSerializer, 422: ErrorSerializer}
-        | ERROR_RESPONSES,
+        responses={201: PaymentOutputSerializer} | WRITE_ERROR_RESPONSES,
     )
     @idempotent
     def post(self, request: Request) -> Response:
@@ -101,7 +100,6 @@ class PaymentEventsApi(APIView):
 _IF_MATCH = OpenApiParameter(
     "If-Match", str, OpenApiParameter.HEADER, description="the payment version you expect"
 )
-_WRITE_ERRORS = {409: ErrorSerializer, 422: ErrorSerializer} | ERROR_RESPONSES
 
 
 def parse_if_match(value: str | None) -> int | None:
@@ -137,7 +135,7 @@ class PaymentCaptureApi(APIView):
         operation_id="payments_capture",
         request=input_serializer,
         parameters=[IDEMPOTENCY_PARAMETER, _IF_MATCH],
-        responses={200: PaymentOutputSerializer} | _WRITE_ERRORS,
+        responses={200: PaymentOutputSerializer} | WRITE_ERROR_RESPONSES,
     )
     @idempotent
     def post(self, request: Request, payment_id: str) -> Response:
@@ -161,7 +159,7 @@ class PaymentCancelApi(APIView):
         operation_id="payments_cancel",
         request=None,  # no parameters: the schema shows no body
         parameters=[IDEMPOTENCY_PARAMETER, _IF_MATCH],
-        responses={200: PaymentOutputSerializer} | _WRITE_ERRORS,
+        responses={200: PaymentOutputSerializer} | WRITE_ERROR_RESPONSES,
     )
     @idempotent
     def post(self, request: Request, payment_id: str) -> Response:
@@ -184,7 +182,7 @@ class PaymentRefundsApi(APIView):
         operation_id="payments_refunds_create",
         request=input_serializer,
         parameters=[IDEMPOTENCY_PARAMETER, _IF_MATCH],
-        responses={201: RefundOutputSerializer} | _WRITE_ERRORS,
+        responses={201: RefundOutputSerializer} | WRITE_ERROR_RESPONSES,
     )
     @idempotent
     def post(self, request: Request, payment_id: str) -> Response:

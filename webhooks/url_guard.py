@@ -85,9 +85,11 @@ def _split(url: object) -> SplitResult:
         )
     try:
         parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError for a bad port
+        port = parts.port  # raises ValueError for a port that is no number or above 65535
     except ValueError:
         raise WebhookUrlInvalid("url is not a valid URL") from None
+    if port == 0:  # no server listens there; _port would have read it as the default
+        raise WebhookUrlInvalid("url's port must be from 1 to 65535")
     if parts.scheme not in ("https", "http"):
         raise WebhookUrlInvalid("url must start with https://")
     if parts.scheme == "http" and not settings.WEBHOOK_ALLOW_PRIVATE_URLS:

@@ -16,7 +16,7 @@ from payments.idempotency import idempotent
 from payments.serializers import (
     ERROR_RESPONSES,
     IDEMPOTENCY_PARAMETER,
-    ErrorSerializer,
+    WRITE_ERROR_RESPONSES,
     PageParamsSerializer,
 )
 
@@ -40,12 +40,7 @@ class WebhookEndpointListCreateApi(APIView):
         operation_id="webhook_endpoints_create",
         request=input_serializers["post"],
         parameters=[IDEMPOTENCY_PARAMETER],
-        responses={
-            201: WebhookEndpointCreatedSerializer,
-            409: ErrorSerializer,
-            422: ErrorSerializer,
-        }
-        | ERROR_RESPONSES,
+        responses={201: WebhookEndpointCreatedSerializer} | WRITE_ERROR_RESPONSES,
     )
     @idempotent
     def post(self, request: Request) -> Response:

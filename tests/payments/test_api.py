@@ -153,6 +153,15 @@ def test_wrong_key_is_401(db: None, header: str) -> None:
     assert error(response)[:2] == (401, "invalid_api_key")
 
 
+@pytest.mark.parametrize(
+    "header", ["Bearer  {key}", "Bearer {key} ", "Bearer\t{key}", "bearer {key}"]
+)
+def test_a_real_key_in_a_malformed_header_is_401(api: MerchantClient, header: str) -> None:
+    # Exactly "Bearer <key>": one space, nothing around the key (a real key in each case).
+    response = APIClient().get("/v1/payments", HTTP_AUTHORIZATION=header.format(key=api.api_key))
+    assert error(response)[:2] == (401, "invalid_api_key")
+
+
 def test_revoked_key_is_401(api: MerchantClient) -> None:
     from django.utils import timezone
 

@@ -160,3 +160,36 @@ def test_payments_create_is_described_by_the_serializer_the_view_validates_with(
     # The answer has the keys, in order, of the 201 response's component.
     answer = operation["responses"]["201"]["content"]["application/json"]["schema"]["$ref"]
     assert list(created.json()) == list(_component(schema, answer)["properties"])
+
+
+def test_an_initiated_payments_method_matches_its_schema(schema: dict, api: MerchantClient) -> None:
+    # brand and last4 come from the gateway's answer: an initiated payment has neither, so the
+    # output schema must not require them (it did: read-only fields are required in a schema).
+    created = api.post("/v1/payments", data=json.dumps(VISA), content_type="application/json")
+    method = created.json()["payment_method"]
+    assert created.json()["status"] == "initiated"
+    assert "brand" not in method and "last4" not in method
+    payment = schema["paths"]["/v1/payments"]["post"]["responses"]["201"]["content"]
+    ref = _component(schema, payment["application/json"]["schema"]["$ref"])
+    described = _component(schema, ref["properties"]["payment_method"]["$ref"])
+    assert set(described["required"]) <= set(method)
+    assert {"brand", "last4"} <= set(described["properties"])
+    # The input's component takes exactly what a request may send.
+    request = schema["paths"]["/v1/payments"]["post"]["requestBody"]["content"]
+    create_input = _component(schema, request["application/json"]["schema"]["$ref"])
+    sent = _component(schema, create_input["properties"]["payment_method"]["$ref"])
+    assert set(sent["properties"]) == {"type", "token"}
+
+
+def test_every_operation_documents_the_errors_the_server_can_answer(schema: dict) -> None:
+    for path, operations in schema["paths"].items():
+        if not path.startswith("/v1/"):
+            continue
+        for method, operation in operations.items():
+            expected = {"400", "401", "404", "405", "500"}
+            if method == "post":
+                expected |= {"409", "413", "422"}
+            assert expected <= set(operation["responses"]), (method, path)
+            for status in expected:
+                content = operation["responses"][status]["content"]["application/json"]
+                assert content["schema"]["$ref"].endswith("/Error"), (method, path, status)

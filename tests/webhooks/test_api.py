@@ -115,6 +115,8 @@ def test_another_merchants_endpoint_is_404_like_a_missing_one(
         ({"url": 7, "events": ["*"]}, (400, "url_invalid", "url")),
         ({"url": "ftp://hooks.example.com/", "events": ["*"]}, (400, "url_invalid", "url")),
         ({"url": "https://u:p@hooks.example.com/", "events": ["*"]}, (400, "url_invalid", "url")),
+        ({"url": "https://hooks.example.com:0/", "events": ["*"]}, (400, "url_invalid", "url")),
+        ({"url": "https://hooks.example.com:00/", "events": ["*"]}, (400, "url_invalid", "url")),
         ({"url": URL, "events": []}, (400, "events_invalid", "events")),
         ({"url": URL, "events": "payment.*"}, (400, "events_invalid", "events")),
         ({"url": URL, "events": ["payment.captur"]}, (400, "events_invalid", "events")),
