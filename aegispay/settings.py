@@ -80,6 +80,14 @@ if weak_secret_key(SECRET_KEY):
         )
     SECRET_KEY = SECRET_KEY or "django-insecure-development-only-never-used-without-debug"
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "testserver"])
+# /metrics answers only "Authorization: Bearer <METRICS_TOKEN>" (Prometheus: the scrape job's
+# authorization credentials). Unset, it answers no one, unless DEBUG (make run).
+METRICS_TOKEN = env("METRICS_TOKEN", default="")
+if METRICS_TOKEN and len(METRICS_TOKEN) < 32:
+    _MISSING.append(
+        "METRICS_TOKEN is too weak: give 32 or more random characters, or leave it unset to "
+        "close /metrics"
+    )
 
 # --- HTTPS (production defaults: on unless DEBUG; see the README's "Deploying") ---
 # Behind a TLS-terminating proxy or ingress that sets X-Forwarded-Proto (set

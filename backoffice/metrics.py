@@ -7,6 +7,7 @@ the work of Celery workers.
 
 from __future__ import annotations
 
+import hmac
 import time
 from collections.abc import Callable, Iterator
 
@@ -115,7 +116,35 @@ REGISTRY.register(HeartbeatCollector())
 
 
 def metrics_view(request: HttpRequest) -> HttpResponse:
+    """The scrape: for ``Authorization: Bearer <METRICS_TOKEN>`` only; with no token set, for
+    no one (403) unless DEBUG. The figures count every merchant's payments: never public."""
+    token = settings.METRICS_TOKEN
+    if token:
+        supplied = request.headers.get("Authorization", "").encode()
+        if not hmac.compare_digest(supplied, f"Bearer {token}".encode()):
+            response = HttpResponse(
+                "send Authorization: Bearer <METRICS_TOKEN>\n",
+                status=401,
+                content_type="text/plain",
+            )
+            response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+            return response
+    elif not settings.DEBUG:
+        return HttpResponse(
+            "/metrics is closed: set METRICS_TOKEN and scrape with it\n",
+            status=403,
+            content_type="text/plain",
+        )
     return HttpResponse(generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST)
+
+
+# The methods HTTP defines; any other method a client makes up counts as "other", so a client
+# cannot grow the label set (5,000 made-up methods were 5,000 new series each).
+_METHODS = frozenset(["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"])
+
+
+def method_label(method: str | None) -> str:
+    return method if method in _METHODS else "other"
 
 
 class MetricsMiddleware:
@@ -129,6 +158,7 @@ class MetricsMiddleware:
         response = self.get_response(request)
         match = getattr(request, "resolver_match", None)
         route = match.route if match is not None else "unmatched"
-        LATENCY.labels(request.method, route).observe(time.perf_counter() - started)
-        REQUESTS.labels(request.method, route, str(response.status_code)).inc()
+        method = method_label(request.method)
+        LATENCY.labels(method, route).observe(time.perf_counter() - started)
+        REQUESTS.labels(method, route, str(response.status_code)).inc()
         return response

@@ -35,6 +35,19 @@ from tests.waiting import wait_until
 settings.SECURE_SSL_REDIRECT = False
 settings.SESSION_COOKIE_SECURE = False
 settings.CSRF_COOKIE_SECURE = False
+# /metrics answers only its bearer token outside DEBUG: the suite scrapes with this one
+# (scrape() below); tests/backoffice/test_metrics.py checks the token and the closed default.
+METRICS_TOKEN = "suite-metrics-token-" + "0123456789abcdef" * 2
+settings.METRICS_TOKEN = METRICS_TOKEN
+
+
+def scrape() -> str:
+    """What /metrics shows a Prometheus that holds the token."""
+    from django.test import Client
+
+    response = Client().get("/metrics", HTTP_AUTHORIZATION=f"Bearer {METRICS_TOKEN}")
+    assert response.status_code == 200, response.content
+    return response.content.decode()
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -16,11 +16,11 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 import redis
 from django.conf import settings
-from django.test import Client
 
 from common.heartbeats import HEARTBEATS_KEY, heartbeats
 from outbox.tasks import outbox_relay
 from payments.tasks import payment_process, payments_expire_authorizations
+from tests.conftest import scrape
 from tests.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
@@ -44,7 +44,7 @@ def test_a_periodic_task_records_its_success_and_metrics_export_it() -> None:
     assert set(recorded) == {payments_expire_authorizations.name, outbox_relay.name}
     assert all(before <= at <= time.time() for at in recorded.values())
 
-    body = Client().get("/metrics").content.decode()
+    body = scrape()
     expire = payments_expire_authorizations.name
     assert f'aegispay_periodic_task_interval_seconds{{task="{expire}"}} 60.0' in body
     assert f'aegispay_periodic_task_last_success_timestamp_seconds{{task="{expire}"}}' in body

@@ -9,7 +9,7 @@ from django.test import override_settings
 from rest_framework.test import APIClient
 
 from payments.models import IdempotencyKey, Payment, PaymentEvent
-from tests.conftest import VISA, MerchantClient
+from tests.conftest import VISA, MerchantClient, scrape
 from tests.payments.helpers import payment_in
 
 pytestmark = pytest.mark.django_db
@@ -272,7 +272,7 @@ def test_health_and_schema(db: None) -> None:
 def test_metrics_count_payments_by_state(api: MerchantClient) -> None:
     create(api, VISA)
     payment_in(api.merchant, "cancelled")
-    text = APIClient().get("/metrics").content.decode()
+    text = scrape()
     assert 'aegispay_payments{status="initiated"} 1.0' in text
     assert 'aegispay_payments{status="cancelled"} 1.0' in text
     assert "aegispay_outbox_pending 3.0" in text
