@@ -35,7 +35,7 @@ import re
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from functools import wraps
-from typing import Any
+from typing import Any, overload
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -168,6 +168,12 @@ def _claim(
     )
 
 
+def _without(body: Any, fields: tuple[str, ...]) -> Any:
+    if not fields or not isinstance(body, dict):
+        return body
+    return {name: value for name, value in body.items() if name not in fields}
+
+
 class _NotStored(Exception):
     """The answer is not the key's: roll the request back and release the key."""
 
@@ -195,13 +201,46 @@ def _release(claimed: IdempotencyKey) -> None:
     ).delete()
 
 
-def idempotent(handler: Callable[..., Response]) -> Callable[..., Response]:
+Replay = Callable[[Merchant, dict[str, Any]], dict[str, Any]]
+
+
+Handler = Callable[..., Response]
+
+
+@overload
+def idempotent(handler: Handler) -> Handler: ...
+
+
+@overload
+def idempotent(
+    *, secret_fields: tuple[str, ...] = (), replay: Replay | None = None
+) -> Callable[[Handler], Handler]: ...
+
+
+def idempotent(
+    handler: Handler | None = None,
+    *,
+    secret_fields: tuple[str, ...] = (),
+    replay: Replay | None = None,
+) -> Handler | Callable[[Handler], Handler]:
     """Decorate an APIView ``post``: runs it once per ``Idempotency-Key`` (when one is sent).
 
     The handler runs inside a transaction that also stores its response; its ``on_commit``
     work therefore runs only once both are committed.
-    """
 
+    An answer that shows a secret once (a webhook endpoint's signing secret) names it in
+    ``secret_fields``: the key stores the answer without them, so no secret is kept in clear
+    here and no replay shows it again. ``replay`` renders a stored success answer again at
+    replay time (for example the object as it is now, not as it was), given the merchant.
+    """
+    if handler is None:
+        return lambda inner: _idempotent(inner, secret_fields, replay)
+    return _idempotent(handler, secret_fields, replay)
+
+
+def _idempotent(
+    handler: Callable[..., Response], secret_fields: tuple[str, ...], replay: Replay | None
+) -> Callable[..., Response]:
     @wraps(handler)
     def wrapper(view: Any, request: Request, *args: Any, **kwargs: Any) -> Response:
         raw_key = request.headers.get("Idempotency-Key")
@@ -223,6 +262,8 @@ def idempotent(handler: Callable[..., Response]) -> Callable[..., Response]:
             fingerprint=request_fingerprint(method, request.path, body),
         )
         if isinstance(claimed, Response):
+            if replay is not None and claimed.status_code < 300:
+                claimed.data = replay(merchant, claimed.data)
             return claimed
         try:
             with transaction.atomic():
@@ -243,7 +284,7 @@ def idempotent(handler: Callable[..., Response]) -> Callable[..., Response]:
                 ).update(
                     state=IdempotencyKey.State.COMPLETED,
                     response_code=response.status_code,
-                    response_body=response.data,
+                    response_body=_without(response.data, secret_fields),
                 )
                 if not stored:
                     # Taken over (or purged) after the lock timeout: another request owns the

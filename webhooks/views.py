@@ -4,6 +4,8 @@ the error shape are the merchant API's own, from payments."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.request import Request
@@ -13,6 +15,7 @@ from rest_framework.views import APIView
 from payments.api_errors import validated
 from payments.authentication import merchant_user
 from payments.idempotency import idempotent
+from payments.models import Merchant
 from payments.serializers import (
     ERROR_RESPONSES,
     IDEMPOTENCY_PARAMETER,
@@ -33,6 +36,13 @@ from .serializers import (
 # endpoint as 404 and every other webhook error as 400, each with its own stable code.
 
 
+def _endpoint_now(merchant: Merchant, created: dict[str, Any]) -> dict[str, Any]:
+    """A replayed create answers the endpoint as it is now (disabled, if it was since), and
+    never its secret, which only the first answer showed."""
+    endpoint = selectors.webhook_endpoint_get(merchant_id=merchant.id, endpoint_id=created["id"])
+    return dict(WebhookEndpointOutputSerializer(endpoint).data)
+
+
 class WebhookEndpointListCreateApi(APIView):
     input_serializers = {"post": WebhookEndpointCreateInputSerializer, "get": PageParamsSerializer}
 
@@ -42,7 +52,7 @@ class WebhookEndpointListCreateApi(APIView):
         parameters=[IDEMPOTENCY_PARAMETER],
         responses={201: WebhookEndpointCreatedSerializer} | WRITE_ERROR_RESPONSES,
     )
-    @idempotent
+    @idempotent(secret_fields=("secret",), replay=_endpoint_now)
     def post(self, request: Request) -> Response:
         body = validated(self.input_serializers["post"](data=request.data))
         endpoint, _secret = services.webhook_endpoint_create(

@@ -11,6 +11,7 @@ import pytest
 from django.test import override_settings
 from rest_framework.test import APIClient
 
+from payments.models import IdempotencyKey
 from tests.conftest import MerchantClient
 from webhooks.models import WebhookEndpoint
 
@@ -155,10 +156,30 @@ def test_idempotency_key_replays_the_create_answer(api: MerchantClient) -> None:
     second = create(api, body, HTTP_IDEMPOTENCY_KEY="we-key-1")
     reused = create(api, {**body, "events": ["*"]}, HTTP_IDEMPOTENCY_KEY="we-key-1")
     assert (first.status_code, second.status_code) == (201, 201)
-    assert second.json() == first.json()
+    # The same endpoint, but never its secret again: only the first answer shows it.
+    assert second.json() == {k: v for k, v in first.json().items() if k != "secret"}
     assert second.headers["Idempotent-Replayed"] == "true"
     assert WebhookEndpoint.objects.count() == 1
     assert error(reused) == (422, "idempotency_key_reused", "Idempotency-Key")
+
+
+def test_the_secret_is_not_kept_in_the_idempotency_record(api: MerchantClient) -> None:
+    first = create(api, {"url": URL, "events": ["*"]}, HTTP_IDEMPOTENCY_KEY="we-key-3")
+    secret = first.json()["secret"]
+    stored = IdempotencyKey.objects.get(key="we-key-3")
+    assert stored.response_code == 201
+    assert stored.response_body["id"] == first.json()["id"]
+    assert secret not in json.dumps(stored.response_body)
+
+
+def test_a_replay_after_disabling_shows_the_endpoint_as_it_is(api: MerchantClient) -> None:
+    body = {"url": URL, "events": ["*"]}
+    first = create(api, body, HTTP_IDEMPOTENCY_KEY="we-key-4")
+    api.delete(f"/v1/webhook_endpoints/{first.json()['id']}")
+    again = create(api, body, HTTP_IDEMPOTENCY_KEY="we-key-4")
+    assert again.status_code == 201
+    assert again.json()["status"] == "disabled"
+    assert first.json()["secret"] not in again.content.decode()
 
 
 def test_a_refused_create_is_replayed_with_its_error(api: MerchantClient) -> None:
