@@ -133,6 +133,8 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",
     # NUL or an unpaired surrogate in a path or query string: 400, before any view reads it.
     "payments.middleware.UnstorableRequestMiddleware",
+    # The RateLimit-* headers of the request's rate-limit decision (payments/authentication.py).
+    "payments.middleware.RateLimitHeadersMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -408,6 +410,19 @@ RECONCILE_BACKOFF_MAX_SECONDS = env.float("RECONCILE_BACKOFF_MAX_SECONDS", defau
 # An operation the gateway has not answered for this long is listed for staff ("needs
 # attention" in the admin) and counted in aegispay_unresolved_payments. Never guessed.
 UNRESOLVED_ATTENTION_SECONDS = env.float("UNRESOLVED_ATTENTION_SECONDS", default=900.0)
+# Rate limits (token buckets in Redis, common/rate_limit.py): each API key's budget unless the
+# key sets its own; a budget per client address for requests with no key or a wrong one; and
+# failed admin logins per client address. RATE_LIMIT_PROXY_HOPS: how many trusted proxies
+# append to X-Forwarded-For in front of the app (0: the peer address is the client's).
+API_RATE_LIMIT_PER_SECOND = env.float("API_RATE_LIMIT_PER_SECOND", default=100.0)
+API_RATE_LIMIT_BURST = env.int("API_RATE_LIMIT_BURST", default=200)
+API_CLIENT_RATE_LIMIT_PER_SECOND = env.float("API_CLIENT_RATE_LIMIT_PER_SECOND", default=5.0)
+API_CLIENT_RATE_LIMIT_BURST = env.int("API_CLIENT_RATE_LIMIT_BURST", default=20)
+ADMIN_LOGIN_FAILURES_PER_MINUTE = env.float("ADMIN_LOGIN_FAILURES_PER_MINUTE", default=5.0)
+ADMIN_LOGIN_FAILURES_BURST = env.int("ADMIN_LOGIN_FAILURES_BURST", default=10)
+RATE_LIMIT_PROXY_HOPS = env.int("RATE_LIMIT_PROXY_HOPS", default=0)
+RATE_LIMIT_REDIS_TIMEOUT_SECONDS = env.float("RATE_LIMIT_REDIS_TIMEOUT_SECONDS", default=0.25)
+
 # Idempotency keys are replayed this long (the retention), then forgotten and purged by beat.
 IDEMPOTENCY_KEY_TTL_HOURS = env.int("IDEMPOTENCY_KEY_TTL_HOURS", default=24)
 # An in-progress idempotency key whose request died (worker killed, crash) is taken over after this.

@@ -7,6 +7,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from backoffice import health
 from backoffice.dashboard import dashboard_view
+from backoffice.login_throttle import throttled_login
 from backoffice.metrics import metrics_view
 
 urlpatterns = [
@@ -19,6 +20,8 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     # Before the admin's own URLs; admin_view requires an active staff user (else: login page).
     path("admin/dashboard/", admin.site.admin_view(dashboard_view), name="admin-dashboard"),
+    # The admin's login, with failed logins throttled per client address.
+    path("admin/login/", throttled_login(admin.site.login), name="admin-login-throttled"),
     # The webhook models moved from the outbox app to webhooks: staff's old links still lead there.
     re_path(
         r"^admin/outbox/(?P<model>webhookendpoint|webhookdelivery|webhookattempt)/(?P<rest>.*)$",

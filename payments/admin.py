@@ -40,7 +40,7 @@ from routing.models import GatewayConfig
 
 from .admin_forms import ACTIONS, PaymentAction, format_amount, staff_actor
 from .errors import AmountExceeded, PaymentError, VersionConflict
-from .models import Merchant, Payment, PaymentAttempt, PaymentEvent, Refund
+from .models import ApiKey, Merchant, Payment, PaymentAttempt, PaymentEvent, Refund
 from .selectors import unresolved_payment_ids
 
 if TYPE_CHECKING:
@@ -527,6 +527,41 @@ class MerchantAdmin(ReadOnlyAdmin):
     show_full_result_count = False
     fields = ("id", "name", "gateways", "created_at")
     readonly_fields = fields
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin[ApiKey]):
+    """Merchants' API keys, by display prefix (the key itself is never stored). Staff may change
+    only a key's rate limit; keys are made and revoked by their merchants and the services."""
+
+    list_display = (
+        "prefix",
+        "merchant",
+        "live",
+        "created_at",
+        "revoked_at",
+        "rate_limit_per_second",
+        "rate_limit_burst",
+    )
+    list_filter = ("live",)
+    search_fields = ("=merchant__id", "prefix")
+    fields = (
+        "id",
+        "merchant",
+        "prefix",
+        "live",
+        "created_at",
+        "revoked_at",
+        "rate_limit_per_second",
+        "rate_limit_burst",
+    )
+    readonly_fields = ("id", "merchant", "prefix", "live", "created_at", "revoked_at")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
 
 
 @admin.register(Refund)

@@ -5,9 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, cast
 
+from django.conf import settings
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 from rest_framework.request import Request
+
+from common.rate_limit import Bucket, client_ip, limiter
 
 from .merchants import hash_api_key
 from .models import ApiKey, Merchant
@@ -40,29 +43,59 @@ def merchant_user(request: Request) -> MerchantUser:
     return cast(MerchantUser, request.user)
 
 
+def key_bucket(key: ApiKey) -> Bucket:
+    """An API key's request budget: its own, or the default."""
+    return Bucket(
+        rate=key.rate_limit_per_second or settings.API_RATE_LIMIT_PER_SECOND,
+        burst=key.rate_limit_burst or settings.API_RATE_LIMIT_BURST,
+    )
+
+
+def _client_bucket() -> Bucket:
+    return Bucket(
+        rate=settings.API_CLIENT_RATE_LIMIT_PER_SECOND, burst=settings.API_CLIENT_RATE_LIMIT_BURST
+    )
+
+
+def _limit(request: Request, scope: str, name: str, bucket: Bucket) -> None:
+    """Take a token, or refuse with ``429 rate_limited``. The decision stays on the request for
+    ``RateLimitHeadersMiddleware``, which puts its ``RateLimit-*`` headers on the answer."""
+    decision = limiter.take(scope, name, bucket)
+    if decision is None:
+        return  # Redis failed: let it through (counted by the limiter)
+    request._request.rate_limit = decision  # type: ignore[attr-defined]  # read by the middleware
+    if not decision.allowed:
+        raise exceptions.Throttled(wait=max(1, decision.retry_after))
+
+
 class ApiKeyAuthentication(authentication.BaseAuthentication):
+    """Bearer API keys, and the rate limits: each key's budget, and a budget per client address
+    for requests with no key or a wrong one, so guessing keys is as limited as using one."""
+
     keyword = "Bearer"
 
     def authenticate(self, request: Request) -> tuple[MerchantUser, ApiKey] | None:
         header = request.headers.get("Authorization", "")
         if not header:
+            _limit(request, "client", client_ip(request._request), _client_bucket())
             return None
         # Exactly "Bearer <key>": one space and nothing around the key, as RFC 6750 writes it.
         scheme, _, raw = header.partition(" ")
+        key = None
         if (
-            scheme != self.keyword
-            or not raw.startswith(("sk_test_", "sk_live_"))
-            or any(char.isspace() for char in raw)
+            scheme == self.keyword
+            and raw.startswith(("sk_test_", "sk_live_"))
+            and not any(char.isspace() for char in raw)
         ):
-            raise exceptions.AuthenticationFailed("invalid API key", code="invalid_api_key")
-        try:
-            key = ApiKey.objects.select_related("merchant").get(
-                key_hash=hash_api_key(raw), revoked_at__isnull=True
+            key = (
+                ApiKey.objects.select_related("merchant")
+                .filter(key_hash=hash_api_key(raw), revoked_at__isnull=True)
+                .first()
             )
-        except ApiKey.DoesNotExist:
-            raise exceptions.AuthenticationFailed(
-                "invalid API key", code="invalid_api_key"
-            ) from None
+        if key is None:
+            _limit(request, "client", client_ip(request._request), _client_bucket())
+            raise exceptions.AuthenticationFailed("invalid API key", code="invalid_api_key")
+        _limit(request, "api_key", key.id, key_bucket(key))
         return MerchantUser(merchant=key.merchant, api_key=key), key
 
     def authenticate_header(self, request: Request) -> str:

@@ -53,6 +53,10 @@ class ApiKey(models.Model):
     live = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    # This key's request budget (payments/authentication.py); empty: API_RATE_LIMIT_PER_SECOND
+    # and API_RATE_LIMIT_BURST.
+    rate_limit_per_second = models.PositiveIntegerField(null=True, blank=True)
+    rate_limit_burst = models.PositiveIntegerField(null=True, blank=True)
 
     def __str__(self) -> str:
         return f"{self.prefix}… ({self.merchant_id})"

@@ -64,6 +64,20 @@ def _allow_test_flush(django_db_setup: None, django_db_blocker: object) -> Itera
 
 
 @pytest.fixture(autouse=True)
+def _fresh_rate_limits() -> None:
+    """Rate-limit buckets live in Redis and every test client comes from 127.0.0.1: every test
+    starts with full buckets."""
+    from django_redis import get_redis_connection
+
+    from common.rate_limit import KEY_PREFIX
+
+    redis = get_redis_connection("default")
+    keys = list(redis.scan_iter(match=f"{KEY_PREFIX}*", count=1000))
+    if keys:
+        redis.delete(*keys)
+
+
+@pytest.fixture(autouse=True)
 def _fresh_gateway_health() -> Iterator[None]:
     """Breakers, bulkheads and chaos live in Redis and outlive a test: every test starts with
     the sandbox gateways closed, empty and without faults."""
