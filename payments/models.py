@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import cast
 
 import pgtrigger
+from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import F, Q
 from django.db.models.fields.json import KT
@@ -55,8 +56,12 @@ class ApiKey(models.Model):
     revoked_at = models.DateTimeField(null=True, blank=True)
     # This key's request budget (payments/authentication.py); empty: API_RATE_LIMIT_PER_SECOND
     # and API_RATE_LIMIT_BURST.
-    rate_limit_per_second = models.PositiveIntegerField(null=True, blank=True)
-    rate_limit_burst = models.PositiveIntegerField(null=True, blank=True)
+    rate_limit_per_second = models.FloatField(
+        null=True, blank=True, validators=[MinValueValidator(0.001)]
+    )
+    rate_limit_burst = models.PositiveIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1)]
+    )
 
     def __str__(self) -> str:
         return f"{self.prefix}… ({self.merchant_id})"
