@@ -8,6 +8,7 @@ index and constraint names): moving the code to its own app changed no schema
 
 from __future__ import annotations
 
+import base64
 import secrets
 
 from django.db import models
@@ -21,8 +22,8 @@ def new_webhook_endpoint_id() -> str:
 
 
 def new_webhook_secret() -> str:
-    """A signing secret: ``whsec_`` and 256 random bits."""
-    return "whsec_" + secrets.token_urlsafe(32)
+    """A signing secret in the Standard Webhooks form: ``whsec_`` and base64 of 256 random bits."""
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode("ascii")
 
 
 class WebhookEndpoint(models.Model):

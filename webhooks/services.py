@@ -317,5 +317,10 @@ def webhook_delivery_attempt(*, delivery_id: int, now: datetime | None = None) -
         )
         return DeliveryOutcome.FAILED
     endpoint = delivery.endpoint
-    result = webhook_send(url=endpoint.url, secret=endpoint.secret, payload=delivery.payload)
+    result = webhook_send(
+        url=endpoint.url,
+        secrets=[endpoint.secret],
+        message_id=delivery.event_id,
+        payload=delivery.payload,
+    )
     return _record(delivery, token, attempted_at, result)

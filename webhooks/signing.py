@@ -17,16 +17,34 @@ JSON parsing (re-serialising changes the bytes and breaks the signature)::
         return HttpResponse(status=400)
 
 The header may hold several ``v1`` values (for example while a secret is being rotated); one
-match is enough. Unknown schemes (``v0=…``) are ignored so that new ones can be added.
+match is enough. Unknown schemes (``v0=…``) are ignored so that new ones can be added. The
+scheme is byte for byte Stripe's, so Stripe's own ``stripe.WebhookSignature.verify_header``
+verifies it too, with the endpoint's secret.
+
+Every delivery also carries the three headers of the Standard Webhooks specification, so that
+its libraries (``standardwebhooks``, Svix's) verify it as they are::
+
+    webhook-id: <the event id, the same on every retry>
+    webhook-timestamp: <unix seconds>
+    webhook-signature: v1,<base64 HMAC-SHA256(key, "<id>.<timestamp>.<raw body>")>
+
+where ``key`` is the secret after ``whsec_``, base64-decoded (``standard_key``). Secrets are in
+the specification's form, ``whsec_`` and base64 of 32 random bytes.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import time
 
 HEADER = "AegisPay-Signature"
+STANDARD_ID_HEADER = "webhook-id"
+STANDARD_TIMESTAMP_HEADER = "webhook-timestamp"
+STANDARD_SIGNATURE_HEADER = "webhook-signature"
+SECRET_PREFIX = "whsec_"  # noqa: S105 - the prefix of every secret, not a secret
 DEFAULT_TOLERANCE_SECONDS = 300
 
 
@@ -49,6 +67,41 @@ def _digest(secret: str, body: bytes, timestamp: int) -> str:
 def sign(secret: str, body: bytes, timestamp: int) -> str:
     """The ``AegisPay-Signature`` header value for ``body`` sent at ``timestamp`` (unix)."""
     return f"t={int(timestamp)},v1={_digest(secret, body, int(timestamp))}"
+
+
+def standard_key(secret: str) -> bytes:
+    """The Standard Webhooks signing key of ``secret``: the base64 after ``whsec_``. Secrets
+    made before AegisPay used that form are URL-safe base64 without padding, read as such."""
+    encoded = secret.removeprefix(SECRET_PREFIX)
+    try:
+        return base64.b64decode(encoded, validate=True)
+    except binascii.Error:
+        return base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
+
+
+def standard_signature(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
+    """The ``webhook-signature`` value (one ``v1,<base64>`` entry) for ``body``."""
+    signed = f"{message_id}.{int(timestamp)}.".encode() + body
+    digest = hmac.new(standard_key(secret), signed, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode("ascii")
+
+
+def signature_headers(
+    secrets: list[str], message_id: str, body: bytes, timestamp: int
+) -> dict[str, str]:
+    """Every signature header of one delivery, signed with each of ``secrets`` (two while a
+    secret is being rotated: a receiver holding either verifies it)."""
+    stamp = int(timestamp)
+    return {
+        HEADER: ",".join(
+            [f"t={stamp}"] + [f"v1={_digest(secret, body, stamp)}" for secret in secrets]
+        ),
+        STANDARD_ID_HEADER: message_id,
+        STANDARD_TIMESTAMP_HEADER: str(stamp),
+        STANDARD_SIGNATURE_HEADER: " ".join(
+            standard_signature(secret, message_id, stamp, body) for secret in secrets
+        ),
+    }
 
 
 def _parse(header: str) -> tuple[int, list[str]]:

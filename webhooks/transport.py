@@ -17,7 +17,7 @@ import urllib3
 from django.conf import settings
 
 from .errors import WebhookError
-from .signing import HEADER, sign
+from .signing import signature_headers
 from .url_guard import WebhookTarget, webhook_url_target
 
 _EXCERPT_BYTES = 500
@@ -93,8 +93,10 @@ def _post(target: WebhookTarget, body: bytes, headers: dict[str, str]) -> HttpRe
     return HttpResult(status, latency_ms, _text(error)[:_ERROR_CHARS], _text(excerpt))
 
 
-def webhook_send(*, url: str, secret: str, payload: Any) -> HttpResult:
-    """Re-check ``url`` (DNS may have changed), sign the JSON body with ``secret`` and POST it.
+def webhook_send(*, url: str, secrets: list[str], message_id: str, payload: Any) -> HttpResult:
+    """Re-check ``url`` (DNS may have changed), sign the JSON body with each of ``secrets``
+    (``signing.signature_headers``: AegisPay's and Standard Webhooks' headers, ``message_id``
+    as ``webhook-id``) and POST it.
 
     Never raises for what the URL, the receiver or the network does: a refused URL is a
     result without a status code, like a connection error.
@@ -112,6 +114,6 @@ def webhook_send(*, url: str, secret: str, payload: Any) -> HttpResult:
         "User-Agent": "AegisPay-Webhooks/1",
         "Accept-Encoding": "identity",
         # Signed with the real clock: the receiver compares it with its own.
-        HEADER: sign(secret, body, int(time.time())),
+        **signature_headers(secrets, message_id, body, int(time.time())),
     }
     return _post(target, body, headers)

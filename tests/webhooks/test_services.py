@@ -3,6 +3,7 @@ a real local HTTP receiver, retries and their schedule, leases, resend and the s
 
 from __future__ import annotations
 
+import base64
 import json
 import random
 import threading
@@ -13,6 +14,8 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+import standardwebhooks
+import stripe
 from django.contrib.auth.models import User
 from django.db import connection, transaction
 from django.test import Client, override_settings
@@ -36,7 +39,7 @@ from webhooks.services import (
     webhook_endpoint_create,
     webhook_endpoint_disable,
 )
-from webhooks.signing import HEADER, verify
+from webhooks.signing import HEADER, standard_key, verify
 from webhooks.tasks import webhook_deliveries_sweep, webhook_delivery_send
 from webhooks.url_guard import webhook_url_validate
 
@@ -402,6 +405,62 @@ def test_the_request_is_the_signed_event_as_json(
     assert headers["Host"] == f"127.0.0.1:{receiver.port}"
     assert abs(verify(secret=receiver.secret, body=body, header=headers[HEADER]) - time.time()) < 5
     assert json.loads(body) == published.payload
+
+
+@PRIVATE_OK
+def test_standard_webhooks_and_stripe_receivers_verify_a_delivery(
+    transactional_db: None, receivers: Callable[..., Receiver]
+) -> None:
+    """Receivers written with other people's libraries verify AegisPay's deliveries as they are:
+    the Standard Webhooks reference library with its three headers, and Stripe's own
+    WebhookSignature with AegisPay-Signature."""
+    receiver = receivers()
+    subscribe(receiver)
+    published = event()
+    (delivery,) = deliveries_for(published)
+    webhook_delivery_attempt(delivery_id=delivery.pk)
+    ((headers, body),) = receiver.requests
+    assert receiver.secret.startswith("whsec_")
+
+    standard = {k.lower(): v for k, v in headers.items() if k.lower().startswith("webhook-")}
+    assert standard["webhook-id"] == published.event_id
+    assert standard["webhook-signature"].startswith("v1,")
+    assert standardwebhooks.Webhook(receiver.secret).verify(body, standard) == published.payload
+    stripe.WebhookSignature.verify_header(body, headers[HEADER], receiver.secret, tolerance=300)
+
+    # Neither accepts a body that was changed, or another secret.
+    tampered = body.replace(b'"id"', b'"Id"', 1)
+    with pytest.raises(standardwebhooks.WebhookVerificationError):
+        standardwebhooks.Webhook(receiver.secret).verify(tampered, standard)
+    with pytest.raises(stripe.SignatureVerificationError):
+        stripe.WebhookSignature.verify_header(tampered, headers[HEADER], receiver.secret, 300)
+    other = "whsec_" + base64.b64encode(b"x" * 32).decode()
+    with pytest.raises(standardwebhooks.WebhookVerificationError):
+        standardwebhooks.Webhook(other).verify(body, standard)
+
+
+@PRIVATE_OK
+def test_a_retry_keeps_the_webhook_id(
+    transactional_db: None, receivers: Callable[..., Receiver]
+) -> None:
+    receiver = receivers(statuses=[500])
+    subscribe(receiver)
+    published = event()
+    (delivery,) = deliveries_for(published)
+    webhook_delivery_attempt(delivery_id=delivery.pk)
+    retry_at = WebhookDelivery.objects.get(pk=delivery.pk).next_attempt_at
+    webhook_delivery_attempt(delivery_id=delivery.pk, now=retry_at)
+    ids = [dict((k.lower(), v) for k, v in h.items())["webhook-id"] for h, _ in receiver.requests]
+    assert ids == [published.event_id, published.event_id]
+
+
+def test_secrets_made_before_the_standard_form_still_sign() -> None:
+    """A secret of the earlier form (URL-safe base64, no padding) keeps working: its Standard
+    Webhooks key is its own bytes, read as URL-safe base64."""
+    legacy = "whsec_" + base64.urlsafe_b64encode(b"\xfb" * 32).decode().rstrip("=")
+    assert standard_key(legacy) == b"\xfb" * 32
+    modern = "whsec_" + base64.b64encode(b"\xfb" * 32).decode()
+    assert standard_key(modern) == b"\xfb" * 32
 
 
 @PRIVATE_OK
