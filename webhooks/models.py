@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import secrets
+from datetime import datetime
 
 from django.db import models
 
@@ -45,6 +46,10 @@ class WebhookEndpoint(models.Model):
     # Patterns: "*", "payment.*", "refund.*" or exact event types such as "payment.captured".
     events = models.JSONField(default=list)
     secret = models.CharField(max_length=100)
+    # The secret before the last rotation, which signs too until ``previous_secret_expires_at``
+    # (services.webhook_endpoint_rotate_secret): a receiver holding either verifies.
+    previous_secret = models.CharField(max_length=100, blank=True, default="")
+    previous_secret_expires_at = models.DateTimeField(null=True, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ENABLED)
     created_at = models.DateTimeField(auto_now_add=True)
     disabled_at = models.DateTimeField(null=True, blank=True)
@@ -60,6 +65,14 @@ class WebhookEndpoint(models.Model):
 
     def __str__(self) -> str:
         return f"{self.id} {self.url} ({self.status})"
+
+    def signing_secrets(self, now: datetime) -> list[str]:
+        """The secrets that sign a delivery sent ``now``: the current one, and the previous one
+        while its overlap lasts."""
+        expires = self.previous_secret_expires_at
+        if self.previous_secret and expires is not None and expires > now:
+            return [self.secret, self.previous_secret]
+        return [self.secret]
 
 
 class WebhookDelivery(models.Model):

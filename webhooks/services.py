@@ -87,6 +87,32 @@ def webhook_endpoint_disable(*, merchant_id: str, endpoint_id: str) -> WebhookEn
     return endpoint
 
 
+def webhook_endpoint_rotate_secret(
+    *, merchant_id: str, endpoint_id: str, overlap_seconds: int
+) -> tuple[WebhookEndpoint, str]:
+    """Give the merchant's endpoint a new secret and return it with the secret, shown once.
+
+    The old secret goes on signing beside the new one for ``overlap_seconds`` (0: it stops at
+    once), so the merchant can move their receiver to the new secret with no delivery refused.
+    Rotating again within an overlap ends the older overlap: only the last two secrets sign.
+    Locks the endpoint row; another merchant's endpoint raises ``WebhookNotFound``.
+    """
+    with transaction.atomic():
+        endpoint = (
+            WebhookEndpoint.objects.select_for_update()
+            .filter(merchant_id=merchant_id, pk=endpoint_id)
+            .first()
+        )
+        if endpoint is None:
+            raise WebhookNotFound(f"no such webhook endpoint: {endpoint_id}")
+        secret = new_webhook_secret()
+        endpoint.previous_secret = endpoint.secret
+        endpoint.previous_secret_expires_at = timezone.now() + timedelta(seconds=overlap_seconds)
+        endpoint.secret = secret
+        endpoint.save(update_fields=["secret", "previous_secret", "previous_secret_expires_at"])
+    return endpoint, secret
+
+
 # --- deliveries ---
 
 
@@ -319,7 +345,7 @@ def webhook_delivery_attempt(*, delivery_id: int, now: datetime | None = None) -
     endpoint = delivery.endpoint
     result = webhook_send(
         url=endpoint.url,
-        secrets=[endpoint.secret],
+        secrets=endpoint.signing_secrets(timezone.now()),
         message_id=delivery.event_id,
         payload=delivery.payload,
     )

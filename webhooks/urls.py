@@ -18,4 +18,9 @@ urlpatterns = [
         views.WebhookEndpointDetailApi.as_view(),
         name="webhook-endpoint-detail",
     ),
+    path(
+        "webhook_endpoints/<str:endpoint_id>/rotate_secret",
+        views.WebhookEndpointRotateSecretApi.as_view(),
+        name="webhook-endpoint-rotate-secret",
+    ),
 ]

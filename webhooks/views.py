@@ -29,6 +29,7 @@ from .serializers import (
     WebhookEndpointCreateInputSerializer,
     WebhookEndpointListSerializer,
     WebhookEndpointOutputSerializer,
+    WebhookSecretRotateInputSerializer,
 )
 
 # The webhook errors are DomainErrors like the payments ones: payments' api_errors renders
@@ -98,3 +99,27 @@ class WebhookEndpointDetailApi(APIView):
             merchant_id=merchant_user(request).merchant.id, endpoint_id=endpoint_id
         )
         return Response(WebhookEndpointOutputSerializer(endpoint).data)
+
+
+class WebhookEndpointRotateSecretApi(APIView):
+    input_serializer = WebhookSecretRotateInputSerializer
+
+    @extend_schema(
+        operation_id="webhook_endpoints_rotate_secret",
+        description=(
+            "A new signing secret, shown in this answer only. The old one goes on signing beside "
+            "it for expires_in seconds, so receivers can move over with no delivery refused."
+        ),
+        request=input_serializer,
+        parameters=[IDEMPOTENCY_PARAMETER],
+        responses={200: WebhookEndpointCreatedSerializer} | WRITE_ERROR_RESPONSES,
+    )
+    @idempotent(secret_fields=("secret",), replay=_endpoint_now)
+    def post(self, request: Request, endpoint_id: str) -> Response:
+        body = validated(self.input_serializer(data=request.data))
+        endpoint, _secret = services.webhook_endpoint_rotate_secret(
+            merchant_id=merchant_user(request).merchant.id,
+            endpoint_id=endpoint_id,
+            overlap_seconds=body["expires_in"],
+        )
+        return Response(WebhookEndpointCreatedSerializer(endpoint).data)

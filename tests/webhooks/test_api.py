@@ -208,3 +208,71 @@ def test_the_schema_describes_the_webhook_endpoints(db: None) -> None:
     listed = schema["components"]["schemas"]["WebhookEndpointOutput"]["properties"]
     assert "secret" in created
     assert "secret" not in listed
+
+
+def rotate(api: APIClient, endpoint_id: str, body: Any = None, **headers: str):
+    return api.post(
+        f"/v1/webhook_endpoints/{endpoint_id}/rotate_secret",
+        data=json.dumps(body if body is not None else {}),
+        content_type="application/json",
+        **headers,
+    )
+
+
+def test_rotate_secret_answers_a_new_secret_once_and_keeps_the_old_one_signing(
+    api: MerchantClient,
+) -> None:
+    created = create(api, {"url": URL, "events": ["*"]}).json()
+    before = time.time()
+    rotated = rotate(api, created["id"], {"expires_in": 3600})
+    assert rotated.status_code == 200
+    body = rotated.json()
+    assert body["id"] == created["id"]
+    assert body["secret"].startswith("whsec_") and body["secret"] != created["secret"]
+    stored = WebhookEndpoint.objects.get(pk=created["id"])
+    assert (stored.secret, stored.previous_secret) == (body["secret"], created["secret"])
+    assert stored.previous_secret_expires_at is not None
+    overlap = stored.previous_secret_expires_at.timestamp() - before
+    assert 3590 < overlap < 3610
+    assert "secret" not in api.get(f"/v1/webhook_endpoints/{created['id']}").json()
+
+
+def test_rotate_secret_defaults_to_a_day_and_replays_without_the_secret(
+    api: MerchantClient,
+) -> None:
+    created = create(api, {"url": URL, "events": ["*"]}).json()
+    first = rotate(api, created["id"], HTTP_IDEMPOTENCY_KEY="rot-1")
+    again = rotate(api, created["id"], HTTP_IDEMPOTENCY_KEY="rot-1")
+    assert first.status_code == again.status_code == 200
+    assert "secret" not in again.json() and again.headers["Idempotent-Replayed"] == "true"
+    assert WebhookEndpoint.objects.get(pk=created["id"]).secret == first.json()["secret"]
+    stored = WebhookEndpoint.objects.get(pk=created["id"])
+    assert stored.previous_secret_expires_at is not None
+    assert 86000 < stored.previous_secret_expires_at.timestamp() - time.time() <= 86400
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ({"expires_in": -1}, (400, "expires_in_invalid", "expires_in")),
+        ({"expires_in": "60"}, (400, "expires_in_invalid", "expires_in")),
+        ({"expires_in": True}, (400, "expires_in_invalid", "expires_in")),
+        ({"expires_in": 7 * 24 * 3600 + 1}, (400, "expires_in_invalid", "expires_in")),
+        ({"overlap": 60}, (400, "parameter_unknown", "overlap")),
+    ],
+)
+def test_rotate_secret_refuses_bad_input_and_changes_nothing(
+    api: MerchantClient, body: Any, expected: tuple[int, str, str | None]
+) -> None:
+    created = create(api, {"url": URL, "events": ["*"]}).json()
+    assert error(rotate(api, created["id"], body)) == expected
+    stored = WebhookEndpoint.objects.get(pk=created["id"])
+    assert (stored.secret, stored.previous_secret) == (created["secret"], "")
+
+
+def test_rotate_secret_of_another_merchants_endpoint_is_404(
+    api: MerchantClient, other_api: MerchantClient
+) -> None:
+    theirs = create(other_api, {"url": URL, "events": ["*"]}).json()
+    assert error(rotate(api, theirs["id"]))[:2] == (404, "resource_missing")
+    assert WebhookEndpoint.objects.get(pk=theirs["id"]).secret == theirs["secret"]

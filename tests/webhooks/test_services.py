@@ -38,8 +38,9 @@ from webhooks.services import (
     webhook_delivery_resend,
     webhook_endpoint_create,
     webhook_endpoint_disable,
+    webhook_endpoint_rotate_secret,
 )
-from webhooks.signing import HEADER, standard_key, verify
+from webhooks.signing import HEADER, SignatureVerificationError, standard_key, verify
 from webhooks.tasks import webhook_deliveries_sweep, webhook_delivery_send
 from webhooks.url_guard import webhook_url_validate
 
@@ -452,6 +453,35 @@ def test_a_retry_keeps_the_webhook_id(
     webhook_delivery_attempt(delivery_id=delivery.pk, now=retry_at)
     ids = [dict((k.lower(), v) for k, v in h.items())["webhook-id"] for h, _ in receiver.requests]
     assert ids == [published.event_id, published.event_id]
+
+
+@PRIVATE_OK
+@pytest.mark.parametrize("overlap", [3600, 0])
+def test_after_a_rotation_both_secrets_sign_until_the_overlap_ends(
+    transactional_db: None, receivers: Callable[..., Receiver], overlap: int
+) -> None:
+    receiver = receivers()
+    endpoint = subscribe(receiver)
+    old = receiver.secret
+    _, new = webhook_endpoint_rotate_secret(
+        merchant_id=MERCHANT, endpoint_id=endpoint.pk, overlap_seconds=overlap
+    )
+    receiver.secret = new  # the receiver has moved to the new secret
+    published = event()
+    (delivery,) = deliveries_for(published)
+    assert webhook_delivery_attempt(delivery_id=delivery.pk) == "succeeded"
+    ((headers, body),) = receiver.requests
+    standard = {k.lower(): v for k, v in headers.items() if k.lower().startswith("webhook-")}
+    assert standardwebhooks.Webhook(new).verify(body, standard) == published.payload
+    verify(secret=new, body=body, header=headers[HEADER])
+    if overlap:  # a receiver still on the old secret verifies too
+        assert standardwebhooks.Webhook(old).verify(body, standard) == published.payload
+        verify(secret=old, body=body, header=headers[HEADER])
+    else:
+        with pytest.raises(standardwebhooks.WebhookVerificationError):
+            standardwebhooks.Webhook(old).verify(body, standard)
+        with pytest.raises(SignatureVerificationError):
+            verify(secret=old, body=body, header=headers[HEADER])
 
 
 def test_secrets_made_before_the_standard_form_still_sign() -> None:
