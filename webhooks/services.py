@@ -65,6 +65,19 @@ def webhook_endpoint_create(
     return endpoint, secret
 
 
+def _endpoint_locked(merchant_id: str, endpoint_id: str) -> WebhookEndpoint:
+    """The merchant's endpoint, its row locked for an update (inside a transaction); another
+    merchant's endpoint raises ``WebhookNotFound`` like a missing one."""
+    endpoint = (
+        WebhookEndpoint.objects.select_for_update()
+        .filter(merchant_id=merchant_id, pk=endpoint_id)
+        .first()
+    )
+    if endpoint is None:
+        raise WebhookNotFound(f"no such webhook endpoint: {endpoint_id}")
+    return endpoint
+
+
 def webhook_endpoint_disable(*, merchant_id: str, endpoint_id: str) -> WebhookEndpoint:
     """Disable the merchant's endpoint (idempotent) and return it.
 
@@ -73,13 +86,7 @@ def webhook_endpoint_disable(*, merchant_id: str, endpoint_id: str) -> WebhookEn
     pending deliveries end as failed at their next try.
     """
     with transaction.atomic():
-        endpoint = (
-            WebhookEndpoint.objects.select_for_update()
-            .filter(merchant_id=merchant_id, pk=endpoint_id)
-            .first()
-        )
-        if endpoint is None:
-            raise WebhookNotFound(f"no such webhook endpoint: {endpoint_id}")
+        endpoint = _endpoint_locked(merchant_id, endpoint_id)
         if endpoint.status != WebhookEndpoint.Status.DISABLED:
             endpoint.status = WebhookEndpoint.Status.DISABLED
             endpoint.disabled_at = timezone.now()
@@ -98,13 +105,7 @@ def webhook_endpoint_rotate_secret(
     Locks the endpoint row; another merchant's endpoint raises ``WebhookNotFound``.
     """
     with transaction.atomic():
-        endpoint = (
-            WebhookEndpoint.objects.select_for_update()
-            .filter(merchant_id=merchant_id, pk=endpoint_id)
-            .first()
-        )
-        if endpoint is None:
-            raise WebhookNotFound(f"no such webhook endpoint: {endpoint_id}")
+        endpoint = _endpoint_locked(merchant_id, endpoint_id)
         secret = new_webhook_secret()
         endpoint.previous_secret = endpoint.secret
         endpoint.previous_secret_expires_at = timezone.now() + timedelta(seconds=overlap_seconds)
