@@ -144,7 +144,7 @@ def test_a_failing_redis_lets_requests_through_and_counts_them(
     api: MerchantClient, monkeypatch: pytest.MonkeyPatch, settings
 ) -> None:
     # The limiter's own client, on a Redis that is not there (nothing listens on port 1).
-    monkeypatch.setattr(settings, "REDIS_URL", "redis://127.0.0.1:1/0")
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"  # restored by the settings fixture
     monkeypatch.setattr("payments.authentication.limiter", RateLimiter())
     before = UNCHECKED.labels("api_key")._value.get()
     limit_key(api, rate=0.01, burst=1)
