@@ -27,6 +27,16 @@ class PaymentNotFound(PaymentError):
     status = 404
 
 
+class EventNotFound(PaymentError):
+    code = "resource_missing"
+    status = 404
+
+
+class RefundNotFound(PaymentError):
+    code = "resource_missing"
+    status = 404
+
+
 class InvalidTransition(PaymentError):
     code = "invalid_state_transition"
     status = 409

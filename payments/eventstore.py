@@ -24,6 +24,7 @@ from datetime import datetime
 from typing import Any
 
 from django.db import transaction
+from django.utils import timezone
 from django_fsm import can_proceed
 
 from common.correlation import get_correlation_id
@@ -31,7 +32,7 @@ from common.isotime import iso
 from outbox.services import outbox_message_create
 
 from .errors import AmountExceeded, InvalidTransition, PaymentNotFound, VersionConflict
-from .models import STATELESS_EVENT_TYPES, Payment, PaymentEvent
+from .models import STATELESS_EVENT_TYPES, UPDATE_EVENT_TYPE, Payment, PaymentEvent
 from .serializers import event_payload
 
 SYSTEM = "system"
@@ -115,6 +116,8 @@ def append_event(
             "amounts must satisfy 0 <= refunded <= captured <= authorized <= amount"
         )
     payment.version += 1
+    if event_type != UPDATE_EVENT_TYPE:
+        payment.progressed_at = timezone.now()
     payment.save()
     event = PaymentEvent.objects.create(
         payment=payment,
@@ -193,6 +196,33 @@ def record_event(
         actor=actor,
         changes={},
         data=data,
+    )
+
+
+# The fields a merchant may change after creation (``POST /v1/payments/{id}``).
+UPDATABLE_FIELDS = ("metadata", "description")
+
+
+def apply_update(
+    payment: Payment, *, actor: str, changes: Mapping[str, Any]
+) -> PaymentEvent | None:
+    """Set ``changes`` (``UPDATABLE_FIELDS`` only) and record ``payment.updated`` with them.
+    Call only inside ``locked``. Fields whose value is already the one given are left out; when
+    none is left, nothing is written and ``None`` is returned (the version stays)."""
+    unknown = set(changes) - set(UPDATABLE_FIELDS)
+    if unknown:
+        raise ValueError(f"fields a merchant may not update: {sorted(unknown)}")
+    changed = {name: value for name, value in changes.items() if getattr(payment, name) != value}
+    if not changed:
+        return None
+    for name, value in changed.items():
+        setattr(payment, name, value)
+    return append_event(
+        payment,
+        event_type=UPDATE_EVENT_TYPE,
+        from_status=payment.status,
+        actor=actor,
+        changes=changed,
     )
 
 

@@ -17,7 +17,8 @@ from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import F, Q
 from django.db.models.fields.json import KT
-from django.db.models.functions import Lower
+from django.db.models.functions import Lower, Now
+from django.utils import timezone
 from django_fsm import FSMField, FSMModelMixin, transition
 
 from .ids import (
@@ -99,9 +100,16 @@ STATELESS_EVENT_TYPES = frozenset(
         "refund.failed",
     }
 )
+# A merchant's change of a payment's ``metadata`` or ``description`` (``POST /v1/payments/{id}``):
+# no state changes, but fields do, so the event holds them like a transition's.
+UPDATE_EVENT_TYPE = "payment.updated"
 EVENT_TYPES = (
-    frozenset({f"payment.{status.value}" for status in PaymentStatus}) | STATELESS_EVENT_TYPES
+    frozenset({f"payment.{status.value}" for status in PaymentStatus})
+    | STATELESS_EVENT_TYPES
+    | {UPDATE_EVENT_TYPE}
 )
+# The patterns that select several types at once, for webhook endpoints and ``GET /v1/events``.
+EVENT_WILDCARDS = frozenset({"*", "payment.*", "refund.*"})
 
 
 class CaptureMethod(models.TextChoices):
@@ -212,6 +220,11 @@ class Payment(FSMModelMixin, models.Model):
     version = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+    # When the system last moved the payment on: every event but a merchant's
+    # ``payment.updated`` sets it (``eventstore.append_event``). The sweeps that wait for a
+    # payment to sit still (settlement, stalled processing) read this, not ``updated_at``, so
+    # a merchant editing metadata can never hold them off.
+    progressed_at = models.DateTimeField(default=timezone.now, db_default=Now())
 
     objects = PaymentQuerySet.as_manager()
 

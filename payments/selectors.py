@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from common.pagination import cursor_page
 
-from .errors import PaymentNotFound
+from .errors import EventNotFound, PaymentNotFound, RefundNotFound
 from .models import (
     OPEN_ATTEMPT_STATUSES,
     AttemptOperation,
@@ -78,6 +78,49 @@ def payment_list(*, merchant: Merchant, params: ListParams) -> tuple[list[Paymen
     )
 
 
+@dataclass(frozen=True)
+class EventListParams:
+    """What ``event_list`` filters and pages by (``EventListParamsSerializer``)."""
+
+    limit: int
+    type: str | None = None
+    starting_after: str | None = None
+    ending_before: str | None = None
+    created_gte: datetime | None = None
+    created_lt: datetime | None = None
+
+
+def event_list(*, merchant: Merchant, params: EventListParams) -> tuple[list[PaymentEvent], bool]:
+    """One page of every event of the merchant's payments, newest first, and whether more lie
+    beyond it. ``type`` is one type, or ``payment.*`` / ``refund.*`` / ``*``. Events are
+    append-only and never deleted, so a merchant can fetch whatever a webhook missed."""
+    qs: QuerySet[PaymentEvent] = PaymentEvent.objects.filter(payment__merchant=merchant)
+    if params.type and params.type != "*":
+        if params.type.endswith(".*"):
+            qs = qs.filter(type__startswith=params.type[:-1])
+        else:
+            qs = qs.filter(type=params.type)
+    if params.created_gte:
+        qs = qs.filter(created_at__gte=params.created_gte)
+    if params.created_lt:
+        qs = qs.filter(created_at__lt=params.created_lt)
+    return cursor_page(
+        qs,
+        limit=params.limit,
+        starting_after=params.starting_after,
+        ending_before=params.ending_before,
+    )
+
+
+def event_get(*, merchant: Merchant, event_id: str) -> PaymentEvent:
+    """One of the merchant's events; another merchant's id is ``EventNotFound`` like a
+    missing one."""
+    try:
+        return PaymentEvent.objects.get(payment__merchant=merchant, pk=event_id)
+    except PaymentEvent.DoesNotExist:
+        raise EventNotFound(f"no such event: {event_id}", param="id") from None
+
+
 def payment_events(*, merchant: Merchant, payment_id: str) -> list[PaymentEvent]:
     """The payment's events, oldest first."""
     payment = payment_get(merchant=merchant, payment_id=payment_id)
@@ -88,6 +131,47 @@ def refund_list(*, merchant: Merchant, payment_id: str) -> list[Refund]:
     """The payment's refunds, newest first."""
     payment = payment_get(merchant=merchant, payment_id=payment_id)
     return list(Refund.objects.filter(payment=payment).order_by("-id"))
+
+
+@dataclass(frozen=True)
+class RefundListParams:
+    """What ``refund_page`` filters and pages by (``RefundListParamsSerializer``)."""
+
+    limit: int
+    payment: str | None = None
+    status: str | None = None
+    starting_after: str | None = None
+    ending_before: str | None = None
+    created_gte: datetime | None = None
+    created_lt: datetime | None = None
+
+
+def refund_page(*, merchant: Merchant, params: RefundListParams) -> tuple[list[Refund], bool]:
+    """One page of the merchant's refunds across its payments, newest first, and whether
+    more lie beyond it."""
+    qs: QuerySet[Refund] = Refund.objects.filter(payment__merchant=merchant)
+    if params.payment:
+        qs = qs.filter(payment_id=params.payment)
+    if params.status:
+        qs = qs.filter(status=params.status)
+    if params.created_gte:
+        qs = qs.filter(created_at__gte=params.created_gte)
+    if params.created_lt:
+        qs = qs.filter(created_at__lt=params.created_lt)
+    return cursor_page(
+        qs,
+        limit=params.limit,
+        starting_after=params.starting_after,
+        ending_before=params.ending_before,
+    )
+
+
+def refund_get(*, merchant: Merchant, refund_id: str) -> Refund:
+    """One of the merchant's refunds; another merchant's id is ``RefundNotFound``."""
+    try:
+        return Refund.objects.get(payment__merchant=merchant, pk=refund_id)
+    except Refund.DoesNotExist:
+        raise RefundNotFound(f"no such refund: {refund_id}", param="id") from None
 
 
 # --- staff-wide figures for the back office (backoffice/selectors.py) ---
@@ -242,10 +326,10 @@ def expiries_due(now: datetime) -> QuerySet[Payment]:
 
 
 def settlements_due(now: datetime) -> QuerySet[Payment]:
-    """Captured payments unchanged for ``SETTLEMENT_DELAY_SECONDS``: what
+    """Captured payments not moved on (``progressed_at``) for ``SETTLEMENT_DELAY_SECONDS``: what
     ``payments_settle_captures`` settles (``payment_settle`` checks again under the lock)."""
     cutoff = now - timedelta(seconds=settings.SETTLEMENT_DELAY_SECONDS)
-    return Payment.objects.filter(status=PaymentStatus.CAPTURED, updated_at__lte=cutoff)
+    return Payment.objects.filter(status=PaymentStatus.CAPTURED, progressed_at__lte=cutoff)
 
 
 def _due(now: datetime) -> Q:
@@ -270,7 +354,7 @@ def stalled_payments(now: datetime) -> QuerySet[Payment]:
     taken and the message that would try the next gateway was lost)."""
     cutoff = now - timedelta(seconds=settings.RECONCILE_AFTER_SECONDS)
     open_attempts = PaymentAttempt.objects.filter(status__in=OPEN_ATTEMPT_STATUSES)
-    return Payment.objects.filter(updated_at__lte=cutoff).filter(
+    return Payment.objects.filter(progressed_at__lte=cutoff).filter(
         Q(status=PaymentStatus.INITIATED)
         | Q(status=PaymentStatus.PROCESSING) & ~Q(pk__in=open_attempts.values("payment_id"))
     )

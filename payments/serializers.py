@@ -34,7 +34,16 @@ from rest_framework.fields import empty
 from common.isotime import iso
 
 from . import currencies
-from .models import CaptureMethod, Payment, PaymentEvent, PaymentStatus, Refund
+from .models import (
+    EVENT_TYPES,
+    EVENT_WILDCARDS,
+    CaptureMethod,
+    Payment,
+    PaymentEvent,
+    PaymentStatus,
+    Refund,
+    RefundStatus,
+)
 
 _TOKEN = re.compile(r"^[A-Za-z0-9_\-]{1,255}$")
 _COUNTRY = re.compile(r"^[A-Z]{2}$")
@@ -291,6 +300,14 @@ class PaymentCreateInputSerializer(StrictSerializer):
         return amount  # the currency's own error is reported before the amount's
 
 
+class PaymentUpdateInputSerializer(StrictSerializer):
+    # The body of ``POST /v1/payments/{id}``: the merchant's own fields, each optional.
+    # ``metadata`` is merged into what is stored (``""`` removes a key).
+
+    description = StringField(max_length=1000, required=False)
+    metadata = MetadataField()
+
+
 class AmountBodySerializer(StrictSerializer):
     # A body of optional parameters (capture, cancel, refund); no body at all is ``{}``. An
     # amount is bounded by ``context["currency"]``, the payment's.
@@ -402,6 +419,52 @@ class PaymentListParamsSerializer(_CursorPair, serializers.Serializer):
     created_gte = TimeParamField()
     created_lt = TimeParamField()
     merchant_reference = RawStringField()
+
+
+class EventTypeParamField(_Checked, serializers.CharField):
+    """An event type (``payment.captured``) or a pattern of them (``payment.*``, ``*``): a
+    misspelt type is refused, since it would silently match nothing."""
+
+    def __init__(self) -> None:
+        super().__init__(required=False, help_text="an event type, or payment.*, refund.* or *")
+
+    def to_internal_value(self, data: Any) -> str:
+        if data not in EVENT_TYPES | EVENT_WILDCARDS:
+            raise serializers.ValidationError(
+                "type must be an event type such as payment.captured, "
+                "or one of payment.*, refund.*, *",
+                code="invalid",
+            )
+        return str(data)
+
+
+class EventListParamsSerializer(_CursorPair, serializers.Serializer):
+    # The query parameters of ``GET /v1/events``.
+
+    contract_invalid_code = "parameter_invalid"
+
+    limit = LimitField()
+    type = EventTypeParamField()
+    starting_after = ObjectIdField()
+    ending_before = ObjectIdField()
+    created_gte = TimeParamField()
+    created_lt = TimeParamField()
+
+
+class RefundListParamsSerializer(_CursorPair, serializers.Serializer):
+    # The query parameters of ``GET /v1/refunds``.
+
+    contract_invalid_code = "parameter_invalid"
+
+    limit = LimitField()
+    payment = ObjectIdField()
+    status = serializers.ChoiceField(
+        choices=RefundStatus.choices, required=False, error_messages=_UNKNOWN_STATUS
+    )
+    starting_after = ObjectIdField()
+    ending_before = ObjectIdField()
+    created_gte = TimeParamField()
+    created_lt = TimeParamField()
 
 
 # --- output ---
@@ -534,7 +597,7 @@ def event_payload(event: PaymentEvent) -> dict[str, Any]:
 
 
 class EventListSerializer(serializers.Serializer):
-    # Renders ``{"data": [events], "has_more": false}``.
+    # Renders ``{"data": [events], "has_more": bool}``.
 
     object = ConstantField("list")
     data = EventOutputSerializer(many=True)  # type: ignore[assignment]  # field, see top
@@ -559,7 +622,7 @@ class RefundOutputSerializer(serializers.Serializer):
 
 
 class RefundListSerializer(serializers.Serializer):
-    # Renders ``{"data": [refunds], "has_more": false}``.
+    # Renders ``{"data": [refunds], "has_more": bool}``.
 
     object = ConstantField("list")
     data = RefundOutputSerializer(many=True)  # type: ignore[assignment]  # field, see top

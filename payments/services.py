@@ -1,4 +1,4 @@
-"""The commands on payments: create, capture, cancel, expire, settle, retry, refund.
+"""The commands on payments: create, capture, cancel, expire, settle, retry, update, refund.
 
 Each command checks what it may do under the payment's row lock and changes the payment only
 through the event store's one write path (``payments/eventstore.py``: ``locked``, then
@@ -20,12 +20,13 @@ from django.utils import timezone
 
 from common.correlation import get_correlation_id
 
-from .errors import AmountExceeded, InvalidTransition, OperationInProgress
+from .errors import AmountExceeded, InvalidTransition, OperationInProgress, ValidationFailed
 from .eventstore import (
     PROJECTED_FIELDS,
     SYSTEM,
     append_event,
     apply_transition,
+    apply_update,
     locked,
     record_event,
 )
@@ -203,7 +204,7 @@ def payment_settle(*, payment_id: str) -> Payment | None:
     """``captured -> completed`` once the capture is older than ``SETTLEMENT_DELAY_SECONDS``."""
     cutoff = timezone.now() - timedelta(seconds=settings.SETTLEMENT_DELAY_SECONDS)
     with locked(payment_id) as payment:
-        if payment.status != PaymentStatus.CAPTURED or payment.updated_at > cutoff:
+        if payment.status != PaymentStatus.CAPTURED or payment.progressed_at > cutoff:
             return None
         apply_transition(payment, "complete", actor=SYSTEM)
     return payment
@@ -220,6 +221,42 @@ def payment_retry(*, payment_id: str, actor: str, expected_version: int | None =
             payment, "retry", actor=actor, changes={"failure_code": "", "failure_message": ""}
         )
         _send_after_commit("payment_process", payment.id)
+    return payment
+
+
+# --- a merchant's own fields ---
+
+
+def payment_update(
+    *,
+    payment_id: str,
+    actor: str,
+    metadata: Mapping[str, str] | None = None,
+    description: str | None = None,
+    expected_version: int | None = None,
+) -> Payment:
+    """Change the merchant's own fields of a payment, in any state: ``metadata`` is merged
+    into what is stored (a key sent with ``""`` is removed), ``description`` replaced. Records
+    ``payment.updated`` with the new values; when nothing changes, nothing is written.
+
+    Raises ``ValidationFailed`` (``metadata_invalid``) when the merged metadata would hold more
+    than ``METADATA_MAX_KEYS`` keys; ``VersionConflict`` and ``PaymentNotFound`` as any command.
+    """
+    with locked(payment_id, expected_version=expected_version) as payment:
+        changes: dict[str, Any] = {}
+        if metadata:
+            merged = {**payment.metadata, **metadata}
+            merged = {key: value for key, value in merged.items() if value != ""}
+            if len(merged) > settings.METADATA_MAX_KEYS:
+                raise ValidationFailed(
+                    "metadata_invalid",
+                    f"metadata may have at most {settings.METADATA_MAX_KEYS} keys",
+                    param="metadata",
+                )
+            changes["metadata"] = merged
+        if description is not None:
+            changes["description"] = description
+        apply_update(payment, actor=actor, changes=changes)
     return payment
 
 

@@ -23,4 +23,8 @@ urlpatterns = [
         views.PaymentRefundsApi.as_view(),
         name="payment-refunds",
     ),
+    path("events", views.EventListApi.as_view(), name="events"),
+    path("events/<str:event_id>", views.EventDetailApi.as_view(), name="event-detail"),
+    path("refunds", views.RefundListApi.as_view(), name="refunds"),
+    path("refunds/<str:refund_id>", views.RefundDetailApi.as_view(), name="refund-detail"),
 ]

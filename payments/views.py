@@ -18,22 +18,56 @@ from .api_errors import validated
 from .authentication import merchant_user
 from .errors import ValidationFailed
 from .idempotency import idempotent
-from .selectors import ListParams
+from .selectors import EventListParams, ListParams, RefundListParams
 from .serializers import (
     ERROR_RESPONSES,
     IDEMPOTENCY_PARAMETER,
     WRITE_ERROR_RESPONSES,
     CancelInputSerializer,
     CaptureInputSerializer,
+    EventListParamsSerializer,
     EventListSerializer,
+    EventOutputSerializer,
     PaymentCreateInputSerializer,
     PaymentListParamsSerializer,
     PaymentListSerializer,
     PaymentOutputSerializer,
+    PaymentUpdateInputSerializer,
     RefundInputSerializer,
+    RefundListParamsSerializer,
     RefundListSerializer,
     RefundOutputSerializer,
 )
+
+_IF_MATCH = OpenApiParameter(
+    "If-Match", str, OpenApiParameter.HEADER, description="the payment version you expect"
+)
+
+
+def parse_if_match(value: str | None) -> int | None:
+    """``If-Match: <version>`` (quotes allowed, as for an ETag); ``None`` when absent.
+
+    A plain function, not a serializer: one header string, whatever the body holds.
+    """
+    if value is None:
+        return None
+    raw = value.strip().strip('"')
+    if not raw.isdigit():
+        raise ValidationFailed(
+            "if_match_invalid", "If-Match must be the payment's version number", param="If-Match"
+        )
+    return int(raw)
+
+
+def _expected_version(request: Request) -> int | None:
+    return parse_if_match(request.headers.get("If-Match"))
+
+
+def _body(view: APIView, request: Request, currency: str) -> dict:
+    """The body of a capture, cancel or refund, by the view's ``input_serializer``; an amount
+    is bounded by the payment's currency."""
+    serializer_class = view.input_serializer  # type: ignore[attr-defined]
+    return validated(serializer_class(data=request.data, context={"currency": currency}))
 
 
 class PaymentListCreateApi(APIView):
@@ -76,12 +110,35 @@ class PaymentListCreateApi(APIView):
 
 
 class PaymentDetailApi(APIView):
+    input_serializer = PaymentUpdateInputSerializer
+
     @extend_schema(
         operation_id="payments_retrieve", responses={200: PaymentOutputSerializer} | ERROR_RESPONSES
     )
     def get(self, request: Request, payment_id: str) -> Response:
         payment = selectors.payment_get(
             merchant=merchant_user(request).merchant, payment_id=payment_id
+        )
+        return Response(PaymentOutputSerializer(payment).data)
+
+    @extend_schema(
+        operation_id="payments_update",
+        request=input_serializer,
+        parameters=[IDEMPOTENCY_PARAMETER, _IF_MATCH],
+        responses={200: PaymentOutputSerializer} | WRITE_ERROR_RESPONSES,
+    )
+    @idempotent
+    def post(self, request: Request, payment_id: str) -> Response:
+        payment = selectors.payment_get(
+            merchant=merchant_user(request).merchant, payment_id=payment_id
+        )
+        body = _body(self, request, payment.currency)
+        payment = services.payment_update(
+            payment_id=payment.id,
+            actor=merchant_user(request).actor,
+            metadata=body.get("metadata"),
+            description=body.get("description"),
+            expected_version=_expected_version(request),
         )
         return Response(PaymentOutputSerializer(payment).data)
 
@@ -95,37 +152,6 @@ class PaymentEventsApi(APIView):
             merchant=merchant_user(request).merchant, payment_id=payment_id
         )
         return Response(EventListSerializer({"data": events, "has_more": False}).data)
-
-
-_IF_MATCH = OpenApiParameter(
-    "If-Match", str, OpenApiParameter.HEADER, description="the payment version you expect"
-)
-
-
-def parse_if_match(value: str | None) -> int | None:
-    """``If-Match: <version>`` (quotes allowed, as for an ETag); ``None`` when absent.
-
-    A plain function, not a serializer: one header string, whatever the body holds.
-    """
-    if value is None:
-        return None
-    raw = value.strip().strip('"')
-    if not raw.isdigit():
-        raise ValidationFailed(
-            "if_match_invalid", "If-Match must be the payment's version number", param="If-Match"
-        )
-    return int(raw)
-
-
-def _expected_version(request: Request) -> int | None:
-    return parse_if_match(request.headers.get("If-Match"))
-
-
-def _body(view: APIView, request: Request, currency: str) -> dict:
-    """The body of a capture, cancel or refund, by the view's ``input_serializer``; an amount
-    is bounded by the payment's currency."""
-    serializer_class = view.input_serializer  # type: ignore[attr-defined]
-    return validated(serializer_class(data=request.data, context={"currency": currency}))
 
 
 class PaymentCaptureApi(APIView):
@@ -208,3 +234,53 @@ class PaymentRefundsApi(APIView):
             merchant=merchant_user(request).merchant, payment_id=payment_id
         )
         return Response(RefundListSerializer({"data": refunds, "has_more": False}).data)
+
+
+class EventListApi(APIView):
+    input_serializer = EventListParamsSerializer
+
+    @extend_schema(
+        operation_id="events_list",
+        parameters=[input_serializer],
+        responses={200: EventListSerializer} | ERROR_RESPONSES,
+    )
+    def get(self, request: Request) -> Response:
+        query = validated(self.input_serializer(data=request.query_params.dict()))
+        events, has_more = selectors.event_list(
+            merchant=merchant_user(request).merchant, params=EventListParams(**query)
+        )
+        return Response(EventListSerializer({"data": events, "has_more": has_more}).data)
+
+
+class EventDetailApi(APIView):
+    @extend_schema(
+        operation_id="events_retrieve", responses={200: EventOutputSerializer} | ERROR_RESPONSES
+    )
+    def get(self, request: Request, event_id: str) -> Response:
+        event = selectors.event_get(merchant=merchant_user(request).merchant, event_id=event_id)
+        return Response(EventOutputSerializer(event).data)
+
+
+class RefundListApi(APIView):
+    input_serializer = RefundListParamsSerializer
+
+    @extend_schema(
+        operation_id="refunds_list",
+        parameters=[input_serializer],
+        responses={200: RefundListSerializer} | ERROR_RESPONSES,
+    )
+    def get(self, request: Request) -> Response:
+        query = validated(self.input_serializer(data=request.query_params.dict()))
+        refunds, has_more = selectors.refund_page(
+            merchant=merchant_user(request).merchant, params=RefundListParams(**query)
+        )
+        return Response(RefundListSerializer({"data": refunds, "has_more": has_more}).data)
+
+
+class RefundDetailApi(APIView):
+    @extend_schema(
+        operation_id="refunds_retrieve", responses={200: RefundOutputSerializer} | ERROR_RESPONSES
+    )
+    def get(self, request: Request, refund_id: str) -> Response:
+        refund = selectors.refund_get(merchant=merchant_user(request).merchant, refund_id=refund_id)
+        return Response(RefundOutputSerializer(refund).data)

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from payments.models import EVENT_TYPES
+from payments.models import EVENT_TYPES, EVENT_WILDCARDS
 
 from .errors import WebhookEventsInvalid
 
-WILDCARDS = frozenset({"*", "payment.*", "refund.*"})
+WILDCARDS = EVENT_WILDCARDS
 _MAX_PATTERNS = 50
 
 

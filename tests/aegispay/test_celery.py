@@ -33,7 +33,8 @@ def _no_correlation_id() -> Iterator[None]:
 
 def _captured_payment() -> Payment:
     payment = payment_in(make_client().merchant, "captured")
-    Payment.objects.filter(pk=payment.pk).update(updated_at=timezone.now() - timedelta(hours=1))
+    an_hour_ago = timezone.now() - timedelta(hours=1)
+    Payment.objects.filter(pk=payment.pk).update(updated_at=an_hour_ago, progressed_at=an_hour_ago)
     return payment
 
 
