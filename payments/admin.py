@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.options import ShowFacets
 from django.contrib.admin.utils import flatten_fieldsets, quote, unquote
@@ -39,8 +40,10 @@ from common.admin import ReadOnlyAdmin
 from routing.models import GatewayConfig
 
 from .admin_forms import ACTIONS, PaymentAction, format_amount, staff_actor
-from .errors import AmountExceeded, PaymentError, VersionConflict
+from .errors import AmountExceeded, PaymentError, ValidationFailed, VersionConflict
+from .merchants import api_key_create, api_key_revoke, api_key_roll, api_key_scopes_validate
 from .models import ApiKey, Merchant, Payment, PaymentAttempt, PaymentEvent, Refund
+from .scopes import SCOPES
 from .selectors import unresolved_payment_ids
 
 if TYPE_CHECKING:
@@ -529,36 +532,136 @@ class MerchantAdmin(ReadOnlyAdmin):
     readonly_fields = fields
 
 
+class ApiKeyAddForm(forms.ModelForm[ApiKey]):
+    """A new key for a merchant: who, what it is called, its mode and, for a restricted key,
+    its scopes (checked by the service's own rule). The key is made on save and shown once."""
+
+    scopes = forms.MultipleChoiceField(
+        choices=[(scope, scope) for scope in SCOPES],
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="restricted keys only",
+    )
+
+    class Meta:
+        model = ApiKey
+        fields = ("merchant", "name", "live", "restricted", "scopes")
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        try:
+            data["scopes"] = api_key_scopes_validate(
+                restricted=bool(data.get("restricted")), scopes=list(data.get("scopes") or [])
+            )
+        except ValidationFailed as exc:
+            raise forms.ValidationError({"scopes": exc.message}) from None
+        return data
+
+
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin[ApiKey]):
-    """Merchants' API keys, by display prefix (the key itself is never stored). Staff may change
-    only a key's rate limit; keys are made and revoked by their merchants and the services."""
+    """Merchants' API keys, by display prefix (the key itself is never stored). Staff may make
+    a key (shown once, on the next page), roll or revoke keys with the list's actions, and
+    change a key's rate limit; nothing else of a key changes after it is made."""
 
     list_display = (
         "prefix",
+        "name",
         "merchant",
         "live",
+        "restricted",
+        "scopes",
         "created_at",
+        "last_used_at",
+        "expires_at",
         "revoked_at",
         "rate_limit_per_second",
         "rate_limit_burst",
     )
-    list_filter = ("live",)
+    list_filter = ("live", "restricted")
     search_fields = ("=merchant__id", "prefix")
     fields = (
         "id",
         "merchant",
+        "name",
         "prefix",
         "live",
+        "restricted",
+        "scopes",
         "created_at",
+        "last_used_at",
+        "expires_at",
         "revoked_at",
         "rate_limit_per_second",
         "rate_limit_burst",
     )
-    readonly_fields = ("id", "merchant", "prefix", "live", "created_at", "revoked_at")
+    readonly_fields = (
+        "id",
+        "merchant",
+        "name",
+        "prefix",
+        "live",
+        "restricted",
+        "scopes",
+        "created_at",
+        "last_used_at",
+        "expires_at",
+        "revoked_at",
+    )
+    actions = ("roll_keys", "revoke_keys")
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
+    def get_form(
+        self, request: HttpRequest, obj: ApiKey | None = None, change: bool = False, **kwargs: Any
+    ) -> Any:
+        if obj is None:
+            kwargs["form"] = ApiKeyAddForm
+        return super().get_form(request, obj, change, **kwargs)
+
+    def get_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> tuple[str, ...]:
+        return ApiKeyAddForm.Meta.fields if obj is None else self.fields
+
+    def get_readonly_fields(
+        self, request: HttpRequest, obj: ApiKey | None = None
+    ) -> tuple[str, ...]:
+        return () if obj is None else self.readonly_fields
+
+    def save_model(self, request: HttpRequest, obj: ApiKey, form: Any, change: bool) -> None:
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        key, raw = api_key_create(
+            merchant=obj.merchant,
+            live=obj.live,
+            name=obj.name,
+            restricted=obj.restricted,
+            scopes=form.cleaned_data["scopes"],
+        )
+        obj.pk, obj._state.adding = key.pk, False
+        obj.refresh_from_db()
+        messages.warning(request, f"The new key, shown this once: {raw}")
+
+    @admin.action(
+        description="Roll the selected keys (the old ones stay valid for a day)",
+        permissions=["change"],
+    )
+    def roll_keys(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
+        for key in queryset.filter(revoked_at__isnull=True):
+            try:
+                _new, raw = api_key_roll(
+                    merchant=key.merchant, caller=None, key_id=key.id, expires_in=24 * 3600
+                )
+            except PaymentError as exc:
+                messages.error(request, f"{key.prefix}…: {exc.message}")
+                continue
+            messages.warning(request, f"{key.prefix}… rolled; the new key, shown this once: {raw}")
+
+    @admin.action(description="Revoke the selected keys at once", permissions=["change"])
+    def revoke_keys(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
+        revoked = 0
+        for key in queryset.filter(revoked_at__isnull=True):
+            api_key_revoke(merchant=key.merchant, caller=None, key_id=key.id)
+            revoked += 1
+        messages.success(request, f"{revoked} key(s) revoked")
 
     def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False

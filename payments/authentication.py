@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 from django.conf import settings
+from django.db.models import Q
+from django.utils import timezone
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 from rest_framework.request import Request
@@ -68,6 +71,23 @@ def _limit(request: Request, scope: str, name: str, bucket: Bucket) -> None:
         raise exceptions.Throttled(wait=max(1, decision.retry_after))
 
 
+# Secret keys and restricted keys, in both modes.
+KEY_PREFIXES = ("sk_test_", "sk_live_", "rk_test_", "rk_live_")
+# ``last_used_at`` is written at most this often per key: one UPDATE a minute, not one a request.
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+def _note_use(key: ApiKey, now: datetime) -> None:
+    if key.last_used_at is not None and now - key.last_used_at < LAST_USED_RESOLUTION:
+        return
+    # Conditional, so concurrent requests of one key write it once between them.
+    cutoff = now - LAST_USED_RESOLUTION
+    ApiKey.objects.filter(pk=key.pk).filter(
+        Q(last_used_at__isnull=True) | Q(last_used_at__lt=cutoff)
+    ).update(last_used_at=now)
+    key.last_used_at = now
+
+
 class ApiKeyAuthentication(authentication.BaseAuthentication):
     """Bearer API keys, and the rate limits: each key's budget, and a budget per client address
     for requests with no key or a wrong one, so guessing keys is as limited as using one."""
@@ -82,20 +102,23 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         # Exactly "Bearer <key>": one space and nothing around the key, as RFC 6750 writes it.
         scheme, _, raw = header.partition(" ")
         key = None
+        now = timezone.now()
         if (
             scheme == self.keyword
-            and raw.startswith(("sk_test_", "sk_live_"))
+            and raw.startswith(KEY_PREFIXES)
             and not any(char.isspace() for char in raw)
         ):
             key = (
                 ApiKey.objects.select_related("merchant")
                 .filter(key_hash=hash_api_key(raw), revoked_at__isnull=True)
+                .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
                 .first()
             )
         if key is None:
             _limit(request, "client", client_ip(request._request), _client_bucket())
             raise exceptions.AuthenticationFailed("invalid API key", code="invalid_api_key")
         _limit(request, "api_key", key.id, key_bucket(key))
+        _note_use(key, now)
         return MerchantUser(merchant=key.merchant, api_key=key), key
 
     def authenticate_header(self, request: Request) -> str:
@@ -114,5 +137,5 @@ class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
         return {
             "type": "http",
             "scheme": "bearer",
-            "description": "Your API key: 'Authorization: Bearer sk_test_…' or sk_live_…",
+            "description": "Your API key: 'Authorization: Bearer sk_test_…' (or sk_live_…, rk_…)",
         }

@@ -63,6 +63,18 @@ class ApiKey(models.Model):
     rate_limit_burst = models.PositiveIntegerField(
         null=True, blank=True, validators=[MinValueValidator(1)]
     )
+    # What the merchant calls the key; a restricted key (``rk_…``) may do only what its
+    # ``scopes`` grant (payments/scopes.py), a secret key (``sk_…``) everything.
+    name = models.CharField(max_length=100, blank=True, default="")
+    restricted = models.BooleanField(default=False)
+    scopes = models.JSONField(default=list, blank=True)
+    # A rolled key stays valid until then (payments/merchants.py ``api_key_roll``).
+    expires_at = models.DateTimeField(null=True, blank=True)
+    # Written at most once a minute per key (payments/authentication.py), not on every request.
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ("-id",)
 
     def __str__(self) -> str:
         return f"{self.prefix}… ({self.merchant_id})"

@@ -21,6 +21,7 @@ from common.pagination import cursor_page
 from .errors import EventNotFound, PaymentNotFound, RefundNotFound
 from .models import (
     OPEN_ATTEMPT_STATUSES,
+    ApiKey,
     AttemptOperation,
     AttemptStatus,
     Merchant,
@@ -172,6 +173,21 @@ def refund_get(*, merchant: Merchant, refund_id: str) -> Refund:
         return Refund.objects.get(payment__merchant=merchant, pk=refund_id)
     except Refund.DoesNotExist:
         raise RefundNotFound(f"no such refund: {refund_id}", param="id") from None
+
+
+def api_key_list(
+    *,
+    merchant: Merchant,
+    live: bool,
+    limit: int,
+    starting_after: str | None = None,
+    ending_before: str | None = None,
+) -> tuple[list[ApiKey], bool]:
+    """One page of the merchant's keys of one mode that are not revoked, newest first."""
+    qs: QuerySet[ApiKey] = ApiKey.objects.filter(
+        merchant=merchant, live=live, revoked_at__isnull=True
+    )
+    return cursor_page(qs, limit=limit, starting_after=starting_after, ending_before=ending_before)
 
 
 # --- staff-wide figures for the back office (backoffice/selectors.py) ---

@@ -37,6 +37,7 @@ from . import currencies
 from .models import (
     EVENT_TYPES,
     EVENT_WILDCARDS,
+    ApiKey,
     CaptureMethod,
     Payment,
     PaymentEvent,
@@ -44,6 +45,7 @@ from .models import (
     Refund,
     RefundStatus,
 )
+from .scopes import SCOPES
 
 _TOKEN = re.compile(r"^[A-Za-z0-9_\-]{1,255}$")
 _COUNTRY = re.compile(r"^[A-Z]{2}$")
@@ -308,6 +310,61 @@ class PaymentUpdateInputSerializer(StrictSerializer):
     metadata = MetadataField()
 
 
+MAX_OVERLAP_SECONDS = 7 * 24 * 3600
+
+
+class OverlapField(serializers.IntegerField):
+    """``expires_in`` of a rotation (a webhook secret, an API key): how long the old one stays
+    valid beside the new one, 0 to 7 days, default a day."""
+
+    def __init__(self, meaning: str) -> None:
+        super().__init__(
+            min_value=0,
+            max_value=MAX_OVERLAP_SECONDS,
+            default=24 * 3600,
+            help_text=f"{meaning} (default a day)",
+        )
+
+    def to_internal_value(self, data: Any) -> int:
+        if (
+            isinstance(data, bool)
+            or not isinstance(data, int)
+            or not (0 <= data <= MAX_OVERLAP_SECONDS)
+        ):
+            raise serializers.ValidationError(
+                f"expires_in must be an integer number of seconds from 0 to {MAX_OVERLAP_SECONDS}",
+                code="expires_in_invalid",
+            )
+        return data
+
+
+class JsonBooleanField(_Checked, serializers.BooleanField):
+    """JSON's ``true`` or ``false`` only: not DRF's ``"yes"``, ``"on"``, ``1`` and the like,
+    which a client sending them most likely did not mean as a boolean."""
+
+    def to_internal_value(self, data: Any) -> bool:
+        if not isinstance(data, bool):
+            self.fail("invalid")
+        return data
+
+
+class ApiKeyCreateInputSerializer(StrictSerializer):
+    # The body of ``POST /v1/api_keys``. Scopes are checked by the service
+    # (``api_key_scopes_validate``), which every caller gets.
+
+    name = StringField(max_length=100, default="")
+    restricted = JsonBooleanField(
+        default=False, error_messages=_messages("restricted must be true or false")
+    )
+    scopes = serializers.ListField(
+        child=serializers.CharField(),
+        default=list,
+        max_length=len(SCOPES),
+        help_text=f"restricted keys only: any of {', '.join(SCOPES)}",
+        error_messages=_messages("scopes must be a list of scope names"),
+    )
+
+
 class AmountBodySerializer(StrictSerializer):
     # A body of optional parameters (capture, cancel, refund); no body at all is ``{}``. An
     # amount is bounded by ``context["currency"]``, the payment's.
@@ -317,6 +374,12 @@ class AmountBodySerializer(StrictSerializer):
 
     def validate_amount(self, amount: int | None) -> int | None:
         return None if amount is None else amount_bound(amount, self.context["currency"])
+
+
+class ApiKeyRollInputSerializer(AmountBodySerializer):
+    # ``POST /v1/api_keys/{id}/roll``; no body at all is ``{}``.
+
+    expires_in = OverlapField("seconds the old key stays valid beside the new one")
 
 
 class CancelInputSerializer(AmountBodySerializer):
@@ -629,6 +692,41 @@ class RefundListSerializer(serializers.Serializer):
     has_more = serializers.BooleanField()
 
 
+class ApiKeyOutputSerializer(serializers.Serializer):
+    # An API key as listed: never the key itself, only its display prefix.
+
+    id = serializers.CharField()
+    object = ConstantField("api_key")
+    name = serializers.CharField()
+    prefix = serializers.CharField(help_text="the key's first 12 characters")
+    restricted = serializers.BooleanField()
+    scopes = serializers.SerializerMethodField()
+    livemode = serializers.BooleanField(source="live")
+    created_at = IsoDateTimeField()
+    last_used_at = IsoDateTimeField(allow_null=True)
+    expires_at = IsoDateTimeField(allow_null=True)
+    revoked_at = IsoDateTimeField(allow_null=True)
+
+    @extend_schema_field(serializers.ListField(child=serializers.CharField()))
+    def get_scopes(self, key: ApiKey) -> list[str]:
+        """A restricted key's scopes; every scope for a secret key."""
+        return list(key.scopes) if key.restricted else list(SCOPES)
+
+
+class ApiKeyCreatedSerializer(ApiKeyOutputSerializer):
+    # The create and roll answer: the key and, this once, the key itself.
+
+    secret = serializers.CharField(help_text="the API key; shown in this answer only")
+
+
+class ApiKeyListSerializer(serializers.Serializer):
+    # Renders ``{"data": [keys], "has_more": bool}``.
+
+    object = ConstantField("list")
+    data = ApiKeyOutputSerializer(many=True)  # type: ignore[assignment]  # field, see top
+    has_more = serializers.BooleanField()
+
+
 class ErrorDetailSerializer(serializers.Serializer):
     type = serializers.CharField()
     code = serializers.CharField()
@@ -649,6 +747,8 @@ def _error(description: str) -> OpenApiResponse:
 ERROR_RESPONSES = {
     400: _error("The request is invalid: the error's code and param say why"),
     401: _error("No API key, or not a valid one"),
+    403: _error("A restricted key without the scope this call needs (scope_missing)"),
+    429: _error("Over the key's request budget (rate_limited); see Retry-After"),
     404: _error("No such object (or not this merchant's)"),
     405: _error("The path does not take this method"),
     500: _error("An internal error; nothing was done that the answer does not show"),

@@ -7,27 +7,36 @@ its answer with the output serializer its schema names.
 
 from __future__ import annotations
 
+from typing import Any
+
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from . import selectors, services
+from . import merchants, selectors, services
 from .api_errors import validated
 from .authentication import merchant_user
 from .errors import ValidationFailed
 from .idempotency import idempotent
+from .models import ApiKey, Merchant
 from .selectors import EventListParams, ListParams, RefundListParams
 from .serializers import (
     ERROR_RESPONSES,
     IDEMPOTENCY_PARAMETER,
     WRITE_ERROR_RESPONSES,
+    ApiKeyCreatedSerializer,
+    ApiKeyCreateInputSerializer,
+    ApiKeyListSerializer,
+    ApiKeyOutputSerializer,
+    ApiKeyRollInputSerializer,
     CancelInputSerializer,
     CaptureInputSerializer,
     EventListParamsSerializer,
     EventListSerializer,
     EventOutputSerializer,
+    PageParamsSerializer,
     PaymentCreateInputSerializer,
     PaymentListParamsSerializer,
     PaymentListSerializer,
@@ -71,6 +80,7 @@ def _body(view: APIView, request: Request, currency: str) -> dict:
 
 
 class PaymentListCreateApi(APIView):
+    required_scopes = {"get": "payments:read", "post": "payments:write"}
     input_serializers = {"post": PaymentCreateInputSerializer, "get": PaymentListParamsSerializer}
 
     @extend_schema(
@@ -110,6 +120,7 @@ class PaymentListCreateApi(APIView):
 
 
 class PaymentDetailApi(APIView):
+    required_scopes = {"get": "payments:read", "post": "payments:write"}
     input_serializer = PaymentUpdateInputSerializer
 
     @extend_schema(
@@ -144,6 +155,8 @@ class PaymentDetailApi(APIView):
 
 
 class PaymentEventsApi(APIView):
+    required_scopes = {"get": "events:read"}
+
     @extend_schema(
         operation_id="payments_events_list", responses={200: EventListSerializer} | ERROR_RESPONSES
     )
@@ -155,6 +168,7 @@ class PaymentEventsApi(APIView):
 
 
 class PaymentCaptureApi(APIView):
+    required_scopes = {"post": "payments:write"}
     input_serializer = CaptureInputSerializer
 
     @extend_schema(
@@ -179,6 +193,7 @@ class PaymentCaptureApi(APIView):
 
 
 class PaymentCancelApi(APIView):
+    required_scopes = {"post": "payments:write"}
     input_serializer = CancelInputSerializer
 
     @extend_schema(
@@ -202,6 +217,7 @@ class PaymentCancelApi(APIView):
 
 
 class PaymentRefundsApi(APIView):
+    required_scopes = {"get": "payments:read", "post": "refunds:write"}
     input_serializer = RefundInputSerializer
 
     @extend_schema(
@@ -237,6 +253,7 @@ class PaymentRefundsApi(APIView):
 
 
 class EventListApi(APIView):
+    required_scopes = {"get": "events:read"}
     input_serializer = EventListParamsSerializer
 
     @extend_schema(
@@ -253,6 +270,8 @@ class EventListApi(APIView):
 
 
 class EventDetailApi(APIView):
+    required_scopes = {"get": "events:read"}
+
     @extend_schema(
         operation_id="events_retrieve", responses={200: EventOutputSerializer} | ERROR_RESPONSES
     )
@@ -262,6 +281,7 @@ class EventDetailApi(APIView):
 
 
 class RefundListApi(APIView):
+    required_scopes = {"get": "payments:read"}
     input_serializer = RefundListParamsSerializer
 
     @extend_schema(
@@ -278,9 +298,104 @@ class RefundListApi(APIView):
 
 
 class RefundDetailApi(APIView):
+    required_scopes = {"get": "payments:read"}
+
     @extend_schema(
         operation_id="refunds_retrieve", responses={200: RefundOutputSerializer} | ERROR_RESPONSES
     )
     def get(self, request: Request, refund_id: str) -> Response:
         refund = selectors.refund_get(merchant=merchant_user(request).merchant, refund_id=refund_id)
         return Response(RefundOutputSerializer(refund).data)
+
+
+# --- API keys ---
+
+
+def _key_now(merchant: Merchant, created: dict[str, Any]) -> dict[str, Any]:
+    """A replayed create or roll answers the key as it is now (revoked, if it was since), and
+    never the key itself, which only the first answer showed."""
+    key = ApiKey.objects.get(merchant=merchant, pk=created["id"])
+    return dict(ApiKeyOutputSerializer(key).data)
+
+
+class ApiKeyListCreateApi(APIView):
+    input_serializers = {"post": ApiKeyCreateInputSerializer, "get": PageParamsSerializer}
+    required_scopes = {"get": "keys:write", "post": "keys:write"}
+
+    @extend_schema(
+        operation_id="api_keys_create",
+        request=input_serializers["post"],
+        parameters=[IDEMPOTENCY_PARAMETER],
+        responses={201: ApiKeyCreatedSerializer} | WRITE_ERROR_RESPONSES,
+    )
+    @idempotent(secret_fields=("secret",), replay=_key_now)
+    def post(self, request: Request) -> Response:
+        body = validated(self.input_serializers["post"](data=request.data))
+        caller = merchant_user(request)
+        key, raw = merchants.api_key_create(
+            merchant=caller.merchant,
+            live=caller.api_key.live,
+            name=body["name"],
+            restricted=body["restricted"],
+            scopes=body["scopes"],
+            caller=caller.api_key,
+        )
+        answer = {**ApiKeyOutputSerializer(key).data, "secret": raw}
+        return Response(answer, status=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        operation_id="api_keys_list",
+        parameters=[input_serializers["get"]],
+        responses={200: ApiKeyListSerializer} | ERROR_RESPONSES,
+    )
+    def get(self, request: Request) -> Response:
+        params = validated(self.input_serializers["get"](data=request.query_params.dict()))
+        caller = merchant_user(request)
+        keys, has_more = selectors.api_key_list(
+            merchant=caller.merchant, live=caller.api_key.live, **params
+        )
+        return Response(ApiKeyListSerializer({"data": keys, "has_more": has_more}).data)
+
+
+class ApiKeyDetailApi(APIView):
+    required_scopes = {"delete": "keys:write"}
+
+    @extend_schema(
+        operation_id="api_keys_revoke",
+        description="Revokes the key at once.",
+        responses={200: ApiKeyOutputSerializer} | ERROR_RESPONSES,
+    )
+    def delete(self, request: Request, key_id: str) -> Response:
+        caller = merchant_user(request)
+        key = merchants.api_key_revoke(
+            merchant=caller.merchant, caller=caller.api_key, key_id=key_id
+        )
+        return Response(ApiKeyOutputSerializer(key).data)
+
+
+class ApiKeyRollApi(APIView):
+    input_serializer = ApiKeyRollInputSerializer
+    required_scopes = {"post": "keys:write"}
+
+    @extend_schema(
+        operation_id="api_keys_roll",
+        description=(
+            "A new key like this one, valid at once and shown in this answer only; the old key "
+            "stays valid for expires_in seconds."
+        ),
+        request=input_serializer,
+        parameters=[IDEMPOTENCY_PARAMETER],
+        responses={201: ApiKeyCreatedSerializer} | WRITE_ERROR_RESPONSES,
+    )
+    @idempotent(secret_fields=("secret",), replay=_key_now)
+    def post(self, request: Request, key_id: str) -> Response:
+        body = validated(self.input_serializer(data=request.data))
+        caller = merchant_user(request)
+        key, raw = merchants.api_key_roll(
+            merchant=caller.merchant,
+            caller=caller.api_key,
+            key_id=key_id,
+            expires_in=body["expires_in"],
+        )
+        answer = {**ApiKeyOutputSerializer(key).data, "secret": raw}
+        return Response(answer, status=status.HTTP_201_CREATED)

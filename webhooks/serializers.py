@@ -12,7 +12,7 @@ from typing import Any
 from rest_framework import serializers
 from rest_framework.fields import empty
 
-from payments.serializers import ConstantField, IsoDateTimeField, StrictSerializer
+from payments.serializers import ConstantField, IsoDateTimeField, OverlapField, StrictSerializer
 
 
 class _CheckedByTheService:
@@ -43,33 +43,8 @@ class WebhookEndpointCreateInputSerializer(StrictSerializer):
     )
 
 
-MAX_OVERLAP_SECONDS = 7 * 24 * 3600
-
-
-class OverlapField(serializers.IntegerField):
-    def __init__(self) -> None:
-        super().__init__(
-            min_value=0,
-            max_value=MAX_OVERLAP_SECONDS,
-            default=24 * 3600,
-            help_text="seconds the old secret goes on signing beside the new one (default a day)",
-        )
-
-    def to_internal_value(self, data: Any) -> int:
-        if (
-            isinstance(data, bool)
-            or not isinstance(data, int)
-            or not (0 <= data <= MAX_OVERLAP_SECONDS)
-        ):
-            raise serializers.ValidationError(
-                f"expires_in must be an integer number of seconds from 0 to {MAX_OVERLAP_SECONDS}",
-                code="expires_in_invalid",
-            )
-        return data
-
-
 class WebhookSecretRotateInputSerializer(StrictSerializer):
-    expires_in = OverlapField()
+    expires_in = OverlapField("seconds the old secret goes on signing beside the new one")
 
 
 class AsStoredListField(serializers.ListField):

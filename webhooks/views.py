@@ -45,6 +45,7 @@ def _endpoint_now(merchant: Merchant, created: dict[str, Any]) -> dict[str, Any]
 
 
 class WebhookEndpointListCreateApi(APIView):
+    required_scopes = {"get": "webhooks:read", "post": "webhooks:write"}
     input_serializers = {"post": WebhookEndpointCreateInputSerializer, "get": PageParamsSerializer}
 
     @extend_schema(
@@ -79,6 +80,8 @@ class WebhookEndpointListCreateApi(APIView):
 
 
 class WebhookEndpointDetailApi(APIView):
+    required_scopes = {"get": "webhooks:read", "delete": "webhooks:write"}
+
     @extend_schema(
         operation_id="webhook_endpoints_retrieve",
         responses={200: WebhookEndpointOutputSerializer} | ERROR_RESPONSES,
@@ -102,6 +105,7 @@ class WebhookEndpointDetailApi(APIView):
 
 
 class WebhookEndpointRotateSecretApi(APIView):
+    required_scopes = {"post": "webhooks:write"}
     input_serializer = WebhookSecretRotateInputSerializer
 
     @extend_schema(

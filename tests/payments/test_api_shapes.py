@@ -186,7 +186,7 @@ def test_every_operation_documents_the_errors_the_server_can_answer(schema: dict
         if not path.startswith("/v1/"):
             continue
         for method, operation in operations.items():
-            expected = {"400", "401", "404", "405", "500"}
+            expected = {"400", "401", "403", "404", "405", "429", "500"}
             if method == "post":
                 expected |= {"409", "413", "422"}
             assert expected <= set(operation["responses"]), (method, path)
