@@ -16,8 +16,18 @@ workers = int(os.environ.get("WEB_CONCURRENCY", str(os.cpu_count() or 1)))
 # thread waiting releases the GIL. Measured (make serve-bench, README "Deploying"): on 2 cores,
 # 2 gthread workers of 8 threads created the most payments per second in both rounds, 1.5 and
 # 2.0 times 2 sync workers.
-worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread")
 threads = int(os.environ.get("GUNICORN_THREADS", "8"))
+# gunicorn's gthread and sync workers, whose own answers (a request line or headers too large,
+# HTTP they cannot parse: 400, 414, 431...) are the API's error object, not an HTML page
+# (aegispay/gunicorn_worker.py). "sync" with more than one thread is gthread, as in gunicorn
+# itself. Any other class is gunicorn's, with its HTML pages.
+_THREADED = "aegispay.gunicorn_worker.ThreadWorker"
+_WORKERS = {
+    "gthread": _THREADED,
+    "sync": "aegispay.gunicorn_worker.SyncWorker" if threads == 1 else _THREADED,
+}
+worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread")
+worker_class = _WORKERS.get(worker_class, worker_class)
 # A request that runs longer than this is killed (no request calls a gateway: tasks do).
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
 # On SIGTERM (a rolling update, a scale-down), requests in flight get this long to finish.

@@ -29,3 +29,9 @@ urlpatterns = [
     ),
     path("admin/", admin.site.urls),
 ]
+
+# Django's own error answers, outside the API's views, in the API's error shape (error_views.py).
+handler400 = "aegispay.error_views.bad_request"
+handler403 = "aegispay.error_views.permission_denied"
+handler404 = "aegispay.error_views.page_not_found"
+handler500 = "aegispay.error_views.server_error"
