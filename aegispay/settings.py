@@ -1,18 +1,20 @@
 """AegisPay settings. Every value comes from the environment.
 
-Production is the default: ``DEBUG`` is off, and ``SECRET_KEY``, ``DATABASE_URL`` and
-``REDIS_URL`` must be given; without them start-up stops with a message that says what is
-missing. The development launcher (``python -m embedded``, in ``embedded/``: ``make run``,
-``make test``) gives its children all of them: the URLs of the embedded servers it started, a
-key it generated and keeps under ``.aegispay/``, and ``DEBUG=true`` for ``make run``. While
-``make run`` is up, a process started by hand in the same checkout (``python manage.py ...``,
-``celery -A aegispay ...``) with none of them set uses the same ones: the launcher keeps them
-in ``.aegispay/run.json`` while it runs. Settings never import the launcher; they read that
-file.
+Production is the default: ``DEBUG`` is off, and ``SECRET_KEY``, ``FIELD_ENCRYPTION_KEYS``,
+``DATABASE_URL`` and ``REDIS_URL`` must be given; without them start-up stops with a message
+that says what is missing. The development launcher (``python -m embedded``, in ``embedded/``:
+``make run``, ``make test``) gives its children all of them: the URLs of the embedded servers
+it started, keys it generated and keeps under ``.aegispay/``, and ``DEBUG=true`` for
+``make run``. While ``make run`` is up, a process started by hand in the same checkout
+(``python manage.py ...``, ``celery -A aegispay ...``) with none of them set uses the same
+ones: the launcher keeps them in ``.aegispay/run.json`` while it runs. Settings never import
+the launcher; they read that file.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -20,6 +22,7 @@ from typing import Any
 
 import django_stubs_ext
 import environ
+from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
 
 # Lets the classes that django-stubs makes generic be subscripted at run time too
@@ -87,6 +90,45 @@ if METRICS_TOKEN and len(METRICS_TOKEN) < 32:
     _MISSING.append(
         "METRICS_TOKEN is too weak: give 32 or more random characters, or leave it unset to "
         "close /metrics"
+    )
+
+# Secrets kept in the database (webhook signing secrets) are encrypted with Fernet keys
+# (common/encryption.py): comma-separated, the first encrypts, every one decrypts. To rotate:
+# put a new key first, keep the old ones after it, run manage.py reencrypt_secrets, then drop
+# the old ones. Unset, DEBUG derives a development key from SECRET_KEY; make run and make test
+# give one they generated under .aegispay/. A key that is not a Fernet key always stops start-up.
+FIELD_ENCRYPTION_KEYS = tuple(
+    key.strip() for key in env.list("FIELD_ENCRYPTION_KEYS", default=[]) if key.strip()
+)
+
+
+def not_fernet_keys(keys: tuple[str, ...]) -> list[int]:
+    """The positions (from 1) of the keys Fernet refuses: not 32 bytes of URL-safe base64."""
+    refused = []
+    for position, key in enumerate(keys, start=1):
+        try:
+            Fernet(key)
+        except ValueError:
+            refused.append(position)
+    return refused
+
+
+if not FIELD_ENCRYPTION_KEYS and DEBUG:
+    _DERIVED = hashlib.sha256(b"aegispay field encryption, development only:" + SECRET_KEY.encode())
+    FIELD_ENCRYPTION_KEYS = (base64.urlsafe_b64encode(_DERIVED.digest()).decode("ascii"),)
+elif not FIELD_ENCRYPTION_KEYS:
+    _MISSING.append(
+        "FIELD_ENCRYPTION_KEYS is not set: give one or more Fernet keys, comma-separated (the "
+        "first encrypts, every one decrypts), e.g. the output of python -c 'from "
+        "cryptography.fernet import Fernet; print(Fernet.generate_key().decode())' (DEBUG=true "
+        "derives a development key; make run and make test generate one under .aegispay/)"
+    )
+elif _REFUSED := not_fernet_keys(FIELD_ENCRYPTION_KEYS):
+    _MISSING.append(
+        "FIELD_ENCRYPTION_KEYS has "
+        + ", ".join(f"key {position}" for position in _REFUSED)
+        + f" of {len(FIELD_ENCRYPTION_KEYS)} that is not a Fernet key: each is 32 bytes in "
+        "URL-safe base64 (44 characters), as Fernet.generate_key() makes them"
     )
 
 # --- HTTPS (production defaults: on unless DEBUG; see the README's "Deploying") ---

@@ -8,6 +8,7 @@ The project is run only as child processes (``manage.py``, ``celery -A aegispay`
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import secrets
@@ -47,15 +48,36 @@ def development_secret_key(layout: Layout) -> str:
     return key
 
 
+def development_field_encryption_key(layout: Layout) -> str:
+    """This checkout's development FIELD_ENCRYPTION_KEYS: one Fernet key (32 random bytes in
+    URL-safe base64), generated once, kept in ``field_encryption_key``. The secrets that
+    ``make run`` and ``make test`` store encrypted stay readable from one run to the next."""
+    path = layout.field_encryption_key_file
+    try:
+        key = path.read_text().strip()
+    except FileNotFoundError:
+        key = ""
+    try:
+        valid = len(base64.urlsafe_b64decode(key.encode("ascii"))) == 32
+    except (ValueError, UnicodeError):
+        valid = False
+    if not valid:
+        key = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode("ascii")
+        write_private(path, key + "\n")
+    return key
+
+
 def child_env(
     services: Services, redis_db: int, layout: Layout, *, debug: bool = False
 ) -> dict[str, str]:
     """The environment for child processes: ours plus the chosen service URLs and, unless
-    given, the checkout's development SECRET_KEY and (``debug``: run, manage) DEBUG=true."""
+    given, the checkout's development SECRET_KEY and FIELD_ENCRYPTION_KEYS and (``debug``: run,
+    manage) DEBUG=true."""
     env = dict(os.environ)
     env["DATABASE_URL"] = services.database_url
     env["REDIS_URL"] = services.redis_url(redis_db)
     env.setdefault("SECRET_KEY", development_secret_key(layout))
+    env.setdefault("FIELD_ENCRYPTION_KEYS", development_field_encryption_key(layout))
     if debug:
         env.setdefault("DEBUG", "true")
     env.setdefault("PYTHONUNBUFFERED", "1")
@@ -63,7 +85,7 @@ def child_env(
 
 
 # What a process started by hand beside ``run`` needs to find the same servers and settings.
-RUN_FILE_VARIABLES = ("DATABASE_URL", "REDIS_URL", "SECRET_KEY", "DEBUG")
+RUN_FILE_VARIABLES = ("DATABASE_URL", "REDIS_URL", "SECRET_KEY", "FIELD_ENCRYPTION_KEYS", "DEBUG")
 
 
 def write_run_file(layout: Layout, env: Mapping[str, str]) -> None:

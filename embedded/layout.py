@@ -53,6 +53,11 @@ class Layout:
         return self.root / "secret_key"
 
     @property
+    def field_encryption_key_file(self) -> Path:
+        """The development FIELD_ENCRYPTION_KEYS the launcher generated (mode 0600)."""
+        return self.root / "field_encryption_key"
+
+    @property
     def run_file(self) -> Path:
         """While ``run`` is up: its pid and its children's variables, so that a ``manage.py``
         started by hand in this checkout finds the same servers (aegispay/settings.py reads it).

@@ -14,6 +14,7 @@ from datetime import datetime
 
 from django.db import models
 
+from common.encryption import EncryptedTextField
 from common.ids import new_id
 
 
@@ -30,9 +31,10 @@ def new_webhook_secret() -> str:
 class WebhookEndpoint(models.Model):
     """Where a merchant wants its events POSTed, and which events it wants.
 
-    ``secret`` is stored as is because every delivery is signed with it; the API shows it only
-    in the answer to the create call. Endpoints are disabled, never deleted, so their deliveries
-    and attempts stay visible to staff.
+    ``secret`` is kept (not hashed) because every delivery is signed with it, and encrypted at
+    rest with ``FIELD_ENCRYPTION_KEYS`` (``common/encryption.py``), as ``previous_secret`` is;
+    the API shows it only in the answer to the create call. Endpoints are disabled, never
+    deleted, so their deliveries and attempts stay visible to staff.
     """
 
     class Status(models.TextChoices):
@@ -45,10 +47,10 @@ class WebhookEndpoint(models.Model):
     url = models.CharField(max_length=2048)
     # Patterns: "*", "payment.*", "refund.*" or exact event types such as "payment.captured".
     events = models.JSONField(default=list)
-    secret = models.CharField(max_length=100)
+    secret = EncryptedTextField()
     # The secret before the last rotation, which signs too until ``previous_secret_expires_at``
     # (services.webhook_endpoint_rotate_secret): a receiver holding either verifies.
-    previous_secret = models.CharField(max_length=100, blank=True, default="")
+    previous_secret = EncryptedTextField(blank=True, default="")
     previous_secret_expires_at = models.DateTimeField(null=True, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ENABLED)
     created_at = models.DateTimeField(auto_now_add=True)

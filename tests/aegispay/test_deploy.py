@@ -30,10 +30,13 @@ from tests.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 STRONG_KEY = "k" + "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOP"  # 53, 37 distinct
+# A Fernet key (32 bytes in URL-safe base64), as Fernet.generate_key() makes them.
+FERNET_KEY = "ZmVybmV0LWtleS1mb3ItdGhlLWRlcGxveS10ZXN0cyE="
 # Variables the settings read that a test controls; everything else is inherited.
 CONTROLLED = (
     "DEBUG",
     "SECRET_KEY",
+    "FIELD_ENCRYPTION_KEYS",
     "DATABASE_URL",
     "REDIS_URL",
     "ALLOWED_HOSTS",
@@ -56,6 +59,7 @@ def production(state_dir: Path, **variables: str) -> dict[str, str]:
     """The documented production environment (README, "Deploying")."""
     documented = {
         "SECRET_KEY": STRONG_KEY,
+        "FIELD_ENCRYPTION_KEYS": FERNET_KEY,
         "ALLOWED_HOSTS": "pay.example.com",
         "DATABASE_URL": os.environ.get("DATABASE_URL", "postgres://u@db/aegispay"),
         "REDIS_URL": os.environ.get("REDIS_URL", "redis://redis:6379/0"),

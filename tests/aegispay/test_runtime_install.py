@@ -30,6 +30,7 @@ pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
 KEY = "runtime-install-0123456789abcdefghijklmnopqrstuvwxyzABCDEFGH"
+FERNET_KEY = "cnVudGltZS1pbnN0YWxsLWZpZWxkLWVuY3J5cHRpb24="
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +52,7 @@ def run_env(tmp_path: Path, **variables: str) -> dict[str, str]:
         "PATH": os.environ["PATH"],
         "HOME": os.environ.get("HOME", "/tmp"),  # noqa: S108 - a fallback only
         "SECRET_KEY": KEY,
+        "FIELD_ENCRYPTION_KEYS": FERNET_KEY,
         "ALLOWED_HOSTS": "127.0.0.1",
         "DATABASE_URL": settings.DATABASE_URL,
         "DATABASE_NAME": connection.settings_dict["NAME"],
