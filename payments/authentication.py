@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any, TypedDict, cast
 
 from django.conf import settings
 from django.db.models import Q
@@ -30,6 +30,11 @@ class MerchantUser:
     is_anonymous = False
 
     @property
+    def livemode(self) -> bool:
+        """Whether the caller uses a live key: it sees and makes only objects of its mode."""
+        return self.api_key.live
+
+    @property
     def actor(self) -> str:
         """How events name this caller: ``api_key:<display prefix>``."""
         return f"api_key:{self.api_key.prefix}"
@@ -44,6 +49,19 @@ def merchant_user(request: Request) -> MerchantUser:
     the permission has already run when a handler reads the caller.
     """
     return cast(MerchantUser, request.user)
+
+
+class Owner(TypedDict):
+    """Whose objects a merchant API call may see: the merchant's, of its key's mode. The API's
+    selectors take these two keywords (``selectors.payment_get(**owner(request), ...)``)."""
+
+    merchant: Merchant
+    livemode: bool
+
+
+def owner(request: Request) -> Owner:
+    caller = merchant_user(request)
+    return {"merchant": caller.merchant, "livemode": caller.livemode}
 
 
 def key_bucket(key: ApiKey) -> Bucket:

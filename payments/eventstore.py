@@ -121,6 +121,7 @@ def append_event(
     payment.save()
     event = PaymentEvent.objects.create(
         payment=payment,
+        livemode=payment.livemode,
         sequence=payment.version,
         type=event_type,
         from_status=from_status,

@@ -143,6 +143,7 @@ def payment_facts(payment: Payment) -> PaymentFacts:
         method=str(payment.payment_method.get("type", "card")),
         country=str(payment.customer.get("country", "")),
         metadata=dict(payment.metadata),
+        livemode=payment.livemode,
     )
 
 

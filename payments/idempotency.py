@@ -1,4 +1,5 @@
-"""``Idempotency-Key`` for every merchant ``POST``, as docs/API.md describes it.
+"""``Idempotency-Key`` for every merchant ``POST``, as docs/API.md describes it: scoped to the
+merchant and the mode of its key (a test and a live request may use the same key).
 
 A key is claimed by inserting its row in a transaction of its own, so that a concurrent request
 with the same key sees it at once (``409 idempotency_key_in_use``). The request then runs inside
@@ -115,7 +116,7 @@ def idempotency_keys_purge(*, batch_size: int | None = None) -> int:
 
 
 def _claim(
-    *, merchant: Merchant, key: str, method: str, path: str, fingerprint: str
+    *, merchant: Merchant, livemode: bool, key: str, method: str, path: str, fingerprint: str
 ) -> IdempotencyKey | Response:
     """Take the key for this request, or answer from what the key already holds."""
     now = timezone.now()
@@ -124,6 +125,7 @@ def _claim(
             with transaction.atomic():
                 return IdempotencyKey.objects.create(
                     merchant=merchant,
+                    livemode=livemode,
                     key=key,
                     method=method,
                     path=path,
@@ -132,7 +134,9 @@ def _claim(
                 )
         except IntegrityError:
             pass
-        existing = IdempotencyKey.objects.filter(merchant=merchant, key=key).first()
+        existing = IdempotencyKey.objects.filter(
+            merchant=merchant, livemode=livemode, key=key
+        ).first()
         if existing is None:
             continue  # released in between: claim again
         if _forgettable(now).filter(pk=existing.pk).exists():
@@ -256,6 +260,7 @@ def _idempotent(
         method = request.method or ""
         claimed = _claim(
             merchant=merchant,
+            livemode=merchant_user(request).livemode,
             key=key,
             method=method,
             path=request.path,

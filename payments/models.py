@@ -237,6 +237,10 @@ class Payment(FSMModelMixin, models.Model):
     # payment to sit still (settlement, stalled processing) read this, not ``updated_at``, so
     # a merchant editing metadata can never hold them off.
     progressed_at = models.DateTimeField(default=timezone.now, db_default=Now())
+    # Made with a live key (True) or a test key; fixed for life. Test keys see only test
+    # payments and route only to sandboxes, live keys never to a sandbox. The payment's refunds
+    # and events carry the same flag.
+    livemode = models.BooleanField(default=False, db_default=False)
 
     objects = PaymentQuerySet.as_manager()
 
@@ -485,6 +489,7 @@ class RefundQuerySet(models.QuerySet["Refund"]):
 class Refund(models.Model):
     id = models.CharField(primary_key=True, max_length=40, default=new_refund_id, editable=False)
     payment = models.ForeignKey(Payment, on_delete=models.PROTECT, related_name="refunds")
+    livemode = models.BooleanField(default=False, db_default=False)  # the payment's
     amount = models.BigIntegerField()
     currency = models.CharField(max_length=3)
     reason = models.CharField(max_length=500, blank=True, default="")
@@ -530,6 +535,7 @@ class PaymentEvent(models.Model):
 
     id = models.CharField(primary_key=True, max_length=40, default=new_event_id, editable=False)
     payment = models.ForeignKey(Payment, on_delete=models.PROTECT, related_name="events")
+    livemode = models.BooleanField(default=False, db_default=False)  # the payment's
     sequence = models.PositiveIntegerField()
     type = models.CharField(max_length=64)
     from_status = models.CharField(max_length=32, blank=True, default="")
@@ -567,6 +573,8 @@ class IdempotencyKey(models.Model):
         COMPLETED = "completed"
 
     merchant = models.ForeignKey(Merchant, on_delete=models.CASCADE)
+    # Keys are scoped to the merchant and the mode: a test and a live request may use the same.
+    livemode = models.BooleanField(default=False, db_default=False)
     key = models.CharField(max_length=255)
     method = models.CharField(max_length=10)
     path = models.CharField(max_length=500)
@@ -579,7 +587,9 @@ class IdempotencyKey(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["merchant", "key"], name="idempotency_merchant_key"),
+            models.UniqueConstraint(
+                fields=["merchant", "livemode", "key"], name="idempotency_merchant_mode_key"
+            ),
         ]
         indexes = [models.Index(fields=["created_at"], name="idempotency_created_idx")]
 

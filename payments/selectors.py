@@ -48,21 +48,24 @@ class ListParams:
     merchant_reference: str | None = None
 
 
-def payment_get(*, merchant: Merchant, payment_id: str) -> Payment:
-    """The merchant's payment; another merchant's id is ``PaymentNotFound`` like a missing one."""
+def payment_get(*, merchant: Merchant, livemode: bool, payment_id: str) -> Payment:
+    """The merchant's payment of this mode; another merchant's id, or one of the other mode, is
+    ``PaymentNotFound`` like a missing one."""
     try:
-        return Payment.objects.get(merchant=merchant, pk=payment_id)
+        return Payment.objects.get(merchant=merchant, livemode=livemode, pk=payment_id)
     except Payment.DoesNotExist:
         raise PaymentNotFound(f"no such payment: {payment_id}", param="id") from None
 
 
-def payment_list(*, merchant: Merchant, params: ListParams) -> tuple[list[Payment], bool]:
+def payment_list(
+    *, merchant: Merchant, livemode: bool, params: ListParams
+) -> tuple[list[Payment], bool]:
     """One page of the merchant's payments, newest first, and whether more lie beyond it.
 
     Ids sort by creation time, so the cursor is the id itself: ``starting_after`` pages to
     older payments, ``ending_before`` to newer ones.
     """
-    qs: QuerySet[Payment] = Payment.objects.filter(merchant=merchant)
+    qs: QuerySet[Payment] = Payment.objects.filter(merchant=merchant, livemode=livemode)
     if params.status:
         qs = qs.filter(status=params.status)
     if params.created_gte:
@@ -91,11 +94,15 @@ class EventListParams:
     created_lt: datetime | None = None
 
 
-def event_list(*, merchant: Merchant, params: EventListParams) -> tuple[list[PaymentEvent], bool]:
+def event_list(
+    *, merchant: Merchant, livemode: bool, params: EventListParams
+) -> tuple[list[PaymentEvent], bool]:
     """One page of every event of the merchant's payments, newest first, and whether more lie
     beyond it. ``type`` is one type, or ``payment.*`` / ``refund.*`` / ``*``. Events are
     append-only and never deleted, so a merchant can fetch whatever a webhook missed."""
-    qs: QuerySet[PaymentEvent] = PaymentEvent.objects.filter(payment__merchant=merchant)
+    qs: QuerySet[PaymentEvent] = PaymentEvent.objects.filter(
+        payment__merchant=merchant, livemode=livemode
+    )
     if params.type and params.type != "*":
         if params.type.endswith(".*"):
             qs = qs.filter(type__startswith=params.type[:-1])
@@ -113,24 +120,24 @@ def event_list(*, merchant: Merchant, params: EventListParams) -> tuple[list[Pay
     )
 
 
-def event_get(*, merchant: Merchant, event_id: str) -> PaymentEvent:
+def event_get(*, merchant: Merchant, livemode: bool, event_id: str) -> PaymentEvent:
     """One of the merchant's events; another merchant's id is ``EventNotFound`` like a
     missing one."""
     try:
-        return PaymentEvent.objects.get(payment__merchant=merchant, pk=event_id)
+        return PaymentEvent.objects.get(payment__merchant=merchant, livemode=livemode, pk=event_id)
     except PaymentEvent.DoesNotExist:
         raise EventNotFound(f"no such event: {event_id}", param="id") from None
 
 
-def payment_events(*, merchant: Merchant, payment_id: str) -> list[PaymentEvent]:
+def payment_events(*, merchant: Merchant, livemode: bool, payment_id: str) -> list[PaymentEvent]:
     """The payment's events, oldest first."""
-    payment = payment_get(merchant=merchant, payment_id=payment_id)
+    payment = payment_get(merchant=merchant, livemode=livemode, payment_id=payment_id)
     return list(PaymentEvent.objects.filter(payment=payment).order_by("sequence"))
 
 
-def refund_list(*, merchant: Merchant, payment_id: str) -> list[Refund]:
+def refund_list(*, merchant: Merchant, livemode: bool, payment_id: str) -> list[Refund]:
     """The payment's refunds, newest first."""
-    payment = payment_get(merchant=merchant, payment_id=payment_id)
+    payment = payment_get(merchant=merchant, livemode=livemode, payment_id=payment_id)
     return list(Refund.objects.filter(payment=payment).order_by("-id"))
 
 
@@ -147,10 +154,12 @@ class RefundListParams:
     created_lt: datetime | None = None
 
 
-def refund_page(*, merchant: Merchant, params: RefundListParams) -> tuple[list[Refund], bool]:
+def refund_page(
+    *, merchant: Merchant, livemode: bool, params: RefundListParams
+) -> tuple[list[Refund], bool]:
     """One page of the merchant's refunds across its payments, newest first, and whether
     more lie beyond it."""
-    qs: QuerySet[Refund] = Refund.objects.filter(payment__merchant=merchant)
+    qs: QuerySet[Refund] = Refund.objects.filter(payment__merchant=merchant, livemode=livemode)
     if params.payment:
         qs = qs.filter(payment_id=params.payment)
     if params.status:
@@ -167,10 +176,10 @@ def refund_page(*, merchant: Merchant, params: RefundListParams) -> tuple[list[R
     )
 
 
-def refund_get(*, merchant: Merchant, refund_id: str) -> Refund:
+def refund_get(*, merchant: Merchant, livemode: bool, refund_id: str) -> Refund:
     """One of the merchant's refunds; another merchant's id is ``RefundNotFound``."""
     try:
-        return Refund.objects.get(payment__merchant=merchant, pk=refund_id)
+        return Refund.objects.get(payment__merchant=merchant, livemode=livemode, pk=refund_id)
     except Refund.DoesNotExist:
         raise RefundNotFound(f"no such refund: {refund_id}", param="id") from None
 

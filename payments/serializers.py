@@ -612,6 +612,7 @@ class PaymentOutputSerializer(serializers.Serializer):
     gateway_reference = BlankAsNullField()
     failure = serializers.SerializerMethodField()
     authorization_expires_at = IsoDateTimeField(allow_null=True)
+    livemode = serializers.BooleanField()
     version = serializers.IntegerField()
     created_at = IsoDateTimeField()
     updated_at = IsoDateTimeField()
@@ -643,6 +644,7 @@ class EventOutputSerializer(serializers.Serializer):
     to_status = serializers.CharField()
     data = AsStoredDictField()  # type: ignore[assignment]  # field, see top
     actor = serializers.CharField()
+    livemode = serializers.BooleanField()
     created_at = IsoDateTimeField()
 
 
@@ -676,6 +678,7 @@ class RefundOutputSerializer(serializers.Serializer):
     reason = serializers.CharField()
     status = serializers.ChoiceField(choices=["pending", "succeeded", "failed"])
     failure = serializers.SerializerMethodField()
+    livemode = serializers.BooleanField()
     created_at = IsoDateTimeField()
     updated_at = IsoDateTimeField()
 

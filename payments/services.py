@@ -66,8 +66,10 @@ def payment_create(
     description: str = "",
     merchant_reference: str = "",
     metadata: Mapping[str, str] | None = None,
+    livemode: bool = False,
 ) -> Payment:
     """Create a payment in ``initiated`` with its first event, and queue its processing.
+    ``livemode``: made with a live key (it then never routes to a sandbox) or a test key.
 
     The caller validated the input (``PaymentCreateInputSerializer``). The payment, its
     ``payment.initiated`` event and the outbox row commit together; the processing task is
@@ -84,6 +86,7 @@ def payment_create(
             description=description,
             merchant_reference=merchant_reference,
             metadata=dict(metadata or {}),
+            livemode=livemode,
         )
         initial = {name: getattr(payment, name) for name in PROJECTED_FIELDS}
         append_event(
@@ -288,7 +291,11 @@ def refund_create(
                 f"amount may be at most the {refundable} not yet refunded", param="amount"
             )
         refund = Refund.objects.create(
-            payment=payment, amount=amount, currency=payment.currency, reason=reason
+            payment=payment,
+            livemode=payment.livemode,
+            amount=amount,
+            currency=payment.currency,
+            reason=reason,
         )
         record_event(payment, "refund.created", actor=actor, data=_refund_data(refund))
         apply_transition(payment, "initiate_refund", actor=actor, data={"refund": refund.id})

@@ -17,7 +17,7 @@ from rest_framework.views import APIView
 
 from . import merchants, selectors, services
 from .api_errors import validated
-from .authentication import merchant_user
+from .authentication import merchant_user, owner
 from .errors import ValidationFailed
 from .idempotency import idempotent
 from .models import ApiKey, Merchant
@@ -93,7 +93,7 @@ class PaymentListCreateApi(APIView):
     def post(self, request: Request) -> Response:
         data = validated(self.input_serializers["post"](data=request.data))
         payment = services.payment_create(
-            merchant=merchant_user(request).merchant,
+            **owner(request),
             actor=merchant_user(request).actor,
             amount=data["amount"],
             currency=data["currency"],
@@ -113,9 +113,7 @@ class PaymentListCreateApi(APIView):
     )
     def get(self, request: Request) -> Response:
         query = validated(self.input_serializers["get"](data=request.query_params.dict()))
-        payments, has_more = selectors.payment_list(
-            merchant=merchant_user(request).merchant, params=ListParams(**query)
-        )
+        payments, has_more = selectors.payment_list(**owner(request), params=ListParams(**query))
         return Response(PaymentListSerializer({"data": payments, "has_more": has_more}).data)
 
 
@@ -127,9 +125,7 @@ class PaymentDetailApi(APIView):
         operation_id="payments_retrieve", responses={200: PaymentOutputSerializer} | ERROR_RESPONSES
     )
     def get(self, request: Request, payment_id: str) -> Response:
-        payment = selectors.payment_get(
-            merchant=merchant_user(request).merchant, payment_id=payment_id
-        )
+        payment = selectors.payment_get(**owner(request), payment_id=payment_id)
         return Response(PaymentOutputSerializer(payment).data)
 
     @extend_schema(
@@ -140,9 +136,7 @@ class PaymentDetailApi(APIView):
     )
     @idempotent
     def post(self, request: Request, payment_id: str) -> Response:
-        payment = selectors.payment_get(
-            merchant=merchant_user(request).merchant, payment_id=payment_id
-        )
+        payment = selectors.payment_get(**owner(request), payment_id=payment_id)
         body = _body(self, request, payment.currency)
         payment = services.payment_update(
             payment_id=payment.id,
@@ -161,9 +155,7 @@ class PaymentEventsApi(APIView):
         operation_id="payments_events_list", responses={200: EventListSerializer} | ERROR_RESPONSES
     )
     def get(self, request: Request, payment_id: str) -> Response:
-        events = selectors.payment_events(
-            merchant=merchant_user(request).merchant, payment_id=payment_id
-        )
+        events = selectors.payment_events(**owner(request), payment_id=payment_id)
         return Response(EventListSerializer({"data": events, "has_more": False}).data)
 
 
@@ -179,9 +171,7 @@ class PaymentCaptureApi(APIView):
     )
     @idempotent
     def post(self, request: Request, payment_id: str) -> Response:
-        payment = selectors.payment_get(
-            merchant=merchant_user(request).merchant, payment_id=payment_id
-        )
+        payment = selectors.payment_get(**owner(request), payment_id=payment_id)
         body = _body(self, request, payment.currency)
         payment = services.payment_capture(
             payment_id=payment.id,
@@ -204,9 +194,7 @@ class PaymentCancelApi(APIView):
     )
     @idempotent
     def post(self, request: Request, payment_id: str) -> Response:
-        payment = selectors.payment_get(
-            merchant=merchant_user(request).merchant, payment_id=payment_id
-        )
+        payment = selectors.payment_get(**owner(request), payment_id=payment_id)
         _body(self, request, payment.currency)
         payment = services.payment_cancel(
             payment_id=payment.id,
@@ -228,9 +216,7 @@ class PaymentRefundsApi(APIView):
     )
     @idempotent
     def post(self, request: Request, payment_id: str) -> Response:
-        payment = selectors.payment_get(
-            merchant=merchant_user(request).merchant, payment_id=payment_id
-        )
+        payment = selectors.payment_get(**owner(request), payment_id=payment_id)
         body = _body(self, request, payment.currency)
         refund = services.refund_create(
             payment_id=payment.id,
@@ -246,9 +232,7 @@ class PaymentRefundsApi(APIView):
         responses={200: RefundListSerializer} | ERROR_RESPONSES,
     )
     def get(self, request: Request, payment_id: str) -> Response:
-        refunds = selectors.refund_list(
-            merchant=merchant_user(request).merchant, payment_id=payment_id
-        )
+        refunds = selectors.refund_list(**owner(request), payment_id=payment_id)
         return Response(RefundListSerializer({"data": refunds, "has_more": False}).data)
 
 
@@ -263,9 +247,7 @@ class EventListApi(APIView):
     )
     def get(self, request: Request) -> Response:
         query = validated(self.input_serializer(data=request.query_params.dict()))
-        events, has_more = selectors.event_list(
-            merchant=merchant_user(request).merchant, params=EventListParams(**query)
-        )
+        events, has_more = selectors.event_list(**owner(request), params=EventListParams(**query))
         return Response(EventListSerializer({"data": events, "has_more": has_more}).data)
 
 
@@ -276,7 +258,7 @@ class EventDetailApi(APIView):
         operation_id="events_retrieve", responses={200: EventOutputSerializer} | ERROR_RESPONSES
     )
     def get(self, request: Request, event_id: str) -> Response:
-        event = selectors.event_get(merchant=merchant_user(request).merchant, event_id=event_id)
+        event = selectors.event_get(**owner(request), event_id=event_id)
         return Response(EventOutputSerializer(event).data)
 
 
@@ -292,7 +274,7 @@ class RefundListApi(APIView):
     def get(self, request: Request) -> Response:
         query = validated(self.input_serializer(data=request.query_params.dict()))
         refunds, has_more = selectors.refund_page(
-            merchant=merchant_user(request).merchant, params=RefundListParams(**query)
+            **owner(request), params=RefundListParams(**query)
         )
         return Response(RefundListSerializer({"data": refunds, "has_more": has_more}).data)
 
@@ -304,7 +286,7 @@ class RefundDetailApi(APIView):
         operation_id="refunds_retrieve", responses={200: RefundOutputSerializer} | ERROR_RESPONSES
     )
     def get(self, request: Request, refund_id: str) -> Response:
-        refund = selectors.refund_get(merchant=merchant_user(request).merchant, refund_id=refund_id)
+        refund = selectors.refund_get(**owner(request), refund_id=refund_id)
         return Response(RefundOutputSerializer(refund).data)
 
 

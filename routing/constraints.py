@@ -1,7 +1,9 @@
 """Which gateways can take a payment at all, and why the others cannot.
 
 Checks, in order (the first that fails is the reason): registered adapter
-(``unknown_gateway``), configuration (``not_configured``), ``disabled``,
+(``unknown_gateway``), configuration (``not_configured``), ``disabled``, the payment's mode
+(``sandbox_in_live_mode``: a live payment never reaches a sandbox; ``live_gateway_in_test_mode``:
+a test payment reaches only sandboxes),
 ``currency_not_supported``, ``method_not_supported``, ``country_not_supported`` (a gateway
 limited to some countries refuses a payment whose country is unknown), ``amount_out_of_range``,
 then whether it can take a call now: ``breaker_open``, ``bulkhead_full`` (or ``unavailable``
@@ -27,6 +29,12 @@ AMOUNT_OUT_OF_RANGE = "amount_out_of_range"
 BREAKER_OPEN = "breaker_open"
 BULKHEAD_FULL = "bulkhead_full"
 UNAVAILABLE = "unavailable"
+SANDBOX_IN_LIVE_MODE = "sandbox_in_live_mode"
+LIVE_GATEWAY_IN_TEST_MODE = "live_gateway_in_test_mode"
+
+# ``GatewayConfig.adapter`` of the sandbox accounts: test payments route only to these, live
+# payments never do.
+SANDBOX_ADAPTER = "sandbox"
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +53,10 @@ def static_reason(facts: PaymentFacts, spec: GatewaySpec | None) -> str | None:
         return NOT_CONFIGURED
     if not spec.enabled:
         return DISABLED
+    if facts.livemode and spec.adapter == SANDBOX_ADAPTER:
+        return SANDBOX_IN_LIVE_MODE
+    if not facts.livemode and spec.adapter != SANDBOX_ADAPTER:
+        return LIVE_GATEWAY_IN_TEST_MODE
     if spec.currencies and facts.currency.upper() not in spec.currencies:
         return CURRENCY_NOT_SUPPORTED
     if spec.methods and (facts.method or "").lower() not in spec.methods:

@@ -12,7 +12,8 @@ class PaymentFacts:
     """What the router may know about the payment being routed.
 
     ``amount`` is in minor units; ``country`` is the customer's ISO 3166 alpha-2 code or empty
-    when unknown; ``metadata`` is the merchant's metadata (rules may match on it).
+    when unknown; ``metadata`` is the merchant's metadata (rules may match on it); ``livemode``
+    whether a live key made it.
     """
 
     payment_id: str
@@ -22,6 +23,8 @@ class PaymentFacts:
     method: str = "card"
     country: str = ""
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    # A live payment never routes to a sandbox; a test payment only to one.
+    livemode: bool = False
 
 
 @dataclass(frozen=True, slots=True)

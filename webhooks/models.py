@@ -53,6 +53,8 @@ class WebhookEndpoint(models.Model):
     previous_secret = EncryptedTextField(blank=True, default="")
     previous_secret_expires_at = models.DateTimeField(null=True, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ENABLED)
+    # Made with a live key or a test key: it receives only the events of payments of its mode.
+    livemode = models.BooleanField(default=False, db_default=False)
     created_at = models.DateTimeField(auto_now_add=True)
     disabled_at = models.DateTimeField(null=True, blank=True)
 

@@ -17,10 +17,12 @@ from .models import WebhookDelivery, WebhookEndpoint
 SWEEP_BATCH = 500
 
 
-def webhook_endpoint_get(*, merchant_id: str, endpoint_id: str) -> WebhookEndpoint:
-    """The merchant's endpoint; another merchant's id raises ``WebhookNotFound`` like a
-    missing one, so ids reveal nothing across merchants."""
-    endpoint = WebhookEndpoint.objects.filter(merchant_id=merchant_id, pk=endpoint_id).first()
+def webhook_endpoint_get(*, merchant_id: str, livemode: bool, endpoint_id: str) -> WebhookEndpoint:
+    """The merchant's endpoint of this mode; another merchant's id, or one of the other mode,
+    raises ``WebhookNotFound`` like a missing one, so ids reveal nothing across merchants."""
+    endpoint = WebhookEndpoint.objects.filter(
+        merchant_id=merchant_id, livemode=livemode, pk=endpoint_id
+    ).first()
     if endpoint is None:
         raise WebhookNotFound(f"no such webhook endpoint: {endpoint_id}")
     return endpoint
@@ -29,14 +31,16 @@ def webhook_endpoint_get(*, merchant_id: str, endpoint_id: str) -> WebhookEndpoi
 def webhook_endpoint_list(
     *,
     merchant_id: str,
+    livemode: bool,
     limit: int,
     starting_after: str | None = None,
     ending_before: str | None = None,
 ) -> tuple[list[WebhookEndpoint], bool]:
-    """One page of the merchant's endpoints (disabled ones too), newest first, and whether
-    more lie beyond it. Ids sort by creation time, so the cursor is the id, as for payments."""
+    """One page of the merchant's endpoints of this mode (disabled ones too), newest first, and
+    whether more lie beyond it. Ids sort by creation time, so the cursor is the id, as for
+    payments."""
     return cursor_page(
-        WebhookEndpoint.objects.filter(merchant_id=merchant_id),
+        WebhookEndpoint.objects.filter(merchant_id=merchant_id, livemode=livemode),
         limit=limit,
         starting_after=starting_after,
         ending_before=ending_before,

@@ -60,6 +60,7 @@ class WebhookEndpointOutputSerializer(serializers.Serializer[Any]):
     url = serializers.CharField()
     events = AsStoredListField(child=serializers.CharField())
     status = serializers.ChoiceField(choices=["enabled", "disabled"])
+    livemode = serializers.BooleanField()
     created_at = IsoDateTimeField()
 
 

@@ -48,7 +48,7 @@ WEBHOOKS_CONSUMER = "webhooks"
 
 
 def webhook_endpoint_create(
-    *, merchant_id: str, url: str, events: Sequence[str]
+    *, merchant_id: str, url: str, events: Sequence[str], livemode: bool = False
 ) -> tuple[WebhookEndpoint, str]:
     """Create an enabled endpoint and return it with its signing secret.
 
@@ -60,17 +60,18 @@ def webhook_endpoint_create(
     patterns = webhook_events_validate(events)
     secret = new_webhook_secret()
     endpoint = WebhookEndpoint.objects.create(
-        merchant_id=merchant_id, url=checked_url, events=patterns, secret=secret
+        merchant_id=merchant_id, url=checked_url, events=patterns, secret=secret, livemode=livemode
     )
     return endpoint, secret
 
 
-def _endpoint_locked(merchant_id: str, endpoint_id: str) -> WebhookEndpoint:
-    """The merchant's endpoint, its row locked for an update (inside a transaction); another
-    merchant's endpoint raises ``WebhookNotFound`` like a missing one."""
+def _endpoint_locked(merchant_id: str, livemode: bool, endpoint_id: str) -> WebhookEndpoint:
+    """The merchant's endpoint of this mode, its row locked for an update (inside a
+    transaction); another merchant's endpoint, or the other mode's, raises ``WebhookNotFound``
+    like a missing one."""
     endpoint = (
         WebhookEndpoint.objects.select_for_update()
-        .filter(merchant_id=merchant_id, pk=endpoint_id)
+        .filter(merchant_id=merchant_id, livemode=livemode, pk=endpoint_id)
         .first()
     )
     if endpoint is None:
@@ -78,7 +79,9 @@ def _endpoint_locked(merchant_id: str, endpoint_id: str) -> WebhookEndpoint:
     return endpoint
 
 
-def webhook_endpoint_disable(*, merchant_id: str, endpoint_id: str) -> WebhookEndpoint:
+def webhook_endpoint_disable(
+    *, merchant_id: str, livemode: bool, endpoint_id: str
+) -> WebhookEndpoint:
     """Disable the merchant's endpoint (idempotent) and return it.
 
     Locks the endpoint row for the update. Another merchant's endpoint raises
@@ -86,7 +89,7 @@ def webhook_endpoint_disable(*, merchant_id: str, endpoint_id: str) -> WebhookEn
     pending deliveries end as failed at their next try.
     """
     with transaction.atomic():
-        endpoint = _endpoint_locked(merchant_id, endpoint_id)
+        endpoint = _endpoint_locked(merchant_id, livemode, endpoint_id)
         if endpoint.status != WebhookEndpoint.Status.DISABLED:
             endpoint.status = WebhookEndpoint.Status.DISABLED
             endpoint.disabled_at = timezone.now()
@@ -95,7 +98,7 @@ def webhook_endpoint_disable(*, merchant_id: str, endpoint_id: str) -> WebhookEn
 
 
 def webhook_endpoint_rotate_secret(
-    *, merchant_id: str, endpoint_id: str, overlap_seconds: int
+    *, merchant_id: str, livemode: bool, endpoint_id: str, overlap_seconds: int
 ) -> tuple[WebhookEndpoint, str]:
     """Give the merchant's endpoint a new secret and return it with the secret, shown once.
 
@@ -105,7 +108,7 @@ def webhook_endpoint_rotate_secret(
     Locks the endpoint row; another merchant's endpoint raises ``WebhookNotFound``.
     """
     with transaction.atomic():
-        endpoint = _endpoint_locked(merchant_id, endpoint_id)
+        endpoint = _endpoint_locked(merchant_id, livemode, endpoint_id)
         secret = new_webhook_secret()
         endpoint.previous_secret = endpoint.secret
         endpoint.previous_secret_expires_at = timezone.now() + timedelta(seconds=overlap_seconds)
@@ -134,7 +137,8 @@ def _enqueue_after_commit(delivery_ids: list[int]) -> None:
 
 
 def webhook_deliveries_create(events: Sequence[OutboxEvent]) -> None:
-    """Create one delivery per event and enabled endpoint of its merchant that wants it.
+    """Create one delivery per event and enabled endpoint of its merchant and mode (the
+    event's ``livemode``: a test endpoint never hears of a live payment) that wants it.
 
     The outbox consumer ``webhooks``: the consumer pass calls it inside its transaction, so the
     deliveries commit with the consumer's "applied" marks. Rows are inserted with ON CONFLICT DO
@@ -161,7 +165,8 @@ def webhook_deliveries_create(events: Sequence[OutboxEvent]) -> None:
         )
         for event in events
         for endpoint in endpoints[event.merchant_id]
-        if event_matches(endpoint.events, event.event_type)
+        if endpoint.livemode == bool(event.payload.get("livemode", False))
+        and event_matches(endpoint.events, event.event_type)
     ]
     if not rows:
         return

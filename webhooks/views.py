@@ -40,8 +40,16 @@ from .serializers import (
 def _endpoint_now(merchant: Merchant, created: dict[str, Any]) -> dict[str, Any]:
     """A replayed create answers the endpoint as it is now (disabled, if it was since), and
     never its secret, which only the first answer showed."""
-    endpoint = selectors.webhook_endpoint_get(merchant_id=merchant.id, endpoint_id=created["id"])
+    endpoint = selectors.webhook_endpoint_get(
+        merchant_id=merchant.id, livemode=bool(created.get("livemode")), endpoint_id=created["id"]
+    )
     return dict(WebhookEndpointOutputSerializer(endpoint).data)
+
+
+def _mode(request: Request) -> dict[str, Any]:
+    """The caller's merchant and mode, as the webhook services and selectors take them."""
+    caller = merchant_user(request)
+    return {"merchant_id": caller.merchant.id, "livemode": caller.livemode}
 
 
 class WebhookEndpointListCreateApi(APIView):
@@ -58,7 +66,7 @@ class WebhookEndpointListCreateApi(APIView):
     def post(self, request: Request) -> Response:
         body = validated(self.input_serializers["post"](data=request.data))
         endpoint, _secret = services.webhook_endpoint_create(
-            merchant_id=merchant_user(request).merchant.id, url=body["url"], events=body["events"]
+            **_mode(request), url=body["url"], events=body["events"]
         )
         return Response(
             WebhookEndpointCreatedSerializer(endpoint).data, status=status.HTTP_201_CREATED
@@ -71,9 +79,7 @@ class WebhookEndpointListCreateApi(APIView):
     )
     def get(self, request: Request) -> Response:
         params = validated(self.input_serializers["get"](data=request.query_params.dict()))
-        endpoints, has_more = selectors.webhook_endpoint_list(
-            merchant_id=merchant_user(request).merchant.id, **params
-        )
+        endpoints, has_more = selectors.webhook_endpoint_list(**_mode(request), **params)
         return Response(
             WebhookEndpointListSerializer({"data": endpoints, "has_more": has_more}).data
         )
@@ -87,9 +93,7 @@ class WebhookEndpointDetailApi(APIView):
         responses={200: WebhookEndpointOutputSerializer} | ERROR_RESPONSES,
     )
     def get(self, request: Request, endpoint_id: str) -> Response:
-        endpoint = selectors.webhook_endpoint_get(
-            merchant_id=merchant_user(request).merchant.id, endpoint_id=endpoint_id
-        )
+        endpoint = selectors.webhook_endpoint_get(**_mode(request), endpoint_id=endpoint_id)
         return Response(WebhookEndpointOutputSerializer(endpoint).data)
 
     @extend_schema(
@@ -98,9 +102,7 @@ class WebhookEndpointDetailApi(APIView):
         responses={200: WebhookEndpointOutputSerializer} | ERROR_RESPONSES,
     )
     def delete(self, request: Request, endpoint_id: str) -> Response:
-        endpoint = services.webhook_endpoint_disable(
-            merchant_id=merchant_user(request).merchant.id, endpoint_id=endpoint_id
-        )
+        endpoint = services.webhook_endpoint_disable(**_mode(request), endpoint_id=endpoint_id)
         return Response(WebhookEndpointOutputSerializer(endpoint).data)
 
 
@@ -122,7 +124,7 @@ class WebhookEndpointRotateSecretApi(APIView):
     def post(self, request: Request, endpoint_id: str) -> Response:
         body = validated(self.input_serializer(data=request.data))
         endpoint, _secret = services.webhook_endpoint_rotate_secret(
-            merchant_id=merchant_user(request).merchant.id,
+            **_mode(request),
             endpoint_id=endpoint_id,
             overlap_seconds=body["expires_in"],
         )

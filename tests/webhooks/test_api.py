@@ -42,7 +42,16 @@ def test_create_answers_201_with_the_endpoint_and_its_secret_once(api: MerchantC
     body = response.json()
     stored = WebhookEndpoint.objects.get(pk=body["id"])
     assert response.status_code == 201
-    assert set(body) == {"id", "object", "url", "events", "status", "created_at", "secret"}
+    assert set(body) == {
+        "id",
+        "object",
+        "url",
+        "events",
+        "status",
+        "livemode",
+        "created_at",
+        "secret",
+    }
     assert body["id"].startswith("we_")
     assert (body["object"], body["url"], body["status"]) == ("webhook_endpoint", URL, "enabled")
     assert body["events"] == ["payment.*", "refund.succeeded"]

@@ -297,9 +297,11 @@ def test_endpoint_ids_sort_by_creation(db: None) -> None:
 def test_disable_is_idempotent_and_scoped_to_the_merchant(db: None) -> None:
     endpoint, _ = webhook_endpoint_create(merchant_id=MERCHANT, url=PUBLIC_URL, events=["*"])
     with pytest.raises(WebhookNotFound):
-        webhook_endpoint_disable(merchant_id=OTHER_MERCHANT, endpoint_id=endpoint.id)
-    first = webhook_endpoint_disable(merchant_id=MERCHANT, endpoint_id=endpoint.id)
-    second = webhook_endpoint_disable(merchant_id=MERCHANT, endpoint_id=endpoint.id)
+        webhook_endpoint_disable(
+            merchant_id=OTHER_MERCHANT, livemode=False, endpoint_id=endpoint.id
+        )
+    first = webhook_endpoint_disable(merchant_id=MERCHANT, livemode=False, endpoint_id=endpoint.id)
+    second = webhook_endpoint_disable(merchant_id=MERCHANT, livemode=False, endpoint_id=endpoint.id)
     assert (first.status, second.status) == ("disabled", "disabled")
     assert first.disabled_at == second.disabled_at
 
@@ -315,7 +317,7 @@ def test_one_delivery_per_matching_enabled_endpoint_and_event(transactional_db: 
         merchant_id=MERCHANT, url=PUBLIC_URL, events=["payment.captured"]
     )
     disabled, _ = webhook_endpoint_create(merchant_id=MERCHANT, url=PUBLIC_URL, events=["*"])
-    webhook_endpoint_disable(merchant_id=MERCHANT, endpoint_id=disabled.id)
+    webhook_endpoint_disable(merchant_id=MERCHANT, livemode=False, endpoint_id=disabled.id)
     other, _ = webhook_endpoint_create(merchant_id=OTHER_MERCHANT, url=PUBLIC_URL, events=["*"])
     captured, refunded = event("payment.captured"), event("refund.created", sequence=5)
 
@@ -464,7 +466,7 @@ def test_after_a_rotation_both_secrets_sign_until_the_overlap_ends(
     endpoint = subscribe(receiver)
     old = receiver.secret
     _, new = webhook_endpoint_rotate_secret(
-        merchant_id=MERCHANT, endpoint_id=endpoint.pk, overlap_seconds=overlap
+        merchant_id=MERCHANT, livemode=False, endpoint_id=endpoint.pk, overlap_seconds=overlap
     )
     receiver.secret = new  # the receiver has moved to the new secret
     published = event()
@@ -770,7 +772,7 @@ def test_a_disabled_endpoint_fails_its_pending_deliveries_without_a_request(
     receiver = receivers()
     endpoint = subscribe(receiver)
     (delivery,) = deliveries_for(event())
-    webhook_endpoint_disable(merchant_id=MERCHANT, endpoint_id=endpoint.id)
+    webhook_endpoint_disable(merchant_id=MERCHANT, livemode=False, endpoint_id=endpoint.id)
 
     outcome = webhook_delivery_attempt(delivery_id=delivery.pk)
 
