@@ -484,6 +484,29 @@ CELERY_BEAT_SCHEDULE |= {
 }
 # The largest payment accepted, in major units of its currency (10**10 USD is 10**12 cents).
 MAX_AMOUNT_MAJOR_UNITS = env.int("MAX_AMOUNT_MAJOR_UNITS", default=10**10)
+
+# Risk checks before authorization (payments/risk.py). The built-in rules' defaults, for
+# merchants whose RiskRules (admin) leave them empty: 0 is off. Velocity counts payments per
+# card token and per customer in fixed windows in Redis.
+RISK_CARD_VELOCITY_LIMIT = env.int("RISK_CARD_VELOCITY_LIMIT", default=0)
+RISK_CUSTOMER_VELOCITY_LIMIT = env.int("RISK_CUSTOMER_VELOCITY_LIMIT", default=0)
+RISK_VELOCITY_WINDOW_SECONDS = env.int("RISK_VELOCITY_WINDOW_SECONDS", default=3600)
+RISK_BLOCKED_COUNTRIES = env.list("RISK_BLOCKED_COUNTRIES", default=[])
+# Checks of your own: dotted paths of callables taking a payments.risk.RiskFacts and answering
+# a payments.risk.RiskVerdict or None, each run with a time limit and isolated from failures
+# (payments/hooks.py); one that fails or runs over counts as RISK_CHECK_FAILURE: "allow" or
+# "decline".
+RISK_CHECKS = env.list("RISK_CHECKS", default=[])
+RISK_CHECK_TIMEOUT_SECONDS = env.float("RISK_CHECK_TIMEOUT_SECONDS", default=0.5)
+RISK_CHECK_FAILURE = env.str("RISK_CHECK_FAILURE", default="allow")
+if RISK_CHECK_FAILURE not in ("allow", "decline"):
+    raise ImproperlyConfigured("RISK_CHECK_FAILURE must be 'allow' or 'decline'")
+# Extensibility hooks (payments/hooks.py): dotted paths of guards, run before a merchant's or
+# staff's command and able to refuse it with a reason, and of listeners, called with each event
+# after its transaction commits. Each call waits at most PAYMENT_HOOK_TIMEOUT_SECONDS.
+PAYMENT_GUARDS = env.list("PAYMENT_GUARDS", default=[])
+PAYMENT_LISTENERS = env.list("PAYMENT_LISTENERS", default=[])
+PAYMENT_HOOK_TIMEOUT_SECONDS = env.float("PAYMENT_HOOK_TIMEOUT_SECONDS", default=0.5)
 METADATA_MAX_KEYS = 50
 METADATA_MAX_KEY_LENGTH = 40
 METADATA_MAX_VALUE_LENGTH = 500

@@ -42,7 +42,15 @@ from routing.models import GatewayConfig
 from .admin_forms import ACTIONS, PaymentAction, format_amount, staff_actor
 from .errors import AmountExceeded, PaymentError, ValidationFailed, VersionConflict
 from .merchants import api_key_create, api_key_revoke, api_key_roll, api_key_scopes_validate
-from .models import ApiKey, Merchant, Payment, PaymentAttempt, PaymentEvent, Refund
+from .models import (
+    ApiKey,
+    Merchant,
+    Payment,
+    PaymentAttempt,
+    PaymentEvent,
+    Refund,
+    RiskRules,
+)
 from .scopes import SCOPES
 from .selectors import unresolved_payment_ids
 
@@ -556,6 +564,26 @@ class ApiKeyAddForm(forms.ModelForm[ApiKey]):
         except ValidationFailed as exc:
             raise forms.ValidationError({"scopes": exc.message}) from None
         return data
+
+
+@admin.register(RiskRules)
+class RiskRulesAdmin(admin.ModelAdmin[RiskRules]):
+    """A merchant's risk rules (payments/risk.py): amount limits per currency, blocked
+    countries, velocity limits per card and per customer. Empty fields take the settings'
+    defaults; the model's ``clean`` checks the JSON fields' shapes."""
+
+    list_display = (
+        "merchant",
+        "enabled",
+        "max_amounts",
+        "blocked_countries",
+        "card_velocity_limit",
+        "customer_velocity_limit",
+        "velocity_window_seconds",
+    )
+    list_filter = ("enabled",)
+    search_fields = ("=merchant__id",)
+    raw_id_fields = ("merchant",)
 
 
 @admin.register(ApiKey)

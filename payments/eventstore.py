@@ -32,6 +32,7 @@ from common.isotime import iso
 from outbox.services import outbox_message_create
 
 from .errors import AmountExceeded, InvalidTransition, PaymentNotFound, VersionConflict
+from .hooks import notify_after_commit
 from .models import STATELESS_EVENT_TYPES, UPDATE_EVENT_TYPE, Payment, PaymentEvent
 from .serializers import event_payload
 
@@ -130,6 +131,7 @@ def append_event(
         actor=actor,
         correlation_id=get_correlation_id(),
     )
+    payload = event_payload(event)
     outbox_message_create(
         event_id=event.id,
         event_type=event.type,
@@ -137,8 +139,9 @@ def append_event(
         aggregate_id=payment.id,
         sequence=event.sequence,
         merchant_id=payment.merchant_id,
-        payload=event_payload(event),
+        payload=payload,
     )
+    notify_after_commit(payload)  # PAYMENT_LISTENERS, if any (payments/hooks.py)
     return event
 
 

@@ -72,6 +72,7 @@ from .models import (
     Refund,
     RefundStatus,
 )
+from .risk import risk_assess
 from .services import _open_attempt, _refund_data, _send_after_commit
 
 logger = logging.getLogger(__name__)
@@ -225,6 +226,22 @@ def authorize_plan(
                 return None
         elif payment.status != PaymentStatus.INITIATED:
             return None
+        risk = None
+        if payment.status == PaymentStatus.INITIATED:
+            # The risk checks, before any gateway is chosen (payments/risk.py). A decision
+            # with nothing to report is kept in the payment.processing event's data.
+            risk = risk_assess(payment)
+            if risk.verdicts or risk.unchecked:
+                record_event(payment, "payment.risk_assessed", actor=SYSTEM, data=risk.as_dict())
+            if risk.declined:
+                apply_transition(
+                    payment,
+                    "fail",
+                    actor=SYSTEM,
+                    changes={"failure_code": "risk_declined", "failure_message": risk.message},
+                    data={"risk": risk.as_dict()},
+                )
+                return None
         after = last.gateway if payment.status == PaymentStatus.PROCESSING and last else None
         decision = route(
             facts=payment_facts(payment),
@@ -260,7 +277,12 @@ def authorize_plan(
             transition,
             actor=SYSTEM,
             changes={"gateway": gateway},
-            data={"attempt": attempt.id, "gateway": gateway, "routing": decision.as_dict()},
+            data={
+                "attempt": attempt.id,
+                "gateway": gateway,
+                "routing": decision.as_dict(),
+                **({"risk": risk.as_dict()} if risk is not None else {}),
+            },
         )
         return _attempt_plan(payment, attempt, fence=fence)
 

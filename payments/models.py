@@ -45,6 +45,56 @@ class Merchant(models.Model):
         return f"{self.name} ({self.id})"
 
 
+class RiskRules(models.Model):
+    """A merchant's risk rules (payments/risk.py), set by staff in the admin. Without a row, or
+    with a field empty, the settings' defaults apply (``RISK_*``: every rule off)."""
+
+    merchant = models.OneToOneField(
+        Merchant, on_delete=models.CASCADE, primary_key=True, related_name="risk_rules"
+    )
+    enabled = models.BooleanField(default=True, help_text="off: no built-in rule runs")
+    max_amounts = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text='the largest payment per currency, in minor units: {"USD": 500000}',
+    )
+    blocked_countries = models.JSONField(
+        default=list, blank=True, help_text='customer countries refused (ISO 3166-1): ["KP"]'
+    )
+    card_velocity_limit = models.PositiveIntegerField(
+        null=True, blank=True, help_text="payments per card token in a window; empty: default"
+    )
+    customer_velocity_limit = models.PositiveIntegerField(
+        null=True, blank=True, help_text="payments per customer in a window; empty: default"
+    )
+    velocity_window_seconds = models.PositiveIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1)], help_text="empty: default"
+    )
+
+    class Meta:
+        verbose_name_plural = "risk rules"
+
+    def __str__(self) -> str:
+        return f"risk rules of {self.merchant_id}"
+
+    def clean(self) -> None:
+        from django.core.exceptions import ValidationError
+
+        amounts = self.max_amounts
+        if not isinstance(amounts, dict) or not all(
+            isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v > 0
+            for k, v in amounts.items()
+        ):
+            raise ValidationError(
+                {"max_amounts": "an object of currency codes to positive minor units"}
+            )
+        countries = self.blocked_countries
+        if not isinstance(countries, list) or not all(
+            isinstance(c, str) and len(c) == 2 and c.isalpha() and c.isupper() for c in countries
+        ):
+            raise ValidationError({"blocked_countries": "a list of ISO 3166-1 alpha-2 codes"})
+
+
 class ApiKey(models.Model):
     """A merchant's secret key. Only its SHA-256 and a short display prefix are stored."""
 
@@ -107,6 +157,7 @@ STATELESS_EVENT_TYPES = frozenset(
         "payment.capture_requested",
         "payment.cancel_requested",
         "payment.voided",
+        "payment.risk_assessed",
         "refund.created",
         "refund.succeeded",
         "refund.failed",

@@ -30,6 +30,7 @@ from .eventstore import (
     locked,
     record_event,
 )
+from .hooks import guard_command
 from .models import (
     OPEN_ATTEMPT_STATUSES,
     AttemptOperation,
@@ -141,6 +142,7 @@ def payment_capture(
     or a void) is open, so racing captures capture once.
     """
     with locked(payment_id, expected_version=expected_version) as payment:
+        guard_command("capture", payment)  # PAYMENT_GUARDS (payments/hooks.py)
         if payment.status != PaymentStatus.AUTHORIZED:
             raise InvalidTransition(f"cannot capture a payment that is {payment.status}")
         amount = payment.amount_authorized if amount is None else amount
@@ -168,6 +170,7 @@ def payment_cancel(*, payment_id: str, actor: str, expected_version: int | None 
     gateway operation is open.
     """
     with locked(payment_id, expected_version=expected_version) as payment:
+        guard_command("cancel", payment)  # PAYMENT_GUARDS (payments/hooks.py)
         if payment.status == PaymentStatus.INITIATED:
             apply_transition(payment, "cancel", actor=actor)
         elif payment.status == PaymentStatus.AUTHORIZED:
@@ -220,6 +223,7 @@ def payment_retry(*, payment_id: str, actor: str, expected_version: int | None =
     never charge twice. Raises ``InvalidTransition`` otherwise.
     """
     with locked(payment_id, expected_version=expected_version) as payment:
+        guard_command("retry", payment)  # PAYMENT_GUARDS (payments/hooks.py)
         apply_transition(
             payment, "retry", actor=actor, changes={"failure_code": "", "failure_message": ""}
         )
@@ -246,6 +250,7 @@ def payment_update(
     than ``METADATA_MAX_KEYS`` keys; ``VersionConflict`` and ``PaymentNotFound`` as any command.
     """
     with locked(payment_id, expected_version=expected_version) as payment:
+        guard_command("update", payment)  # PAYMENT_GUARDS (payments/hooks.py)
         changes: dict[str, Any] = {}
         if metadata:
             merged = {**payment.metadata, **metadata}
@@ -282,6 +287,7 @@ def refund_create(
     (``pending``), ``refund.created`` and ``refund_initiated``; the gateway call is queued.
     """
     with locked(payment_id, expected_version=expected_version) as payment:
+        guard_command("refund", payment)  # PAYMENT_GUARDS (payments/hooks.py)
         if payment.status not in (PaymentStatus.COMPLETED, PaymentStatus.PARTIALLY_REFUNDED):
             raise InvalidTransition(f"cannot refund a payment that is {payment.status}")
         refundable = payment.amount_captured - payment.amount_refunded
