@@ -623,19 +623,8 @@ class ApiKeyAdmin(admin.ModelAdmin[ApiKey]):
         "rate_limit_per_second",
         "rate_limit_burst",
     )
-    readonly_fields = (
-        "id",
-        "merchant",
-        "name",
-        "prefix",
-        "live",
-        "restricted",
-        "scopes",
-        "created_at",
-        "last_used_at",
-        "expires_at",
-        "revoked_at",
-    )
+    # Everything but the rate limits: a key's rights and mode are fixed when it is made.
+    readonly_fields = tuple(name for name in fields if not name.startswith("rate_limit_"))
     actions = ("roll_keys", "revoke_keys")
 
     def get_form(

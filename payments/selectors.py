@@ -10,10 +10,10 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from django.conf import settings
-from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models import Count, Model, Q, QuerySet, Sum
 from django.utils import timezone
 
 from common.pagination import cursor_page
@@ -32,6 +32,33 @@ from .models import (
     Refund,
     RefundStatus,
 )
+
+
+class _Window(Protocol):
+    """The time filters and cursors every list takes (``ListParams`` and its kin)."""
+
+    limit: int
+    starting_after: str | None
+    ending_before: str | None
+    created_gte: datetime | None
+    created_lt: datetime | None
+
+
+M = TypeVar("M", bound=Model)
+
+
+def _page(qs: QuerySet[M], params: _Window) -> tuple[list[M], bool]:
+    """One page of ``qs`` between the times asked for, newest first (``cursor_page``)."""
+    if params.created_gte:
+        qs = qs.filter(created_at__gte=params.created_gte)
+    if params.created_lt:
+        qs = qs.filter(created_at__lt=params.created_lt)
+    return cursor_page(
+        qs,
+        limit=params.limit,
+        starting_after=params.starting_after,
+        ending_before=params.ending_before,
+    )
 
 
 @dataclass(frozen=True)
@@ -108,16 +135,7 @@ def event_list(
             qs = qs.filter(type__startswith=params.type[:-1])
         else:
             qs = qs.filter(type=params.type)
-    if params.created_gte:
-        qs = qs.filter(created_at__gte=params.created_gte)
-    if params.created_lt:
-        qs = qs.filter(created_at__lt=params.created_lt)
-    return cursor_page(
-        qs,
-        limit=params.limit,
-        starting_after=params.starting_after,
-        ending_before=params.ending_before,
-    )
+    return _page(qs, params)
 
 
 def event_get(*, merchant: Merchant, livemode: bool, event_id: str) -> PaymentEvent:
@@ -164,16 +182,7 @@ def refund_page(
         qs = qs.filter(payment_id=params.payment)
     if params.status:
         qs = qs.filter(status=params.status)
-    if params.created_gte:
-        qs = qs.filter(created_at__gte=params.created_gte)
-    if params.created_lt:
-        qs = qs.filter(created_at__lt=params.created_lt)
-    return cursor_page(
-        qs,
-        limit=params.limit,
-        starting_after=params.starting_after,
-        ending_before=params.ending_before,
-    )
+    return _page(qs, params)
 
 
 def refund_get(*, merchant: Merchant, livemode: bool, refund_id: str) -> Refund:
