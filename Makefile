@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 .PHONY: help install lock run test lint migrate clean-data fault-run routing-simulation router-latency \
-	relay-bench replay-bench admin-bench serve-bench chromium simulate
+	relay-bench replay-bench admin-bench serve-bench chromium simulate schemathesis
 
 help:
 	@echo "make run         migrate, seed the demo merchant, run web + worker + beat"
@@ -29,6 +29,7 @@ help:
 	@echo "make admin-bench         the admin payment list with a million payments (ms per page)"
 	@echo "make serve-bench         gunicorn worker classes and counts under wrk (req/s, p50, p99)"
 	@echo "make simulate            the deterministic fault simulator: SEEDS=500 seeds, JOBS processes (SEED=N replays one)"
+	@echo "make schemathesis        schemathesis against the served OpenAPI schema, gunicorn on embedded services (BENCH_ARGS=...)"
 
 # The virtualenv, created once with python3 from PATH.
 $(VPY):
@@ -124,3 +125,9 @@ simulate: $(STAMP)
 	$(VPY) -m embedded bench simulate \
 		$(if $(SEED),--seed $(SEED),--seeds $(SEEDS) --first $(FIRST_SEED)) \
 		$(if $(JOBS),--jobs $(JOBS)) $(BENCH_ARGS)
+
+# schemathesis against /api/schema/ of gunicorn serving the app (bench/contract.py): every
+# phase, stateful included, --checks all, a fixed seed; fails on any failure. CI runs the
+# defaults; BENCH_ARGS="--seed N --max-examples M" for another run.
+schemathesis: $(STAMP)
+	$(VPY) -m embedded bench contract $(BENCH_ARGS)

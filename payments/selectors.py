@@ -35,13 +35,18 @@ from .models import (
 
 
 class _Window(Protocol):
-    """The time filters and cursors every list takes (``ListParams`` and its kin)."""
+    """The time filters and cursors every list takes (``ListParams`` and its kin, frozen)."""
 
-    limit: int
-    starting_after: str | None
-    ending_before: str | None
-    created_gte: datetime | None
-    created_lt: datetime | None
+    @property
+    def limit(self) -> int: ...
+    @property
+    def starting_after(self) -> str | None: ...
+    @property
+    def ending_before(self) -> str | None: ...
+    @property
+    def created_gte(self) -> datetime | None: ...
+    @property
+    def created_lt(self) -> datetime | None: ...
 
 
 M = TypeVar("M", bound=Model)

@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from django.conf import settings
+from django.core.validators import RegexValidator
 from django.utils.dateparse import parse_datetime
+from drf_spectacular.extensions import OpenApiSerializerExtension
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema_field
 from rest_framework import serializers
 from rest_framework.fields import empty
@@ -51,6 +53,7 @@ _TOKEN = re.compile(r"^[A-Za-z0-9_\-]{1,255}$")
 _COUNTRY = re.compile(r"^[A-Z]{2}$")
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}$")
 _OBJECT_ID = re.compile(r"^[a-z]{2,4}_[0-9a-z]{26}$")
+_DIGITS = re.compile(r"^[0-9]+$")
 
 _AMOUNT_INVALID = "amount must be a positive integer in the currency's minor unit"
 
@@ -80,15 +83,22 @@ class _Checked:
 
 
 class StringField(_Checked, serializers.CharField):
-    """A string of at most ``max_length`` characters; null reads as ``""``. Its error code is
-    named after the field itself: ``description_invalid``, and ``id_invalid`` for ``customer.id``.
+    """A string of at most ``max_length`` characters; null reads as ``""`` (so the schema says
+    ``nullable``). Its error code is named after the field itself: ``description_invalid``, and
+    ``id_invalid`` for ``customer.id``.
     """
 
     def validate_empty_values(self, data: Any) -> tuple[bool, Any]:
         return super().validate_empty_values("" if data is None else data)
 
     def __init__(self, *, max_length: int, **kwargs: Any) -> None:
-        super().__init__(max_length=max_length, allow_blank=True, trim_whitespace=False, **kwargs)
+        super().__init__(
+            max_length=max_length,
+            allow_blank=True,
+            allow_null=True,
+            trim_whitespace=False,
+            **kwargs,
+        )
         self.limit = max_length
 
     def to_internal_value(self, data: Any) -> str:
@@ -101,15 +111,20 @@ class StringField(_Checked, serializers.CharField):
 
 
 class PatternField(_Checked, serializers.CharField):
-    """A string that matches ``pattern`` (``re.match``, as the API always checked it)."""
+    """A string that matches ``pattern`` in full, which the schema shows as its ``pattern``.
+
+    In full (``fullmatch``): with ``re.match`` a pattern's ``$`` also matched before a final
+    newline, so ``"tok_visa\n"`` passed where the schema's (ECMA) pattern refuses it.
+    """
 
     def __init__(self, pattern: re.Pattern[str], message: str, **kwargs: Any) -> None:
         self.pattern = pattern
         kwargs.setdefault("error_messages", _messages(message))
         super().__init__(trim_whitespace=False, **kwargs)
+        self.validators.append(RegexValidator(pattern))  # for the schema; never run (_Checked)
 
     def to_internal_value(self, data: Any) -> str:
-        if not isinstance(data, str) or not self.pattern.match(data):
+        if not isinstance(data, str) or not self.pattern.fullmatch(data):
             self.fail("invalid")
         return data
 
@@ -118,6 +133,7 @@ class EmailField(PatternField, serializers.EmailField):
     """``PatternField`` with the schema's ``format: email``."""
 
 
+@extend_schema_field({"type": "string", "enum": sorted(currencies.EXPONENTS)})
 class CurrencyField(_Checked, serializers.CharField):
     default_error_messages = _messages("currency must be an upper-case ISO 4217 code such as USD")
 
@@ -156,6 +172,19 @@ def amount_bound(amount: int, currency: str) -> int:
     return amount
 
 
+@extend_schema_field(
+    {
+        "type": "object",
+        "maxProperties": settings.METADATA_MAX_KEYS,
+        # The keys' bound: JSON Schema's propertyNames, which OpenAPI 3.0 lacks (3.1 has it),
+        # so as an extension.
+        "x-property-names": {"minLength": 1, "maxLength": settings.METADATA_MAX_KEY_LENGTH},
+        "additionalProperties": {
+            "type": "string",
+            "maxLength": settings.METADATA_MAX_VALUE_LENGTH,
+        },
+    }
+)
 class MetadataField(_Checked, serializers.DictField):
     """Up to ``METADATA_MAX_KEYS`` string values; null reads as ``{}``. A bad entry's error is
     keyed by its key, which the error's ``param`` names as ``metadata[key]``."""
@@ -164,7 +193,7 @@ class MetadataField(_Checked, serializers.DictField):
 
     def __init__(self, **kwargs: Any) -> None:
         child = serializers.CharField(max_length=settings.METADATA_MAX_VALUE_LENGTH)
-        super().__init__(child=child, required=False, default=dict, **kwargs)
+        super().__init__(child=child, required=False, default=dict, allow_null=True, **kwargs)
 
     def validate_empty_values(self, data: Any) -> tuple[bool, Any]:
         if data is None:
@@ -198,12 +227,19 @@ class MetadataField(_Checked, serializers.DictField):
 
 
 class StrictSerializer(serializers.Serializer):
-    # An input object that refuses parameters it does not declare, before checking any field.
+    # An input object that refuses parameters it does not declare, before checking any field
+    # (its schema says ``additionalProperties: false``: ``StrictSerializerSchema``).
     #
     # ``unknown_message``: the object's own message for unknown keys (a nested object); without
     # it, the first unknown key in sorted order is ``parameter_unknown`` (a request body).
 
     unknown_message: str | None = None
+
+    @classmethod
+    def schema_rules(cls) -> dict[str, Any]:
+        """JSON Schema keywords for the object's rules between fields (one field's bound set by
+        another's value), added to its schema; none by default."""
+        return {}
 
     def to_internal_value(self, data: Any) -> Any:
         if isinstance(data, Mapping):
@@ -218,6 +254,20 @@ class StrictSerializer(serializers.Serializer):
                     {unknown[0]: [f"unknown parameter: {unknown[0]}"]}, code="parameter_unknown"
                 )
         return dict(super().to_internal_value(data))
+
+
+class StrictSerializerSchema(OpenApiSerializerExtension):
+    """A ``StrictSerializer``'s schema: drf-spectacular's, with ``additionalProperties: false``
+    (an unknown parameter is refused) and the serializer's ``schema_rules``."""
+
+    target_class = StrictSerializer
+    match_subclasses = True
+
+    def map_serializer(self, auto_schema: Any, direction: Any) -> dict[str, Any]:
+        schema = auto_schema._map_serializer(self.target, direction, bypass_extensions=True)
+        # The target is the serializer or its class; schema_rules is a classmethod of both.
+        rules: dict[str, Any] = self.target.schema_rules()
+        return {**schema, "additionalProperties": False, **rules}
 
 
 class PaymentMethodSerializer(StrictSerializer):
@@ -290,7 +340,7 @@ class PaymentCreateInputSerializer(StrictSerializer):
         default=CaptureMethod.AUTOMATIC,
         error_messages=_messages("capture_method must be 'automatic' or 'manual'"),
     )
-    customer = CustomerSerializer(required=False, default=dict)
+    customer = CustomerSerializer(required=False, default=dict, allow_null=True)
     description = StringField(max_length=1000, default="")
     merchant_reference = StringField(max_length=255, default="")
     metadata = MetadataField()
@@ -300,6 +350,26 @@ class PaymentCreateInputSerializer(StrictSerializer):
         if isinstance(currency, str) and currencies.is_supported(currency):
             return amount_bound(amount, currency)
         return amount  # the currency's own error is reported before the amount's
+
+    @classmethod
+    def schema_rules(cls) -> dict[str, Any]:
+        """``amount_bound``: the amount's maximum depends on the currency's exponent. (The
+        currencies of each exponent are a pattern, not an enum: drf-spectacular's enum hook
+        would give the four sets one component.)"""
+        by_exponent: dict[int, list[str]] = {}
+        for code, exponent in sorted(currencies.EXPONENTS.items()):
+            by_exponent.setdefault(exponent, []).append(code)
+        return {
+            "anyOf": [
+                {
+                    "properties": {
+                        "currency": {"type": "string", "pattern": f"^(?:{'|'.join(codes)})$"},
+                        "amount": {"maximum": settings.MAX_AMOUNT_MAJOR_UNITS * 10**exponent},
+                    }
+                }
+                for exponent, codes in sorted(by_exponent.items())
+            ]
+        }
 
 
 class PaymentUpdateInputSerializer(StrictSerializer):
@@ -348,6 +418,16 @@ class JsonBooleanField(_Checked, serializers.BooleanField):
         return data
 
 
+@extend_schema_field({"type": "string", "enum": list(SCOPES)})
+class ScopeNameField(serializers.CharField):
+    """A scope's name; which names there are is the service's rule (``api_key_scopes_validate``,
+    with its own message), which the schema shows as an enum. Taken as sent: DRF's trimming
+    made ``" payments:read"`` a scope."""
+
+    def __init__(self) -> None:
+        super().__init__(trim_whitespace=False)
+
+
 class ApiKeyCreateInputSerializer(StrictSerializer):
     # The body of ``POST /v1/api_keys``. Scopes are checked by the service
     # (``api_key_scopes_validate``), which every caller gets.
@@ -357,23 +437,57 @@ class ApiKeyCreateInputSerializer(StrictSerializer):
         default=False, error_messages=_messages("restricted must be true or false")
     )
     scopes = serializers.ListField(
-        child=serializers.CharField(),
+        child=ScopeNameField(),
         default=list,
         max_length=len(SCOPES),
         help_text=f"restricted keys only: any of {', '.join(SCOPES)}",
         error_messages=_messages("scopes must be a list of scope names"),
     )
 
+    @classmethod
+    def schema_rules(cls) -> dict[str, Any]:
+        """``api_key_scopes_validate``: a secret key takes no scopes, a restricted one at least
+        one."""
+        # "not": an enum here would be taken for a choice set by drf-spectacular's enum hook.
+        return {
+            "anyOf": [
+                {
+                    "properties": {
+                        "restricted": {"not": {"enum": [True]}},
+                        "scopes": {"maxItems": 0},
+                    }
+                },
+                {
+                    "required": ["restricted", "scopes"],
+                    "properties": {
+                        "restricted": {"not": {"enum": [False]}},
+                        "scopes": {"minItems": 1},
+                    },
+                },
+            ]
+        }
+
 
 class AmountBodySerializer(StrictSerializer):
-    # A body of optional parameters (capture, cancel, refund); no body at all is ``{}``. An
-    # amount is bounded by ``context["currency"]``, the payment's.
+    # A body of optional parameters (capture, cancel, refund); no body at all is ``{}``.
+    #
+    # Through the API an amount is bounded by the payment itself, which the service checks (422
+    # amount_exceeded): no payment holds more than its currency's bound, and a request's schema
+    # cannot know the payment's currency (the API answered 400 amount_too_large to amounts its
+    # schema called valid). The back office's form, which reads an amount typed in major units,
+    # passes ``context["currency"]`` and has it bounded by the currency first.
 
     def run_validation(self, data: Any = empty) -> Any:
         return super().run_validation({} if data is None or data == "" else data)
 
     def validate_amount(self, amount: int | None) -> int | None:
-        return None if amount is None else amount_bound(amount, self.context["currency"])
+        currency = self.context.get("currency")
+        return amount if amount is None or currency is None else amount_bound(amount, currency)
+
+    @classmethod
+    def schema_rules(cls) -> dict[str, Any]:
+        """A body of JSON ``null`` reads as no body, so the schema says ``nullable``."""
+        return {"nullable": True}
 
 
 class ApiKeyRollInputSerializer(AmountBodySerializer):
@@ -401,14 +515,15 @@ class LimitField(_Checked, serializers.IntegerField):
         super().__init__(min_value=1, max_value=100, default=20, help_text="1 to 100, default 20")
 
     def to_internal_value(self, data: Any) -> int:
-        if not data.isdigit() or not 1 <= int(data) <= 100:
+        # ASCII digits only: str.isdigit() also takes "²", which int() then refuses (a 500).
+        if not _DIGITS.fullmatch(data) or not 1 <= int(data) <= 100:
             self.fail("invalid")
         return int(data)
 
 
 class ObjectIdField(PatternField):
-    def __init__(self) -> None:
-        super().__init__(_OBJECT_ID, "", required=False)
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(_OBJECT_ID, "", required=False, **kwargs)
 
     def bind(self, field_name: str, parent: Any) -> None:
         super().bind(field_name, parent)
@@ -416,20 +531,27 @@ class ObjectIdField(PatternField):
 
 
 class TimeParamField(_Checked, serializers.DateTimeField):
-    """A time with a UTC offset (ISO 8601), as Django's ``parse_datetime`` reads it."""
+    """A time with a UTC offset (ISO 8601), as Django's ``parse_datetime`` reads it, in UTC:
+    PostgreSQL takes offsets up to 15:59 only, and RFC 3339 (the schema's ``date-time``) any
+    up to 23:59."""
 
     def __init__(self) -> None:
         super().__init__(required=False, help_text="ISO 8601 with a UTC offset")
 
     def to_internal_value(self, value: Any) -> datetime:
-        parsed = parse_datetime(value)
-        if parsed is None or parsed.tzinfo is None:
+        try:
+            parsed = parse_datetime(value)
+            # Past the ends of the calendar in UTC (0001-01-01T00:00:00+01:00): OverflowError.
+            utc = None if parsed is None or parsed.tzinfo is None else parsed.astimezone(UTC)
+        except (ValueError, OverflowError):  # well formed, but no such time: 2026-02-30
+            utc = None
+        if utc is None:
             raise serializers.ValidationError(
                 f"{self.field_name} must be an ISO 8601 time with a UTC offset, "
                 "e.g. 2026-01-31T12:00:00Z",
                 code="invalid",
             )
-        return parsed
+        return utc
 
 
 class RawStringField(_Checked, serializers.CharField):
@@ -440,6 +562,10 @@ class RawStringField(_Checked, serializers.CharField):
 
     def to_internal_value(self, data: Any) -> str:
         return str(data)
+
+
+_AFTER = "the id to page on from, to older objects; not with ending_before"
+_BEFORE = "the id to page back from, to newer objects; not with starting_after"
 
 
 class _CursorPair:
@@ -459,8 +585,8 @@ class PageParamsSerializer(_CursorPair, serializers.Serializer):
     contract_invalid_code = "parameter_invalid"
 
     limit = LimitField()
-    starting_after = ObjectIdField()
-    ending_before = ObjectIdField()
+    starting_after = ObjectIdField(help_text=_AFTER)
+    ending_before = ObjectIdField(help_text=_BEFORE)
 
 
 _UNKNOWN_STATUS: dict[str, Any] = {"invalid_choice": "unknown status: {input}"}
@@ -477,13 +603,14 @@ class PaymentListParamsSerializer(_CursorPair, serializers.Serializer):
         required=False,
         error_messages=_UNKNOWN_STATUS,
     )
-    starting_after = ObjectIdField()
-    ending_before = ObjectIdField()
+    starting_after = ObjectIdField(help_text=_AFTER)
+    ending_before = ObjectIdField(help_text=_BEFORE)
     created_gte = TimeParamField()
     created_lt = TimeParamField()
     merchant_reference = RawStringField()
 
 
+@extend_schema_field({"type": "string", "enum": sorted(EVENT_TYPES | EVENT_WILDCARDS)})
 class EventTypeParamField(_Checked, serializers.CharField):
     """An event type (``payment.captured``) or a pattern of them (``payment.*``, ``*``): a
     misspelt type is refused, since it would silently match nothing."""
@@ -508,8 +635,8 @@ class EventListParamsSerializer(_CursorPair, serializers.Serializer):
 
     limit = LimitField()
     type = EventTypeParamField()
-    starting_after = ObjectIdField()
-    ending_before = ObjectIdField()
+    starting_after = ObjectIdField(help_text=_AFTER)
+    ending_before = ObjectIdField(help_text=_BEFORE)
     created_gte = TimeParamField()
     created_lt = TimeParamField()
 
@@ -524,8 +651,8 @@ class RefundListParamsSerializer(_CursorPair, serializers.Serializer):
     status = serializers.ChoiceField(
         choices=RefundStatus.choices, required=False, error_messages=_UNKNOWN_STATUS
     )
-    starting_after = ObjectIdField()
-    ending_before = ObjectIdField()
+    starting_after = ObjectIdField(help_text=_AFTER)
+    ending_before = ObjectIdField(help_text=_BEFORE)
     created_gte = TimeParamField()
     created_lt = TimeParamField()
 
@@ -719,7 +846,10 @@ class ApiKeyOutputSerializer(serializers.Serializer):
 class ApiKeyCreatedSerializer(ApiKeyOutputSerializer):
     # The create and roll answer: the key and, this once, the key itself.
 
-    secret = serializers.CharField(help_text="the API key; shown in this answer only")
+    # Not required: an idempotent replay answers the key as it is now, without it.
+    secret = serializers.CharField(
+        required=False, help_text="the API key; in the first answer only, never in a replay"
+    )
 
 
 class ApiKeyListSerializer(serializers.Serializer):
@@ -759,8 +889,15 @@ ERROR_RESPONSES = {
 WRITE_ERROR_RESPONSES = ERROR_RESPONSES | {
     409: _error("In conflict with the object's state, its version, or a request in progress"),
     413: _error("The body is larger than the server accepts"),
-    422: _error("The Idempotency-Key was used with a different request"),
+    422: _error(
+        "The Idempotency-Key was used with a different request (idempotency_key_reused), or the "
+        "object's state refuses a well-formed request (amount_exceeded, command_refused)"
+    ),
 }
 IDEMPOTENCY_PARAMETER = OpenApiParameter(
-    "Idempotency-Key", str, OpenApiParameter.HEADER, description="1-255 printable characters"
+    "Idempotency-Key",
+    # payments/idempotency.py validate_idempotency_key: printable ASCII, no space.
+    {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]+$"},
+    OpenApiParameter.HEADER,
+    description="1-255 printable characters",
 )

@@ -7,6 +7,7 @@ its answer with the output serializer its schema names.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -48,35 +49,41 @@ from .serializers import (
     RefundOutputSerializer,
 )
 
+# A version number, bare or quoted as an ETag is, in ASCII digits (str.isdigit() also took "²",
+# which int() then refused: a 500).
+_VERSION = '^(?:"[0-9]+"|[0-9]+)$'
 _IF_MATCH = OpenApiParameter(
-    "If-Match", str, OpenApiParameter.HEADER, description="the payment version you expect"
+    "If-Match",
+    {"type": "string", "pattern": _VERSION},
+    OpenApiParameter.HEADER,
+    description='the payment version you expect: 3, or "3" as an ETag',
 )
 
 
 def parse_if_match(value: str | None) -> int | None:
-    """``If-Match: <version>`` (quotes allowed, as for an ETag); ``None`` when absent.
+    """``If-Match: <version>`` (quoted or not, as for an ETag); ``None`` when absent.
 
     A plain function, not a serializer: one header string, whatever the body holds.
     """
     if value is None:
         return None
-    raw = value.strip().strip('"')
-    if not raw.isdigit():
+    raw = value.strip(" \t")
+    if re.fullmatch(_VERSION, raw) is None:
         raise ValidationFailed(
             "if_match_invalid", "If-Match must be the payment's version number", param="If-Match"
         )
-    return int(raw)
+    return int(raw.strip('"'))
 
 
 def _expected_version(request: Request) -> int | None:
     return parse_if_match(request.headers.get("If-Match"))
 
 
-def _body(view: APIView, request: Request, currency: str) -> dict:
-    """The body of a capture, cancel or refund, by the view's ``input_serializer``; an amount
-    is bounded by the payment's currency."""
+def _body(view: APIView, request: Request) -> dict:
+    """The body of an update, capture, cancel or refund, by the view's ``input_serializer``
+    (read once the payment is found: another merchant's id is 404 whatever the body)."""
     serializer_class = view.input_serializer  # type: ignore[attr-defined]
-    return validated(serializer_class(data=request.data, context={"currency": currency}))
+    return validated(serializer_class(data=request.data))
 
 
 class PaymentListCreateApi(APIView):
@@ -137,7 +144,7 @@ class PaymentDetailApi(APIView):
     @idempotent
     def post(self, request: Request, payment_id: str) -> Response:
         payment = selectors.payment_get(**owner(request), payment_id=payment_id)
-        body = _body(self, request, payment.currency)
+        body = _body(self, request)
         payment = services.payment_update(
             payment_id=payment.id,
             actor=merchant_user(request).actor,
@@ -172,7 +179,7 @@ class PaymentCaptureApi(APIView):
     @idempotent
     def post(self, request: Request, payment_id: str) -> Response:
         payment = selectors.payment_get(**owner(request), payment_id=payment_id)
-        body = _body(self, request, payment.currency)
+        body = _body(self, request)
         payment = services.payment_capture(
             payment_id=payment.id,
             actor=merchant_user(request).actor,
@@ -195,7 +202,7 @@ class PaymentCancelApi(APIView):
     @idempotent
     def post(self, request: Request, payment_id: str) -> Response:
         payment = selectors.payment_get(**owner(request), payment_id=payment_id)
-        _body(self, request, payment.currency)
+        _body(self, request)
         payment = services.payment_cancel(
             payment_id=payment.id,
             actor=merchant_user(request).actor,
@@ -217,7 +224,7 @@ class PaymentRefundsApi(APIView):
     @idempotent
     def post(self, request: Request, payment_id: str) -> Response:
         payment = selectors.payment_get(**owner(request), payment_id=payment_id)
-        body = _body(self, request, payment.currency)
+        body = _body(self, request)
         refund = services.refund_create(
             payment_id=payment.id,
             actor=merchant_user(request).actor,

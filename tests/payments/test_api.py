@@ -133,10 +133,29 @@ def test_list_filters(api: MerchantClient) -> None:
         ("status=paid", "status"),
         ("created_gte=yesterday", "created_gte"),
         ("starting_after=nope", "starting_after"),
+        # Each a 500 before: "²" is a digit to str.isdigit() but not to int(); a well-formed
+        # date that does not exist made parse_datetime raise; a time past the calendar's end
+        # in UTC overflowed.
+        ("limit=%C2%B2", "limit"),
+        ("created_gte=2026-02-30T00:00:00Z", "created_gte"),
+        ("created_lt=0001-01-01T00:00:00%2B01:00", "created_lt"),
+        # re.match let a pattern's $ match before a final newline; the schema's pattern does not.
+        (f"starting_after=pay_{'0' * 26}%0A", "starting_after"),
     ],
 )
 def test_list_parameter_errors(api: MerchantClient, query: str, param: str) -> None:
     assert error(api.get(f"/v1/payments?{query}")) == (400, "parameter_invalid", param)
+
+
+@pytest.mark.parametrize("path", ["/v1/payments", "/v1/refunds", "/v1/events"])
+def test_a_time_filter_with_any_utc_offset_is_read(api: MerchantClient, path: str) -> None:
+    # RFC 3339 (the schema's date-time) allows offsets up to 23:59, PostgreSQL up to 15:59 only:
+    # schemathesis found a 500 (the time is now compared in UTC).
+    created = create(api, VISA).json()
+    response = api.get(path, {"created_gte": "2000-01-01T00:00:00-18:03"})
+    assert response.status_code == 200, response.content
+    if path == "/v1/payments":
+        assert [p["id"] for p in response.json()["data"]] == [created["id"]]
 
 
 def test_missing_key_is_401(db: None) -> None:
@@ -196,6 +215,13 @@ VALIDATION_CASES = [
     ({**VISA, "metadata": {"k": 5}}, "metadata_invalid", "metadata[k]"),
     ({**VISA, "customer": {"email": "not-an-email"}}, "customer_invalid", "customer.email"),
     ({**VISA, "customer": {"country": "usa"}}, "customer_invalid", "customer.country"),
+    # A pattern's $ matched before a final newline (re.match); the schema's pattern refuses it.
+    ({**VISA, "customer": {"country": "US\n"}}, "customer_invalid", "customer.country"),
+    (
+        {**VISA, "payment_method": {"type": "card", "token": "tok_visa\n"}},
+        "payment_method_invalid",
+        "payment_method.token",
+    ),
     ({**VISA, "surprise": 1}, "parameter_unknown", "surprise"),
 ]
 

@@ -5,19 +5,24 @@ the views validate and render with, with the API key as its bearer security sche
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
+import jsonschema
 import pytest
 from rest_framework.test import APIClient
 
 from payments.api_errors import validation_failed
+from payments.errors import ValidationFailed
+from payments.idempotency import validate_idempotency_key
 from payments.serializers import (
     PageParamsSerializer,
     PaymentCreateInputSerializer,
     PaymentListParamsSerializer,
 )
-from payments.views import PaymentListCreateApi
+from payments.views import PaymentListCreateApi, parse_if_match
 from tests.conftest import VISA, MerchantClient
+from tests.payments.helpers import payment_in
 
 
 def failure(serializer: Any) -> tuple[str, str, str | None]:
@@ -193,3 +198,149 @@ def test_every_operation_documents_the_errors_the_server_can_answer(schema: dict
             for status in expected:
                 content = operation["responses"][status]["content"]["application/json"]
                 assert content["schema"]["$ref"].endswith("/Error"), (method, path, status)
+
+
+# --- the schema says what the API accepts: found by make schemathesis (bench/contract.py) ---
+
+
+def json_schema(schema: dict, node: Any) -> Any:
+    """An OpenAPI 3.0 schema as JSON Schema: references resolved, ``nullable`` as ``null``
+    allowed, ``x-property-names`` as ``propertyNames``, and each pattern's ``$`` as ECMA reads
+    it (the end of the text; Python's ``$`` also matches before a final newline)."""
+    if isinstance(node, list):
+        return [json_schema(schema, item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    if "$ref" in node:
+        return json_schema(schema, _component(schema, node["$ref"]))
+    converted = {
+        key: json_schema(schema, value)
+        for key, value in node.items()
+        if not key.startswith("x-") and key != "nullable"
+    }
+    if "x-property-names" in node:
+        converted["propertyNames"] = node["x-property-names"]
+    if isinstance(node.get("pattern"), str):
+        converted["pattern"] = re.sub(r"(?<!\\)\$", r"\\Z", node["pattern"])
+    if node.get("nullable"):
+        return {"anyOf": [converted, {"type": "null"}]}
+    return converted
+
+
+def request_schema(schema: dict, path: str, method: str = "post") -> dict:
+    content = schema["paths"][path][method]["requestBody"]["content"]["application/json"]
+    return json_schema(schema, content["schema"])
+
+
+def response_schema(schema: dict, path: str, status: int, method: str = "post") -> dict:
+    answer = schema["paths"][path][method]["responses"][str(status)]["content"]
+    return json_schema(schema, answer["application/json"]["schema"])
+
+
+def described(validator_schema: dict, body: Any) -> bool:
+    return jsonschema.Draft7Validator(validator_schema).is_valid(body)
+
+
+def post_json(api: MerchantClient, path: str, body: Any, **headers: str) -> Any:
+    return api.post(path, data=json.dumps(body), content_type="application/json", **headers)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        VISA,
+        {**VISA, "currency": "KWD", "amount": 10**13},
+        # The amount's bound depends on the currency: an anyOf per exponent.
+        {**VISA, "currency": "JPY", "amount": 10**10 + 1},
+        {**VISA, "currency": "XYZ"},
+        # null reads as none: the schema says nullable.
+        {**VISA, "description": None, "customer": None, "metadata": None},
+        {**VISA, "metadata": {f"k{i}": "v" for i in range(51)}},
+        {**VISA, "metadata": {"": "v"}},
+        {**VISA, "metadata": {"k" * 41: "v"}},
+        {**VISA, "payment_method": {"type": "card", "token": "tok_visa\n"}},
+        {**VISA, "customer": {"country": "us"}},
+        {**VISA, "customer": {"email": "a@example.com", "country": "US", "phone": "1"}},
+        {**VISA, "surprise": 1},
+    ],
+)
+def test_the_create_schema_takes_what_the_api_takes(
+    schema: dict, api: MerchantClient, body: dict
+) -> None:
+    accepted = post_json(api, "/v1/payments", body).status_code == 201
+    assert described(request_schema(schema, "/v1/payments"), body) is accepted
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"name": None},
+        {"restricted": True, "scopes": ["payments:read", "payments:read"]},
+        # A secret key takes no scopes, a restricted one at least one.
+        {"scopes": ["payments:read"]},
+        {"restricted": False, "scopes": ["payments:read"]},
+        {"restricted": True},
+        {"restricted": True, "scopes": []},
+        {"restricted": True, "scopes": ["payments:delete"]},
+        {"restricted": True, "scopes": [" payments:read"]},
+    ],
+)
+def test_the_api_key_schema_takes_what_the_api_takes(
+    schema: dict, api: MerchantClient, body: dict
+) -> None:
+    accepted = post_json(api, "/v1/api_keys", body).status_code == 201
+    assert described(request_schema(schema, "/v1/api_keys"), body) is accepted
+
+
+@pytest.mark.parametrize("body", [None, {}, {"amount": 10}, {"amount": 0}, {"reason": "x"}])
+def test_the_capture_schema_takes_what_the_api_takes(
+    schema: dict, api: MerchantClient, body: Any
+) -> None:
+    # A JSON null is read as no body: the schema says nullable (schemathesis found it accepted).
+    payment = payment_in(api.merchant, "authorized")
+    path = "/v1/payments/{payment_id}/capture"
+    accepted = post_json(api, f"/v1/payments/{payment.id}/capture", body).status_code == 200
+    assert described(request_schema(schema, path), body) is accepted
+
+
+@pytest.mark.parametrize("path", ["/v1/api_keys", "/v1/webhook_endpoints"])
+def test_a_replayed_create_matches_the_schema_of_its_answer(
+    schema: dict, api: MerchantClient, path: str, settings: Any
+) -> None:
+    # A replay answers without the secret, which the 201 schema required (schemathesis, ST108).
+    settings.WEBHOOK_ALLOW_PRIVATE_URLS = True
+    body = {"url": "https://example.com/hooks", "events": ["*"]} if "webhook" in path else {}
+    first = post_json(api, path, body, HTTP_IDEMPOTENCY_KEY="replayed")
+    again = post_json(api, path, body, HTTP_IDEMPOTENCY_KEY="replayed")
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert "secret" in first.json()
+    assert "secret" not in again.json()
+    for answer in (first, again):
+        assert described(response_schema(schema, path, 201), answer.json())
+
+
+def _header_schema(schema: dict, name: str) -> dict:
+    operation = schema["paths"]["/v1/payments/{payment_id}/capture"]["post"]
+    (parameter,) = [p for p in operation["parameters"] if p["name"] == name]
+    return json_schema(schema, parameter["schema"])
+
+
+@pytest.mark.parametrize("value", ["k", "~" * 255, "a-b_c.d:e/f", "", " k", "k" * 256, "é"])
+def test_the_idempotency_key_schema_is_the_keys_rule(schema: dict, value: str) -> None:
+    try:
+        validate_idempotency_key(value)
+        accepted = True
+    except ValidationFailed:
+        accepted = False
+    assert described(_header_schema(schema, "Idempotency-Key"), value) is accepted
+
+
+@pytest.mark.parametrize("value", ["3", '"3"', "03", '"3', "3.0", "\u00b2", "-1", ""])
+def test_the_if_match_schema_is_the_headers_rule(schema: dict, value: str) -> None:
+    try:
+        parse_if_match(value)
+        accepted = True
+    except ValidationFailed:
+        accepted = False
+    assert described(_header_schema(schema, "If-Match"), value) is accepted

@@ -119,6 +119,33 @@ def test_if_match_checks_the_version(api: MerchantClient) -> None:
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("value", ["\u00b2", '"3', "3 4"])
+def test_if_match_is_a_version_in_ascii_digits(api: MerchantClient, value: str) -> None:
+    # "²" is a digit to str.isdigit() but not to int(): a 500 before. A lone quote was read
+    # as a quoted version.
+    payment = payment_in(api.merchant, "authorized")
+    response = post(api, f"/v1/payments/{payment.id}/cancel", HTTP_IF_MATCH=value)
+    assert error(response) == (400, "if_match_invalid")
+    assert Payment.objects.get(pk=payment.id).version == payment.version
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("status", "action"), [("authorized", "capture"), ("completed", "refunds")]
+)
+def test_an_amount_above_the_currencys_bound_exceeds_the_payment(
+    api: MerchantClient, status: str, action: str
+) -> None:
+    # Any amount above USD's bound is above what the payment holds: 422 amount_exceeded, as for
+    # any other amount above it. It was 400 amount_too_large, an answer the schema could not
+    # describe (a capture's schema cannot know the payment's currency): schemathesis found it.
+    payment = payment_in(api.merchant, status)
+    response = post(api, f"/v1/payments/{payment.id}/{action}", {"amount": 10**12 + 1})
+    assert error(response) == (422, "amount_exceeded")
+    assert Payment.objects.get(pk=payment.id).version == payment.version
+
+
+@pytest.mark.django_db
 def test_another_merchants_payment_cannot_be_acted_on(
     api: MerchantClient, other_api: MerchantClient
 ) -> None:

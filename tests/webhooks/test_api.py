@@ -4,6 +4,7 @@ validation codes, merchant isolation and Idempotency-Key replays."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import Any
 
@@ -217,6 +218,48 @@ def test_the_schema_describes_the_webhook_endpoints(db: None) -> None:
     listed = schema["components"]["schemas"]["WebhookEndpointOutput"]["properties"]
     assert "secret" in created
     assert "secret" not in listed
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        URL,
+        "HTTPS://Hooks.Example.COM",
+        "https://hooks.example.com:8443/a?b=c#d",
+        "https://hooks.example.com:00080/",
+        "https://hooks.example.com:/",
+        "https://hooks.example.com:65535",
+        "http://localhost:8000/hooks",
+        "https://hooks.example.com:0/",
+        "https://hooks.example.com:65536/",
+        "https://hooks.example.com:8o/",
+        "https://user@hooks.example.com/",
+        "https:///path",
+        "ftp://hooks.example.com/",
+        "https://hooks.example.com/a b",
+        "hooks.example.com",
+        "",
+    ],
+)
+def test_the_url_schema_is_the_url_guards_rule(api: MerchantClient, url: str) -> None:
+    # The schema's pattern (webhooks/serializers.py) against what webhook_url_validate takes,
+    # with private URLs allowed, as here (and in make schemathesis): only the syntax is checked.
+    schema = APIClient().get("/api/schema/", HTTP_ACCEPT="application/json").json()
+    described = schema["components"]["schemas"]["WebhookEndpointCreateInput"]["properties"]
+    pattern = described["url"]["pattern"].removesuffix("$") + r"\Z"  # ECMA's $: the very end
+    accepted = create(api, {"url": url, "events": ["*"]}).status_code == 201
+    assert (re.match(pattern, url) is not None) is accepted
+
+
+def test_the_events_schema_names_every_pattern_the_api_takes(api: MerchantClient) -> None:
+    schema = APIClient().get("/api/schema/", HTTP_ACCEPT="application/json").json()
+    components = schema["components"]["schemas"]
+    events = components["WebhookEndpointCreateInput"]["properties"]["events"]
+    names = components[events["items"]["$ref"].rsplit("/", 1)[1]]["enum"]
+    assert create(api, {"url": URL, "events": names[:50]}).status_code == 201
+    assert create(api, {"url": URL, "events": ["payment.paid"]}).status_code == 400
+    assert (events["minItems"], events["maxItems"]) == (1, 50)
+    assert error(create(api, {"url": URL, "events": ["*"] * 51}))[:2] == (400, "events_invalid")
 
 
 def rotate(api: APIClient, endpoint_id: str, body: Any = None, **headers: str):
