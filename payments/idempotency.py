@@ -48,7 +48,7 @@ from rest_framework.response import Response
 
 from common.errors import DomainError
 
-from .authentication import merchant_user
+from .authentication import MerchantUser, merchant_user
 from .card_data import reject_card_number
 from .errors import IdempotencyKeyInUse, IdempotencyKeyReused, ValidationFailed
 from .models import IdempotencyKey, Merchant
@@ -205,7 +205,7 @@ def _release(claimed: IdempotencyKey) -> None:
     ).delete()
 
 
-Replay = Callable[[Merchant, dict[str, Any]], dict[str, Any]]
+Replay = Callable[[MerchantUser, dict[str, Any]], dict[str, Any]]
 
 
 Handler = Callable[..., Response]
@@ -251,7 +251,7 @@ def _idempotent(
         if raw_key is None:
             return handler(view, request, *args, **kwargs)
         key = validate_idempotency_key(raw_key)
-        merchant = merchant_user(request).merchant
+        caller = merchant_user(request)
         body = request._request.body  # the raw bytes; Django enforces the size limit here
         # A body the parser refuses (too deep, NUL, a card number: payments/parsers.py) is
         # answered before the key is claimed: nothing of it is stored, and the key stays free.
@@ -259,8 +259,8 @@ def _idempotent(
         # Only a hand-built HttpRequest has no method; one routed to a view always has it.
         method = request.method or ""
         claimed = _claim(
-            merchant=merchant,
-            livemode=merchant_user(request).livemode,
+            merchant=caller.merchant,
+            livemode=caller.livemode,
             key=key,
             method=method,
             path=request.path,
@@ -268,7 +268,7 @@ def _idempotent(
         )
         if isinstance(claimed, Response):
             if replay is not None and claimed.status_code < 300:
-                claimed.data = replay(merchant, claimed.data)
+                claimed.data = replay(caller, claimed.data)
             return claimed
         try:
             with transaction.atomic():

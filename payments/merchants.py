@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from .errors import PaymentError, ValidationFailed
 from .models import ApiKey, Merchant
-from .scopes import SCOPES, ScopeMissing, key_grants
+from .scopes import SCOPES, ScopeMissing, key_grants, rights
 
 
 class ApiKeyNotFound(PaymentError):
@@ -68,7 +68,7 @@ def _within(caller: ApiKey | None, *, restricted: bool, scopes: list[str]) -> No
     could: no escalation through ``keys:write``."""
     if caller is None or not caller.restricted:
         return
-    wanted = key_grants(ApiKey(restricted=restricted, scopes=scopes))
+    wanted = rights(restricted=restricted, scopes=scopes)
     beyond = sorted(wanted - key_grants(caller))
     if beyond:
         raise ScopeMissing(

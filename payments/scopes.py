@@ -41,9 +41,15 @@ def granted(scopes: Iterable[str]) -> frozenset[str]:
     return held | implied
 
 
+def rights(*, restricted: bool, scopes: Iterable[str]) -> frozenset[str]:
+    """What a key of this kind may do: every scope for a secret key, its own (and what they
+    imply) for a restricted one."""
+    return granted(scopes) if restricted else granted(SCOPES)
+
+
 def key_grants(key: Any) -> frozenset[str]:
-    """What an ``ApiKey`` may do: every scope for a secret key, its own for a restricted one."""
-    return granted(key.scopes) if key.restricted else frozenset(granted(SCOPES))
+    """What an ``ApiKey`` may do (``rights`` of its kind and scopes)."""
+    return rights(restricted=key.restricted, scopes=key.scopes)
 
 
 class ScopePermission(BasePermission):

@@ -18,10 +18,10 @@ from rest_framework.views import APIView
 
 from . import merchants, selectors, services
 from .api_errors import validated
-from .authentication import merchant_user, owner
+from .authentication import MerchantUser, merchant_user, owner
 from .errors import ValidationFailed
 from .idempotency import idempotent
-from .models import ApiKey, Merchant
+from .models import ApiKey
 from .selectors import EventListParams, ListParams, RefundListParams
 from .serializers import (
     ERROR_RESPONSES,
@@ -300,10 +300,10 @@ class RefundDetailApi(APIView):
 # --- API keys ---
 
 
-def _key_now(merchant: Merchant, created: dict[str, Any]) -> dict[str, Any]:
+def _key_now(caller: MerchantUser, created: dict[str, Any]) -> dict[str, Any]:
     """A replayed create or roll answers the key as it is now (revoked, if it was since), and
     never the key itself, which only the first answer showed."""
-    key = ApiKey.objects.get(merchant=merchant, pk=created["id"])
+    key = ApiKey.objects.get(merchant=caller.merchant, live=caller.livemode, pk=created["id"])
     return dict(ApiKeyOutputSerializer(key).data)
 
 

@@ -13,9 +13,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from payments.api_errors import validated
-from payments.authentication import merchant_user
+from payments.authentication import MerchantUser, merchant_user
 from payments.idempotency import idempotent
-from payments.models import Merchant
 from payments.serializers import (
     ERROR_RESPONSES,
     IDEMPOTENCY_PARAMETER,
@@ -37,11 +36,11 @@ from .serializers import (
 # endpoint as 404 and every other webhook error as 400, each with its own stable code.
 
 
-def _endpoint_now(merchant: Merchant, created: dict[str, Any]) -> dict[str, Any]:
+def _endpoint_now(caller: MerchantUser, created: dict[str, Any]) -> dict[str, Any]:
     """A replayed create answers the endpoint as it is now (disabled, if it was since), and
     never its secret, which only the first answer showed."""
     endpoint = selectors.webhook_endpoint_get(
-        merchant_id=merchant.id, livemode=bool(created.get("livemode")), endpoint_id=created["id"]
+        merchant_id=caller.merchant.id, livemode=caller.livemode, endpoint_id=created["id"]
     )
     return dict(WebhookEndpointOutputSerializer(endpoint).data)
 
