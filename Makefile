@@ -12,7 +12,8 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 .PHONY: help install lock run test lint migrate clean-data fault-run routing-simulation router-latency \
-	relay-bench replay-bench admin-bench serve-bench chromium simulate schemathesis
+	relay-bench replay-bench admin-bench serve-bench chromium simulate schemathesis \
+	wrk bench-api
 
 help:
 	@echo "make run         migrate, seed the demo merchant, run web + worker + beat"
@@ -27,6 +28,7 @@ help:
 	@echo "make relay-bench         outbox relay throughput to RabbitMQ and commit-to-publish lag"
 	@echo "make replay-bench        replay_events over a million events (rate, memory)"
 	@echo "make admin-bench         the admin payment list with a million payments (ms per page)"
+	@echo "make bench-api           POST/GET /v1/payments against a bare DRF reference: req/s, p50, p99, ratio"
 	@echo "make serve-bench         gunicorn worker classes and counts under wrk (req/s, p50, p99)"
 	@echo "make simulate            the deterministic fault simulator: SEEDS=500 seeds, JOBS processes (SEED=N replays one)"
 	@echo "make schemathesis        schemathesis against the served OpenAPI schema, gunicorn on embedded services (BENCH_ARGS=...)"
@@ -110,11 +112,20 @@ admin-bench: $(STAMP)
 
 # gunicorn's worker class and counts (aegispay/gunicorn.py), measured with wrk (Debian's
 # package, installed when run as root).
-serve-bench: $(STAMP)
-	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && { apt-get install -y -q wrk \
-		|| { apt-get update -q && apt-get install -y -q wrk; }; }; } \
-		|| { echo "serve-bench needs wrk: sudo apt-get install wrk"; exit 1; }
+serve-bench: $(STAMP) wrk
+	@command -v wrk >/dev/null || { echo "serve-bench needs wrk: sudo apt-get install wrk"; exit 1; }
 	$(VPY) -m embedded bench serve $(BENCH_ARGS)
+
+# Debian's wrk for the HTTP benches, installed when run as root; bench-api falls back to its
+# Python load generator (bench/loadgen.py) without it.
+wrk:
+	@command -v wrk >/dev/null || { [ "$$(id -u)" != 0 ] || apt-get install -y -q wrk \
+		|| { apt-get update -q && apt-get install -y -q wrk; }; } || true
+
+# POST and GET /v1/payments against a bare DRF app doing the same writes (bench/api.py), under
+# the production server, in one run: req/s, p50, p99 and the ratios.
+bench-api: $(STAMP) wrk
+	$(VPY) -m embedded bench api $(BENCH_ARGS)
 
 # The deterministic fault simulator (bench/simulate.py): SEEDS seeds from FIRST_SEED, shared by
 # JOBS processes (default: one per CPU), or replay one with SEED=N (its steps printed). CI runs
