@@ -212,7 +212,11 @@ def _database(url: str) -> dict[str, Any]:
     options = config.get("OPTIONS", {})
     if "host" in options and not config.get("HOST"):
         config["HOST"] = options.pop("host")
-    config["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=0)
+    # Persistent connections: a new PostgreSQL connection per request (a backend forked, TLS
+    # and authentication) cost more than the request's own statements (issue 13, make
+    # bench-api). Each gunicorn thread and Celery process keeps one, checked before reuse.
+    config["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=600)
+    config["CONN_HEALTH_CHECKS"] = env.bool("DB_CONN_HEALTH_CHECKS", default=True)
     # Lets a subprocess (a Celery worker started by a test) point at the test database.
     config["NAME"] = env("DATABASE_NAME", default=config["NAME"])
     return config

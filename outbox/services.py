@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
 from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 from django_redis import get_redis_connection
 from redis.exceptions import RedisError
 
-from .models import OutboxConsumerMark, OutboxMessage
 from .registry import consumer_names
 
 logger = logging.getLogger(__name__)
@@ -22,19 +23,22 @@ KICK_KEY = "aegispay:outbox:kick"
 CONSUMERS_KICK_KEY = "aegispay:outbox:consumers:kick"
 
 
-def _kick(key: str, task_name: str) -> None:
-    """Queue ``outbox.tasks.<task_name>`` unless a run is queued already (``key`` set, NX with
-    a TTL of ``OUTBOX_KICK_TTL_SECONDS`` in case its task is lost). A Redis or broker error is
-    logged, never raised: the beat sweep is the guarantee."""
+def _kick(*keys: str) -> None:
+    """Queue the task of each of ``keys`` (``_TASKS``) unless a run of it is queued already (its
+    key set, NX with a TTL of ``OUTBOX_KICK_TTL_SECONDS`` in case its task is lost): one Redis
+    round trip for all of them. A Redis or broker error is logged, never raised: the beat sweep
+    is the guarantee."""
     try:
-        if get_redis_connection("default").set(
-            key, "1", nx=True, ex=max(1, round(settings.OUTBOX_KICK_TTL_SECONDS))
-        ):
-            from . import tasks
+        pipe = get_redis_connection("default").pipeline(transaction=False)
+        for key in keys:
+            pipe.set(key, "1", nx=True, ex=max(1, round(settings.OUTBOX_KICK_TTL_SECONDS)))
+        from . import tasks
 
-            getattr(tasks, task_name).delay()
+        for key, was_set in zip(keys, pipe.execute(), strict=True):
+            if was_set:
+                getattr(tasks, _TASKS[key]).delay()
     except (RedisError, OSError, ConnectionError):
-        logger.warning("could not kick %s; the beat sweep will", task_name, exc_info=True)
+        logger.warning("could not kick %s; the beat sweep will", keys, exc_info=True)
 
 
 def kick_relay() -> None:
@@ -45,13 +49,45 @@ def kick_relay() -> None:
     after ``OUTBOX_KICK_TTL_SECONDS`` in case its task is lost. If Redis or the broker is down
     the event is not lost either: the beat sweep publishes it.
     """
-    _kick(KICK_KEY, "outbox_relay")
+    _kick(KICK_KEY)
 
 
 def kick_consumers() -> None:
     """Queue a run of the in-process consumers unless one is already queued (after the commit
     of an event), as ``kick_relay`` does for the relay; the beat sweep is the guarantee."""
-    _kick(CONSUMERS_KICK_KEY, "outbox_consumers")
+    _kick(CONSUMERS_KICK_KEY)
+
+
+def _kick_after_commit() -> None:
+    """The relay's and the consumers' kicks for one committed transaction, in one round trip."""
+    if consumer_names():
+        _kick(KICK_KEY, CONSUMERS_KICK_KEY)
+    else:
+        _kick(KICK_KEY)
+
+
+def _kick_once_after_commit() -> None:
+    """Register ``_kick_after_commit`` once per transaction, however many events it writes.
+    (A registration that a rolled-back savepoint discarded is gone from the list, so the next
+    event registers it again.)"""
+    pending = transaction.get_connection().run_on_commit
+    if not any(func is _kick_after_commit for _, func, _ in pending):
+        # robust: a failed kick must not fail the request that committed the event.
+        transaction.on_commit(_kick_after_commit, robust=True)
+
+
+# One statement for the row and its consumer marks (the marks copy the row's id).
+_INSERT = """
+WITH message AS (
+    INSERT INTO outbox_outboxmessage (
+        event_id, event_type, aggregate_type, aggregate_id, sequence, merchant_id, payload,
+        state, attempts, last_error, created_at)
+    VALUES (%s, %s, %s, %s, %s, %s, %s::jsonb, 'pending', 0, '', %s)
+    RETURNING id
+)
+INSERT INTO outbox_outboxconsumermark (consumer, message_id, event_id, aggregate_id, sequence)
+SELECT consumer, message.id, %s, %s, %s FROM message, unnest(%s::text[]) AS consumer
+"""
 
 
 def outbox_message_create(
@@ -63,42 +99,41 @@ def outbox_message_create(
     sequence: int,
     merchant_id: str,
     payload: Mapping[str, Any],
-) -> OutboxMessage:
+) -> None:
     """Insert the outbox row for one event.
 
     Must run inside the transaction that wrote the event (enforced: it raises
     ``TransactionManagementError`` outside ``atomic``), so the row exists exactly when the
-    event does, with one ``OutboxConsumerMark`` per registered in-process consumer. The relay
-    (``outbox/relay.py``) publishes pending rows to the event bus; the consumers
-    (``outbox/consumers.py``) apply their marks, independently of the relay. Both are kicked
-    after commit for low latency, and beat sweeps for the guarantee.
+    event does, with one ``OutboxConsumerMark`` per registered in-process consumer, in one
+    statement. The relay (``outbox/relay.py``) publishes pending rows to the event bus; the
+    consumers (``outbox/consumers.py``) apply their marks, independently of the relay. Both are
+    kicked once after the commit (one kick per transaction, not per event), and beat sweeps for
+    the guarantee.
     """
-    if not transaction.get_connection().in_atomic_block:
+    connection = transaction.get_connection()
+    if not connection.in_atomic_block:
         raise transaction.TransactionManagementError(
             "outbox rows are written inside the transaction of their event"
         )
-    message = OutboxMessage.objects.create(
-        event_id=event_id,
-        event_type=event_type,
-        aggregate_type=aggregate_type,
-        aggregate_id=aggregate_id,
-        sequence=sequence,
-        merchant_id=merchant_id,
-        payload=dict(payload),
-    )
-    names = consumer_names()
-    OutboxConsumerMark.objects.bulk_create(
-        OutboxConsumerMark(
-            consumer=name,
-            message=message,
-            event_id=event_id,
-            aggregate_id=aggregate_id,
-            sequence=sequence,
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _INSERT,
+            [
+                event_id,
+                event_type,
+                aggregate_type,
+                aggregate_id,
+                sequence,
+                merchant_id,
+                json.dumps(dict(payload)),
+                timezone.now(),
+                event_id,
+                aggregate_id,
+                sequence,
+                list(consumer_names()),
+            ],
         )
-        for name in names
-    )
-    # robust: a failed kick must not fail the request that committed the event.
-    transaction.on_commit(kick_relay, robust=True)
-    if names:
-        transaction.on_commit(kick_consumers, robust=True)
-    return message
+    _kick_once_after_commit()
+
+
+_TASKS = {KICK_KEY: "outbox_relay", CONSUMERS_KICK_KEY: "outbox_consumers"}

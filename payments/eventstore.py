@@ -107,8 +107,11 @@ def append_event(
     actor: str,
     changes: Mapping[str, Any],
     data: Mapping[str, Any] | None = None,
+    insert: bool = False,
 ) -> PaymentEvent:
     """Bump the version, save the payment, append its event and the event's outbox row.
+    ``insert``: the payment is new (not yet saved), and is inserted at its first version
+    rather than inserted and then updated.
 
     Raises ``AmountExceeded`` before writing anything if the money invariant would break.
     """
@@ -119,7 +122,7 @@ def append_event(
     payment.version += 1
     if event_type != UPDATE_EVENT_TYPE:
         payment.progressed_at = timezone.now()
-    payment.save()
+    payment.save(force_insert=insert)
     event = PaymentEvent.objects.create(
         payment=payment,
         livemode=payment.livemode,

@@ -1,22 +1,26 @@
 """``Idempotency-Key`` for every merchant ``POST``, as docs/API.md describes it: scoped to the
 merchant and the mode of its key (a test and a live request may use the same key).
 
-A key is claimed by inserting its row in a transaction of its own, so that a concurrent request
-with the same key sees it at once (``409 idempotency_key_in_use``). The request then runs inside
-one transaction that also stores its response on the key row: the payment and the stored
-response commit together or not at all. A request that dies leaves the key ``in_progress``;
-after ``IDEMPOTENCY_LOCK_TIMEOUT_SECONDS`` a retry may take it over (nothing it did committed).
-The response is stored only while the request still holds the key (the ``locked_at`` it
-claimed it with): a request whose key was taken over meanwhile rolls back entirely and answers
-``409 idempotency_key_in_use``, so one key never commits two requests.
+A request with a key runs in one transaction (issue 13: one commit per create, not three). Its
+first statement takes the key's PostgreSQL advisory lock without waiting
+(``pg_try_advisory_xact_lock``) and reads the key's row: a concurrent request with the same key
+finds the lock taken and answers ``409 idempotency_key_in_use`` at once; a finished one's row is
+replayed. The handler then runs, and its answer is stored by inserting the key's row, in the
+same transaction: the payment and the stored response commit together or not at all, and the
+lock is released by that commit or rollback. A request that dies therefore leaves nothing: its
+transaction rolls back, the lock with it, and a retry runs anew. The key's unique constraint
+settles the one race the lock leaves open (a request that commits between another's snapshot
+and its lock): the loser's insert fails, it rolls back whole and answers from the winner's row.
+Rows ``in_progress`` come only from older releases, which claimed a key in a transaction of its
+own; they are honoured as they were (in use until ``IDEMPOTENCY_LOCK_TIMEOUT_SECONDS``).
 
 Which answers a key keeps (replayed with ``Idempotent-Replayed: true`` until it expires):
 
 * kept, final: every answer below 500 that the request itself earned: a success, a validation
   error (400, 422), a missing object (404), a decline (402), ``amount_exceeded``, and the state
   machine's refusal (``409 invalid_state_transition``: the payment's state answered the request);
-* not kept, the key is released and the next request with it runs: 5xx, an exception, and the
-  transient conflicts (``DomainError.transient``, ``common/errors.py``):
+* not kept, the request rolls back and the next request with the key runs: 5xx, an exception,
+  and the transient conflicts (``DomainError.transient``, ``common/errors.py``):
   ``409 version_conflict`` (stale ``If-Match``), ``409 operation_in_progress`` (another
   gateway operation is open) and ``409 idempotency_key_in_use``. Those describe other work at
   that moment, not the request, and nothing of the request committed.
@@ -24,8 +28,8 @@ Which answers a key keeps (replayed with ``Idempotent-Replayed: true`` until it 
 A key is kept for ``IDEMPOTENCY_KEY_TTL_HOURS``. Past it, the next request with the key runs
 anew, and the beat task ``idempotency_keys_purge`` deletes it, in batches of
 ``IDEMPOTENCY_PURGE_BATCH_SIZE``, every ``BEAT_IDEMPOTENCY_PURGE_SECONDS``. Neither ever forgets
-a key whose request is still running (``in_progress`` with a lock younger than the lock
-timeout), however old the key.
+a key whose request is still running: a request that found its key expired deletes the old row
+in its own transaction, so the purge (``SKIP LOCKED``) passes it by until that commits.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ from functools import wraps
 from typing import Any, overload
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 from rest_framework.exceptions import APIException
@@ -115,61 +119,68 @@ def idempotency_keys_purge(*, batch_size: int | None = None) -> int:
             return deleted
 
 
-def _claim(
-    *, merchant: Merchant, livemode: bool, key: str, method: str, path: str, fingerprint: str
-) -> IdempotencyKey | Response:
-    """Take the key for this request, or answer from what the key already holds."""
-    now = timezone.now()
-    for _ in range(2):
-        try:
-            with transaction.atomic():
-                return IdempotencyKey.objects.create(
-                    merchant=merchant,
-                    livemode=livemode,
-                    key=key,
-                    method=method,
-                    path=path,
-                    fingerprint=fingerprint,
-                    locked_at=now,
-                )
-        except IntegrityError:
-            pass
-        existing = IdempotencyKey.objects.filter(
-            merchant=merchant, livemode=livemode, key=key
-        ).first()
-        if existing is None:
-            continue  # released in between: claim again
-        if _forgettable(now).filter(pk=existing.pk).exists():
-            # Expired and not running: forget it (compare-and-delete, so only one request does)
-            # and claim anew. An expired key whose request still runs answers as in use.
-            _forgettable(now).filter(pk=existing.pk, locked_at=existing.locked_at).delete()
-            continue
-        if existing.fingerprint != fingerprint:
-            raise IdempotencyKeyReused(
-                "this Idempotency-Key was used with a different request",
-                param="Idempotency-Key",
-            )
-        if existing.state == IdempotencyKey.State.COMPLETED:
-            return Response(
-                existing.response_body,
-                status=existing.response_code,
-                headers={REPLAY_HEADER: "true"},
-            )
-        stale = now - timedelta(seconds=settings.IDEMPOTENCY_LOCK_TIMEOUT_SECONDS)
-        if existing.locked_at < stale:
-            taken = IdempotencyKey.objects.filter(
-                pk=existing.pk, state=IdempotencyKey.State.IN_PROGRESS, locked_at=existing.locked_at
-            ).update(locked_at=now)
-            if taken:
-                existing.locked_at = now
-                return existing
-        raise IdempotencyKeyInUse(
-            "a request with this Idempotency-Key is still being processed",
-            param="Idempotency-Key",
-        )
-    raise IdempotencyKeyInUse(
+# One statement: this transaction takes the key's advisory lock (without waiting) and reads
+# the key's row if there is one. The lock is the transaction's until it ends, so a concurrent
+# request with the key finds it taken and answers 409 at once; the unique constraint on the
+# key's row settles the one race the lock leaves (a request that committed between this
+# statement's snapshot and its lock: the second one's INSERT then fails, and it replays).
+_CLAIM_SQL = """
+SELECT pg_try_advisory_xact_lock(%s),
+       (SELECT id FROM payments_idempotencykey
+        WHERE merchant_id = %s AND livemode = %s AND key = %s)
+"""
+
+
+def _lock_id(merchant_id: str, livemode: bool, key: str) -> int:
+    """The key's advisory lock: 64 bits of a hash of what scopes it (a collision would only
+    make one of two unrelated requests answer 409 in use, one time in 2**64)."""
+    digest = hashlib.blake2b(
+        f"{merchant_id}\x00{int(livemode)}\x00{key}".encode(), digest_size=8
+    ).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def _in_use() -> IdempotencyKeyInUse:
+    return IdempotencyKeyInUse(
         "a request with this Idempotency-Key is still being processed", param="Idempotency-Key"
     )
+
+
+def _claim(*, merchant: Merchant, livemode: bool, key: str, fingerprint: str) -> Response | None:
+    """Inside the request's transaction: take the key for this request (``None``: run it), or
+    answer from what the key already holds (a replay), or raise ``IdempotencyKeyInUse`` /
+    ``IdempotencyKeyReused``."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _CLAIM_SQL, [_lock_id(merchant.pk, livemode, key), merchant.pk, livemode, key]
+        )
+        got, existing_id = cursor.fetchone()
+    if not got:
+        raise _in_use()
+    if existing_id is None:
+        return None
+    now = timezone.now()
+    existing = IdempotencyKey.objects.get(pk=existing_id)
+    if _forgettable(now).filter(pk=existing.pk).exists():
+        # Expired (or an in-progress row left by a request of an older release that died):
+        # forget it under the key's lock and run anew.
+        existing.delete()
+        return None
+    if existing.fingerprint != fingerprint:
+        raise IdempotencyKeyReused(
+            "this Idempotency-Key was used with a different request", param="Idempotency-Key"
+        )
+    if existing.state == IdempotencyKey.State.COMPLETED:
+        return Response(
+            existing.response_body, status=existing.response_code, headers={REPLAY_HEADER: "true"}
+        )
+    # In progress: a row an older release committed before its request ran. Past the lock
+    # timeout that request died (nothing of it committed): take the key over.
+    stale = now - timedelta(seconds=settings.IDEMPOTENCY_LOCK_TIMEOUT_SECONDS)
+    if existing.locked_at < stale:
+        existing.delete()
+        return None
+    raise _in_use()
 
 
 def _without(body: Any, fields: tuple[str, ...]) -> Any:
@@ -179,30 +190,14 @@ def _without(body: Any, fields: tuple[str, ...]) -> Any:
 
 
 class _NotStored(Exception):
-    """The answer is not the key's: roll the request back and release the key."""
+    """The answer is not the key's: roll the request back, key and all."""
 
     def __init__(self, response: Response) -> None:
         self.response = response
 
 
-class _Lost(_NotStored):
-    """The key is no longer this request's: roll back and leave the key to its new owner."""
-
-
-def _in_use(view: Any) -> Response:
-    return view.handle_exception(
-        IdempotencyKeyInUse(
-            "a request with this Idempotency-Key is still being processed",
-            param="Idempotency-Key",
-        )
-    )
-
-
-def _release(claimed: IdempotencyKey) -> None:
-    """Delete the key this request holds (not one another request took over meanwhile)."""
-    IdempotencyKey.objects.filter(
-        pk=claimed.pk, state=IdempotencyKey.State.IN_PROGRESS, locked_at=claimed.locked_at
-    ).delete()
+class _Raced(Exception):
+    """Another request with the key committed first: roll back, then answer from its row."""
 
 
 Replay = Callable[[MerchantUser, dict[str, Any]], dict[str, Any]]
@@ -258,51 +253,82 @@ def _idempotent(
         request.data  # noqa: B018 (parses, or raises)
         # Only a hand-built HttpRequest has no method; one routed to a view always has it.
         method = request.method or ""
-        claimed = _claim(
-            merchant=caller.merchant,
-            livemode=caller.livemode,
-            key=key,
-            method=method,
-            path=request.path,
-            fingerprint=request_fingerprint(method, request.path, body),
-        )
-        if isinstance(claimed, Response):
-            if replay is not None and claimed.status_code < 300:
-                claimed.data = replay(caller, claimed.data)
-            return claimed
-        try:
-            with transaction.atomic():
-                try:
-                    response = handler(view, request, *args, **kwargs)
-                except DomainError as exc:
-                    response = view.handle_exception(exc)
-                    if exc.transient:
-                        raise _NotStored(response) from exc
-                except APIException as exc:
-                    response = view.handle_exception(exc)
-                if response.status_code >= 500:
-                    raise _NotStored(response)
-                stored = IdempotencyKey.objects.filter(
-                    pk=claimed.pk,
-                    state=IdempotencyKey.State.IN_PROGRESS,
-                    locked_at=claimed.locked_at,
-                ).update(
+        fingerprint = request_fingerprint(method, request.path, body)
+        for _ in range(2):
+            try:
+                return _run_once(
+                    view,
+                    request,
+                    args,
+                    kwargs,
+                    handler=handler,
+                    caller=caller,
+                    key=key,
+                    fingerprint=fingerprint,
+                    secret_fields=secret_fields,
+                    replay=replay,
+                )
+            except _Raced:
+                continue  # the winner's row is committed now: the next pass answers from it
+        raise _in_use()
+
+    return wrapper
+
+
+def _run_once(
+    view: Any,
+    request: Request,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    *,
+    handler: Callable[..., Response],
+    caller: MerchantUser,
+    key: str,
+    fingerprint: str,
+    secret_fields: tuple[str, ...],
+    replay: Replay | None,
+) -> Response:
+    """One transaction: claim the key, run the handler, store its answer with the key's row.
+    Raises ``_Raced`` when another request's row won the unique constraint (nothing of this
+    one committed)."""
+    try:
+        with transaction.atomic():
+            claimed = _claim(
+                merchant=caller.merchant,
+                livemode=caller.livemode,
+                key=key,
+                fingerprint=fingerprint,
+            )
+            if claimed is not None:
+                if replay is not None and claimed.status_code < 300:
+                    claimed.data = replay(caller, claimed.data)
+                return claimed
+            try:
+                response = handler(view, request, *args, **kwargs)
+            except DomainError as exc:
+                response = view.handle_exception(exc)
+                if exc.transient:
+                    raise _NotStored(response) from exc
+            except APIException as exc:
+                response = view.handle_exception(exc)
+            if response.status_code >= 500:
+                raise _NotStored(response)
+            try:
+                IdempotencyKey.objects.create(
+                    merchant=caller.merchant,
+                    livemode=caller.livemode,
+                    key=key,
+                    method=request.method or "",
+                    path=request.path,
+                    fingerprint=fingerprint,
                     state=IdempotencyKey.State.COMPLETED,
+                    locked_at=timezone.now(),
                     response_code=response.status_code,
                     response_body=_without(response.data, secret_fields),
                 )
-                if not stored:
-                    # Taken over (or purged) after the lock timeout: another request owns the
-                    # key now, so nothing of this one may commit.
-                    raise _Lost(_in_use(view))
-        except _Lost as lost:
-            return lost.response
-        except _NotStored as not_stored:
-            _release(claimed)
-            return not_stored.response
-        except BaseException:
-            _release(claimed)
-            raise
-        return response
-
-    return wrapper
+            except IntegrityError as exc:
+                # Raised on at once, so the transaction (aborted by the error) rolls back whole.
+                raise _Raced from exc
+    except _NotStored as not_stored:
+        return not_stored.response
+    return response

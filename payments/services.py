@@ -75,9 +75,13 @@ def payment_create(
     The caller validated the input (``PaymentCreateInputSerializer``). The payment, its
     ``payment.initiated`` event and the outbox row commit together; the processing task is
     sent only after that commit.
+
+    Inside a caller's transaction (the Idempotency-Key's) it takes no savepoint of its own: it
+    raises nothing after its first write but database errors, on which the caller's whole
+    transaction rolls back anyway (issue 13: two round trips fewer per create).
     """
-    with transaction.atomic():
-        payment = Payment.objects.create(
+    with transaction.atomic(savepoint=False):
+        payment = Payment(
             merchant=merchant,
             amount=amount,
             currency=currency,
@@ -96,6 +100,7 @@ def payment_create(
             from_status="",
             actor=actor,
             changes=initial,
+            insert=True,
         )
         _send_after_commit("payment_process", payment.id)
     return payment

@@ -47,6 +47,7 @@ from .serializers import (
     RefundListParamsSerializer,
     RefundListSerializer,
     RefundOutputSerializer,
+    payment_representation,
 )
 
 # A version number, bare or quoted as an ETag is, in ASCII digits (str.isdigit() also took "²",
@@ -111,7 +112,7 @@ class PaymentListCreateApi(APIView):
             merchant_reference=data["merchant_reference"],
             metadata=data["metadata"],
         )
-        return Response(PaymentOutputSerializer(payment).data, status=status.HTTP_201_CREATED)
+        return Response(payment_representation(payment), status=status.HTTP_201_CREATED)
 
     @extend_schema(
         operation_id="payments_list",
@@ -133,7 +134,7 @@ class PaymentDetailApi(APIView):
     )
     def get(self, request: Request, payment_id: str) -> Response:
         payment = selectors.payment_get(**owner(request), payment_id=payment_id)
-        return Response(PaymentOutputSerializer(payment).data)
+        return Response(payment_representation(payment))
 
     @extend_schema(
         operation_id="payments_update",
@@ -152,7 +153,7 @@ class PaymentDetailApi(APIView):
             description=body.get("description"),
             expected_version=_expected_version(request),
         )
-        return Response(PaymentOutputSerializer(payment).data)
+        return Response(payment_representation(payment))
 
 
 class PaymentEventsApi(APIView):
@@ -186,7 +187,7 @@ class PaymentCaptureApi(APIView):
             amount=body["amount"],
             expected_version=_expected_version(request),
         )
-        return Response(PaymentOutputSerializer(payment).data)
+        return Response(payment_representation(payment))
 
 
 class PaymentCancelApi(APIView):
@@ -208,7 +209,7 @@ class PaymentCancelApi(APIView):
             actor=merchant_user(request).actor,
             expected_version=_expected_version(request),
         )
-        return Response(PaymentOutputSerializer(payment).data)
+        return Response(payment_representation(payment))
 
 
 class PaymentRefundsApi(APIView):

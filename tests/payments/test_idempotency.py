@@ -273,22 +273,33 @@ def _post_in_thread(api: MerchantClient, results: dict[str, object], slot: str) 
     return thread
 
 
+def _holds_a_key() -> bool:
+    """Whether some request holds an Idempotency-Key: its transaction's advisory lock."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted")
+        return cursor.fetchone()[0] > 0
+
+
 def _blocked_first_request(api: MerchantClient, results: dict[str, object]) -> tuple:
     """Start a request with key-1 that claims the key and then waits (its payment INSERT is
     held by a SHARE lock on the payment table, taken on another connection)."""
     blocker = _raw_connection()
     blocker.execute("LOCK TABLE payments_payment IN SHARE MODE")
     thread = _post_in_thread(api, results, "first")
-    wait_until(IdempotencyKey.objects.filter(key="key-1").exists)
+    wait_until(_holds_a_key)
     return blocker, thread
 
 
 @pytest.mark.django_db(transaction=True)
-def test_an_expired_key_whose_request_still_runs_is_not_taken_over() -> None:
+@override_settings(IDEMPOTENCY_KEY_TTL_HOURS=24)
+def test_an_expired_key_whose_new_request_still_runs_is_not_run_twice() -> None:
+    """The first request found the key expired and runs anew; a retry meanwhile is 409, not a
+    second run (the expired row it deleted is not the second request's to take)."""
     api = make_client()
+    old = post(api, VISA)
+    IdempotencyKey.objects.update(created_at=timezone.now() - timedelta(hours=25))
     results: dict[str, object] = {}
     blocker, thread = _blocked_first_request(api, results)
-    IdempotencyKey.objects.update(created_at=timezone.now() - timedelta(hours=25))
     taker = _post_in_thread(api, results, "second")
     taker.join(timeout=10)  # answered at once, or blocked behind the first (the old defect)
     blocker.rollback()
@@ -300,32 +311,60 @@ def test_an_expired_key_whose_request_still_runs_is_not_taken_over() -> None:
         "idempotency_key_in_use",
     )
     assert results["first"].status_code == 201
-    assert Payment.objects.count() == 1
+    assert results["first"].json()["id"] != old.json()["id"]
+    assert Payment.objects.count() == 2
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_request_whose_key_was_taken_over_commits_nothing() -> None:
-    """A request outlives the lock timeout and a retry takes its key over: only one of the two
-    may commit, or the merchant gets two payments for one key."""
+@override_settings(IDEMPOTENCY_LOCK_TIMEOUT_SECONDS=0)
+def test_a_request_past_the_lock_timeout_still_holds_its_key() -> None:
+    """However long a request runs, a retry with its key is 409 until it ends: its key is held
+    by its transaction, not by a timestamp, so one key never commits two requests."""
     api = make_client()
     results: dict[str, object] = {}
     blocker, thread = _blocked_first_request(api, results)
-    IdempotencyKey.objects.update(locked_at=timezone.now() - timedelta(hours=1))
     taker = _post_in_thread(api, results, "second")
-    wait_until(
-        lambda: IdempotencyKey.objects.filter(
-            locked_at__gt=timezone.now() - timedelta(minutes=1)
-        ).exists()
-    )
+    taker.join(timeout=10)
     blocker.rollback()
     blocker.close()
     thread.join(timeout=30)
     taker.join(timeout=30)
-    assert sorted(r.status_code for r in (results["first"], results["second"])) == [201, 409]
+    assert [results["first"].status_code, results["second"].status_code] == [201, 409]
     assert Payment.objects.count() == 1
     replay = post(api, VISA)
     assert replay["Idempotent-Replayed"] == "true"
     assert replay.json()["id"] == Payment.objects.get().id
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_request_that_loses_the_race_to_the_key_row_rolls_back_and_replays() -> None:
+    """The race the advisory lock leaves: another request's row for the key commits while this
+    one runs (here written straight to the table by the connection that holds this request).
+    This one's insert of the key row fails; it must then commit nothing and answer with the
+    row that won, never a second payment."""
+    from payments.idempotency import request_fingerprint
+
+    api = make_client()
+    results: dict[str, object] = {}
+    blocker, thread = _blocked_first_request(api, results)
+    blocker.execute(
+        "INSERT INTO payments_idempotencykey (merchant_id, livemode, key, method, path,"
+        " fingerprint, state, locked_at, response_code, response_body, created_at)"
+        " VALUES (%s, false, 'key-1', 'POST', '/v1/payments', %s, 'completed', now(), 201,"
+        " %s, now())",
+        [
+            api.merchant.pk,
+            request_fingerprint("POST", "/v1/payments", json.dumps(VISA).encode()),
+            json.dumps({"id": "pay_winner"}),
+        ],
+    )
+    blocker.commit()
+    blocker.close()
+    thread.join(timeout=30)
+    assert results["first"].status_code == 201
+    assert results["first"]["Idempotent-Replayed"] == "true"
+    assert results["first"].json() == {"id": "pay_winner"}
+    assert Payment.objects.count() == 0
 
 
 # --- expired keys are purged by beat ---
@@ -363,21 +402,25 @@ def test_the_purge_deletes_keys_past_the_retention_in_batches(api: MerchantClien
 
 @pytest.mark.django_db(transaction=True)
 @override_settings(IDEMPOTENCY_KEY_TTL_HOURS=24)
-def test_the_purge_keeps_an_expired_key_whose_request_still_runs() -> None:
+def test_the_purge_leaves_an_expired_key_that_a_running_request_renews() -> None:
+    """A request found its key expired and runs anew (it holds the old row, deleted in its
+    transaction): the purge skips that row, and the request's answer is what the key keeps."""
     from payments.tasks import idempotency_keys_purge
 
     api = make_client()
+    post(api, VISA)
+    IdempotencyKey.objects.update(created_at=timezone.now() - timedelta(hours=25))
     results: dict[str, object] = {}
     blocker, thread = _blocked_first_request(api, results)
-    IdempotencyKey.objects.update(created_at=timezone.now() - timedelta(hours=25))
     purged = idempotency_keys_purge.apply().get()
-    kept = IdempotencyKey.objects.filter(key="key-1").exists()
     blocker.rollback()
     blocker.close()
     thread.join(timeout=30)
-    assert (purged, kept) == (0, True)
+    assert purged == 0
     assert results["first"].status_code == 201
-    assert IdempotencyKey.objects.get(key="key-1").response_body["id"] == Payment.objects.get().id
+    assert (
+        IdempotencyKey.objects.get(key="key-1").response_body["id"] == results["first"].json()["id"]
+    )
 
 
 @pytest.mark.django_db

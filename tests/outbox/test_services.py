@@ -1,0 +1,67 @@
+"""Writing outbox rows: the row and its consumer marks in the event's transaction, and one kick
+of the relay and the consumers per transaction, however many events it writes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.db import connection, transaction
+from django_redis import get_redis_connection
+
+from outbox.models import OutboxConsumerMark, OutboxMessage
+from outbox.registry import consumer_names
+from outbox.services import CONSUMERS_KICK_KEY, KICK_KEY, outbox_message_create
+
+
+def _write(number: int) -> None:
+    outbox_message_create(
+        event_id=f"evt_kick{number}",
+        event_type="payment.processing",
+        aggregate_type="payment",
+        aggregate_id="pay_kick",
+        sequence=number,
+        merchant_id="mer_kick",
+        payload={"id": f"evt_kick{number}", "n": number, "text": 'é \\ "'},
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_three_events_in_one_transaction_kick_the_relay_and_consumers_once(
+    settings: Any,
+) -> None:
+    redis = get_redis_connection("default")
+    redis.delete(KICK_KEY, CONSUMERS_KICK_KEY, settings.CELERY_OUTBOX_QUEUE)
+    with transaction.atomic():
+        for number in (1, 2, 3):
+            _write(number)
+        after_commit = len(connection.run_on_commit)
+    queued = redis.llen(settings.CELERY_OUTBOX_QUEUE)
+    assert after_commit == 1
+    assert queued == 2  # one relay run, one consumers run
+    assert (redis.get(KICK_KEY), redis.get(CONSUMERS_KICK_KEY)) == (b"1", b"1")
+
+
+@pytest.mark.django_db
+def test_the_row_and_one_mark_per_consumer_are_written_as_given() -> None:
+    with transaction.atomic():
+        _write(7)
+    row = OutboxMessage.objects.get(event_id="evt_kick7")
+    marks = OutboxConsumerMark.objects.filter(message=row).order_by("id")
+    assert (row.state, row.attempts, row.sequence, row.aggregate_id) == (
+        "pending",
+        0,
+        7,
+        "pay_kick",
+    )
+    assert row.payload == {"id": "evt_kick7", "n": 7, "text": 'é \\ "'}
+    assert [m.consumer for m in marks] == consumer_names()
+    assert {(m.event_id, m.aggregate_id, m.sequence, m.applied_at) for m in marks} == {
+        ("evt_kick7", "pay_kick", 7, None)
+    }
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_outbox_row_outside_a_transaction_is_refused() -> None:
+    with pytest.raises(transaction.TransactionManagementError):
+        _write(9)
