@@ -93,6 +93,9 @@ _PUBLISH_METHOD = pack(">HH", *spec.Basic.Publish)
 # priority (bits 15 to 11) and message_id (bit 7).
 _PROPERTY_FLAGS = pack(">H", 0xF800 | 1 << 7)
 _PROPERTY_FORMAT = "ssFoos"
+_CONTENT_TYPE, _CONTENT_ENCODING = "application/json", "utf-8"
+_PROPERTIES_PREFIX = _PROPERTY_FLAGS + amqp_dumps("ss", (_CONTENT_TYPE, _CONTENT_ENCODING))
+_INT_LIMIT = 2147483647  # py-amqp writes a table int within +-this as "I", else as "L"
 # Bytes written between two reads of what the broker sent meanwhile (its confirms), so that
 # neither side's socket buffer can fill while the other waits for it.
 _WRITE_CHUNK_BYTES = 256 * 1024
@@ -114,6 +117,46 @@ def _connection_errors(connection: Connection) -> tuple[type[BaseException], ...
         OSError,
         TimeoutError,
     )
+
+
+def _properties(headers: dict[str, Any], delivery_mode: int, message_id: str) -> bytes:
+    """An event's property list as py-amqp's ``Message._serialize_properties`` writes it
+    (content type, encoding, headers, delivery mode, priority 0, message id).
+
+    The headers table (text and small integers) is written here directly: py-amqp's generic
+    serializer took more time per message than the broker did. Any other value, or a name
+    too long for a short string, goes through py-amqp's serializer.
+    """
+    table: list[bytes] = []
+    for key, value in headers.items():
+        name = key.encode("utf-8", "surrogatepass")  # as py-amqp encodes text
+        if len(name) > 255:
+            return _properties_by_amqp(headers, delivery_mode, message_id)
+        if type(value) is str:
+            data = value.encode("utf-8", "surrogatepass")
+            table.append(pack(">B", len(name)) + name + b"S" + pack(">I", len(data)) + data)
+        elif type(value) is int and -_INT_LIMIT <= value <= _INT_LIMIT:
+            table.append(pack(">B", len(name)) + name + pack(">ci", b"I", value))
+        else:
+            return _properties_by_amqp(headers, delivery_mode, message_id)
+    encoded = b"".join(table)
+    identifier = message_id.encode("utf-8", "surrogatepass")
+    if len(identifier) > 255:
+        return _properties_by_amqp(headers, delivery_mode, message_id)
+    return b"".join(
+        (
+            _PROPERTIES_PREFIX,
+            pack(">I", len(encoded)),
+            encoded,
+            pack(">BBB", delivery_mode, 0, len(identifier)),
+            identifier,
+        )
+    )
+
+
+def _properties_by_amqp(headers: dict[str, Any], delivery_mode: int, message_id: str) -> bytes:
+    values = (_CONTENT_TYPE, _CONTENT_ENCODING, headers, delivery_mode, 0, message_id)
+    return _PROPERTY_FLAGS + amqp_dumps(_PROPERTY_FORMAT, values)
 
 
 class EventBus:
@@ -326,20 +369,8 @@ class EventBus:
             if method is None:
                 method = _PUBLISH_METHOD + amqp_dumps("Bssbb", (0, exchange, routing_key, 0, 0))
                 self._publish_methods[routing_key] = method
-            header = (
-                pack(">HHQ", spec.Basic.CLASS_ID, 0, len(body))
-                + _PROPERTY_FLAGS
-                + amqp_dumps(
-                    _PROPERTY_FORMAT,
-                    (
-                        "application/json",
-                        "utf-8",
-                        headers,
-                        properties["delivery_mode"],
-                        0,
-                        properties["message_id"],
-                    ),
-                )
+            header = pack(">HHQ", spec.Basic.CLASS_ID, 0, len(body)) + _properties(
+                headers, properties["delivery_mode"], properties["message_id"]
             )
             append(pack(">BHI", _METHOD_FRAME, channel_id, len(method)))
             append(method)
