@@ -298,8 +298,13 @@ def outbox_relay_run() -> int:
     """
     redis = get_redis_connection("default")
     try:
-        redis.delete(KICK_KEY)
-        if redis.exists(OUTAGE_KEY):
+        # One round trip: clear the kick (an event committed from now on kicks again) and
+        # look for an outage backoff.
+        pipe = redis.pipeline(transaction=False)
+        pipe.delete(KICK_KEY)
+        pipe.exists(OUTAGE_KEY)
+        _cleared, backing_off = pipe.execute()
+        if backing_off:
             return 0
     except RedisError:
         logger.warning("relay coordination in Redis failed; relaying anyway", exc_info=True)
