@@ -56,20 +56,27 @@ OUTAGE_KEY = "aegispay:outbox:outage"
 OUTAGES_KEY = "aegispay:outbox:outages"
 
 # Heads: the oldest unpublished event of each aggregate, due, not taken by another relay.
-_CLAIM_HEADS = """
+# Read in the order of the partial index ``outbox_pending_idx`` (next_attempt_at, id WHERE
+# pending) in two ranges, rows due for a retry and then rows never tried (next_attempt_at IS
+# NULL), so a pass reads only pending rows: ORDER BY id over the table walked every published
+# row still kept (OUTBOX_RETENTION_HOURS) ahead of the first pending one, and rows backing off
+# are never read. Within the second range the order is id order.
+_HEADS = """
 SELECT m.id, m.event_id, m.event_type, m.aggregate_type, m.aggregate_id, m.sequence,
        m.merchant_id, m.payload, m.attempts
 FROM outbox_outboxmessage m
 WHERE m.state = 'pending'
-  AND (m.next_attempt_at IS NULL OR m.next_attempt_at <= now())
+  AND {due}
   AND NOT EXISTS (
       SELECT 1 FROM outbox_outboxmessage e
       WHERE e.aggregate_id = m.aggregate_id AND e.state <> 'published' AND e.sequence < m.sequence
   )
-ORDER BY m.id
+ORDER BY m.next_attempt_at, m.id
 LIMIT %s
 FOR UPDATE SKIP LOCKED
 """
+_CLAIM_RETRY_HEADS = _HEADS.format(due="m.next_attempt_at <= now()")
+_CLAIM_NEW_HEADS = _HEADS.format(due="m.next_attempt_at IS NULL")
 
 # The rows behind the claimed heads. No other relay can hold them (their head is ours and
 # unpublished), SKIP LOCKED only guards against surprises; gaps are cut off below.
@@ -81,6 +88,14 @@ WHERE aggregate_id = ANY(%s) AND state = 'pending' AND NOT (id = ANY(%s))
 ORDER BY aggregate_id, sequence
 LIMIT %s
 FOR UPDATE SKIP LOCKED
+"""
+
+# One statement for the pass's published rows, their ids as one array parameter (already
+# locked by the claim).
+_MARK_PUBLISHED = """
+UPDATE outbox_outboxmessage
+SET state = 'published', published_at = %s, next_attempt_at = NULL, last_error = ''
+WHERE id = ANY(%s)
 """
 
 
@@ -136,8 +151,11 @@ def _json(value: Any) -> dict[str, Any]:
 def _claim(batch_size: int) -> list[_Row]:
     """Lock up to ``batch_size`` publishable rows, each aggregate's in sequence order."""
     with connection.cursor() as cursor:
-        cursor.execute(_CLAIM_HEADS, [batch_size])
+        cursor.execute(_CLAIM_RETRY_HEADS, [batch_size])
         heads = _rows(cursor)
+        if len(heads) < batch_size:
+            cursor.execute(_CLAIM_NEW_HEADS, [batch_size - len(heads)])
+            heads += _rows(cursor)
         room = batch_size - len(heads)
         if not heads or room <= 0:
             return heads
@@ -239,13 +257,8 @@ def outbox_relay_pass(*, batch_size: int | None = None, bus: EventBus | None = N
                 failed += 1
                 dead += _record_failure(row, str(refusal))
         if published:
-            published.sort(key=lambda r: r.id)
-            OutboxMessage.objects.filter(pk__in=[r.id for r in published]).update(
-                state=OutboxMessage.State.PUBLISHED,
-                published_at=timezone.now(),
-                next_attempt_at=None,
-                last_error="",
-            )
+            with connection.cursor() as cursor:
+                cursor.execute(_MARK_PUBLISHED, [timezone.now(), sorted(r.id for r in published)])
     if bus_down:
         logger.warning("event bus unavailable; the relay backs off")
     return RelayResult(
@@ -285,8 +298,13 @@ def outbox_relay_run() -> int:
     """
     redis = get_redis_connection("default")
     try:
-        redis.delete(KICK_KEY)
-        if redis.exists(OUTAGE_KEY):
+        # One round trip: clear the kick (an event committed from now on kicks again) and
+        # look for an outage backoff.
+        pipe = redis.pipeline(transaction=False)
+        pipe.delete(KICK_KEY)
+        pipe.exists(OUTAGE_KEY)
+        _cleared, backing_off = pipe.execute()
+        if backing_off:
             return 0
     except RedisError:
         logger.warning("relay coordination in Redis failed; relaying anyway", exc_info=True)

@@ -87,6 +87,17 @@ def test_messages_are_persistent_and_carry_the_event_id(listener: Listener) -> N
     assert properties["headers"]["sequence"] == 1
 
 
+def test_a_message_larger_than_one_frame_arrives_whole(listener: Listener) -> None:
+    payment = payment_in(merchant(), "initiated")
+    row = OutboxMessage.objects.get(aggregate_id=payment.id)
+    large = {**row.payload, "note": "x" * 300_000}  # above RabbitMQ's frame_max (131,072)
+    OutboxMessage.objects.filter(pk=row.pk).update(payload=large)
+
+    assert outbox_relay_drain().published == 1
+
+    assert listener.drain(expect=1) == [large]
+
+
 def test_a_later_event_waits_while_an_earlier_one_of_its_payment_is_unpublished(
     listener: Listener,
 ) -> None:
@@ -256,6 +267,38 @@ def test_rabbitmq_nacks_are_refusals_of_the_one_message(
     assert (result.published, result.failed) == (1, 1)
     refused = OutboxMessage.objects.get(aggregate_id=payment.id, sequence=2)
     assert refused.attempts == 1 and "nacked" in refused.last_error
+
+
+@pytest.mark.parametrize("bus_url", ["amqp"], indirect=True)
+def test_rabbitmq_nacks_within_a_wave_refuse_only_their_own_messages(
+    bus_url: str, listener: Listener, settings: Any
+) -> None:
+    shop = merchant()
+    # Ids in the order nacked, acked, nacked, acked: one wave of four payments' next events.
+    payments = [payment_in(shop, status) for status in ("processing", "initiated") * 2]
+    OutboxMessage.objects.filter(
+        sequence=1, aggregate_id__in=[payments[0].id, payments[2].id]
+    ).update(state="published")
+    with bus_connection(bus_url) as conn:  # a full queue that makes the broker nack
+        full = Queue(
+            f"aegispay.test.full.{uuid.uuid4().hex[:8]}",
+            exchange=event_exchange(),
+            routing_key="payment.processing",
+            queue_arguments={"x-max-length": 0, "x-overflow": "reject-publish"},
+        )
+        full(conn.default_channel).declare()
+        try:
+            result = outbox_relay_pass()
+        finally:
+            full(conn.default_channel).delete()
+
+    assert (result.claimed, result.published, result.failed) == (4, 2, 2)
+    refused = OutboxMessage.objects.filter(attempts=1, last_error__contains="nacked")
+    assert sorted(refused.values_list("aggregate_id", flat=True)) == sorted(
+        [payments[0].id, payments[2].id]
+    )
+    # A nacked message may still sit in the other bound queue: only the acked ones must.
+    assert {payments[1].id, payments[3].id} <= {b["payment"] for b in listener.drain(expect=2)}
 
 
 def test_requeue_leaves_rows_that_are_not_dead_alone(bus_url: str) -> None:
