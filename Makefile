@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 .PHONY: help install lock run test lint migrate clean-data fault-run routing-simulation router-latency \
-	relay-bench replay-bench admin-bench serve-bench chromium simulate schemathesis \
+	relay-bench replay-bench admin-bench serve-bench bench-lifecycle chromium simulate schemathesis \
 	wrk bench-api
 
 help:
@@ -30,6 +30,7 @@ help:
 	@echo "make admin-bench         the admin payment list with a million payments (ms per page)"
 	@echo "make bench-api           POST/GET /v1/payments against a bare DRF reference: req/s, p50, p99, ratio"
 	@echo "make serve-bench         gunicorn worker classes and counts under wrk (req/s, p50, p99)"
+	@echo "make bench-lifecycle     payments end to end through the make run processes (payments/s, stage p50/p90/p99)"
 	@echo "make simulate            the deterministic fault simulator: SEEDS=500 seeds, JOBS processes (SEED=N replays one)"
 	@echo "make schemathesis        schemathesis against the served OpenAPI schema, gunicorn on embedded services (BENCH_ARGS=...)"
 
@@ -126,6 +127,12 @@ wrk:
 # the production server, in one run: req/s, p50, p99 and the ratios.
 bench-api: $(STAMP) wrk
 	$(VPY) -m embedded bench api $(BENCH_ARGS)
+
+# Payments end to end (bench/lifecycle.py): POST /v1/payments to completed, through gunicorn, the
+# worker, the relay and beat as make run starts them. BENCH_ARGS="--payments N --rate R" (R=0:
+# as fast as possible), --connections, --timeout, --json PATH.
+bench-lifecycle: $(STAMP)
+	$(VPY) -m embedded bench lifecycle $(BENCH_ARGS)
 
 # The deterministic fault simulator (bench/simulate.py): SEEDS seeds from FIRST_SEED, shared by
 # JOBS processes (default: one per CPU), or replay one with SEED=N (its steps printed). CI runs
