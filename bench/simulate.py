@@ -275,6 +275,10 @@ class SimGateway:
     and then fail (a 5xx after the charge; an answer lost on the way back); ``decline``.
     """
 
+    # Run in the worker's own thread, as the sandbox and the SDK adapters are
+    # (gateways/resilience.py): its timeouts are raised, never slept.
+    enforces_deadline = True
+
     def __init__(self, name: str, world: World) -> None:
         self.name = name
         self.world = world

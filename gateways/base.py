@@ -7,7 +7,9 @@ crosses this boundary.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol, runtime_checkable
@@ -153,6 +155,19 @@ class GatewayResult:
     def is_unknown(self) -> bool:
         """True when the operation may or may not have been taken (look it up before acting)."""
         return self.outcome is Outcome.UNKNOWN
+
+
+# When ``call_gateway`` runs an adapter in the caller's own thread (an adapter whose
+# ``enforces_deadline`` is true), the moment (``time.monotonic()``) by which the call must have
+# answered. Such an adapter bounds what it does by it, as an SDK bounds a request by its HTTP
+# client's timeout: it never waits past it. ``None`` outside such a call.
+CALL_DEADLINE: ContextVar[float | None] = ContextVar("gateway_call_deadline", default=None)
+
+
+def seconds_left() -> float | None:
+    """The time left before ``CALL_DEADLINE`` (never below 0), or ``None`` when none is set."""
+    deadline = CALL_DEADLINE.get()
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
 
 
 @runtime_checkable

@@ -13,10 +13,17 @@
 For ``lookup``, which changes nothing at the gateway, a timeout or an exception is
 RETRYABLE_ERROR instead of UNKNOWN: asking again is always safe.
 
-The call runs in its own daemon thread so that it can be abandoned at the deadline. The thread
-keeps its bulkhead slot until the call really ends (the gateway is still serving it, so it
-still counts against the gateway's concurrency), and closes its own database connection. A
-thread per call, rather than a pool, means hung calls can never queue up the calls behind
+An adapter that bounds its own calls by the deadline (``enforces_deadline``, as the sandbox
+does and as an SDK does with its HTTP client's timeout) runs in the caller's thread, on the
+caller's database connection, when no transaction is open there: an answer that comes at or
+after the deadline is taken as no answer (``gateway_timeout``), as it would be from a thread.
+Issue 13: a thread and a new database connection per call cost more than a zero-latency
+sandbox call itself.
+
+Any other adapter runs in its own daemon thread so that it can be abandoned at the deadline.
+The thread keeps its bulkhead slot until the call really ends (the gateway is still serving it,
+so it still counts against the gateway's concurrency), and closes its own database connection.
+A thread per call, rather than a pool, means hung calls can never queue up the calls behind
 them; a worker that exits does not wait for them.
 """
 
@@ -35,7 +42,7 @@ from django.conf import settings
 from django.db import connection
 from redis.exceptions import RedisError
 
-from gateways.base import GatewayAdapter, GatewayResult, Operation, Outcome
+from gateways.base import CALL_DEADLINE, GatewayAdapter, GatewayResult, Operation, Outcome
 from gateways.breaker import CircuitBreaker, breaker_for
 from gateways.bulkhead import Bulkhead, bulkhead_for
 from gateways.registry import get_gateway
@@ -115,6 +122,12 @@ def call_gateway(
         return refused(BULKHEAD_FULL)
 
     started = time.monotonic()
+    if getattr(adapter, "enforces_deadline", False) and not connection.in_atomic_block:
+        answer = _call_inline(call, adapter, bulkhead, token, deadline=started + limit)
+        if isinstance(answer, str):
+            logger.warning("gateway %s: %s %s: %s", gateway, op, reference, answer)
+            answer = _made_up(gateway, op, reference, _unsure(op), answer)
+        return _finish(breaker, answer, started)
     try:
         future = _start(call, adapter, bulkhead, token, name=f"gateway-{gateway}-{op}")
     except BaseException:
@@ -132,13 +145,18 @@ def call_gateway(
     except Exception:
         logger.exception("gateway %s: %s %s raised", gateway, op, reference)
         result = _made_up(gateway, op, reference, _unsure(op), GATEWAY_EXCEPTION)
+    return _finish(breaker, result, started)
+
+
+# --- internals ---
+
+
+def _finish(breaker: CircuitBreaker, result: GatewayResult, started: float) -> GatewayResult:
+    """The result with its wall-time latency, fed to the breaker."""
     latency_ms = round((time.monotonic() - started) * 1000)
     result = dataclasses.replace(result, latency_ms=latency_ms)
     _record(breaker, result)
     return result
-
-
-# --- internals ---
 
 
 def _start(
@@ -175,6 +193,36 @@ def _start(
 
     threading.Thread(target=context.run, args=(run,), name=name, daemon=True).start()
     return future
+
+
+def _call_inline(
+    call: Callable[[GatewayAdapter], GatewayResult],
+    adapter: GatewayAdapter,
+    bulkhead: Bulkhead,
+    token: str,
+    *,
+    deadline: float,
+) -> GatewayResult | str:
+    """Run ``call(adapter)`` in this thread under ``CALL_DEADLINE``: its result, or the code of
+    the answer to make up (``gateway_timeout``: it raised ``TimeoutError`` or answered at or
+    after the deadline; ``gateway_exception``: it raised). The slot is released however it
+    ends."""
+    context = CALL_DEADLINE.set(deadline)
+    try:
+        result = call(adapter)
+        if not isinstance(result, GatewayResult):
+            raise TypeError(f"the gateway call returned {result!r}, not a GatewayResult")
+    except TimeoutError:
+        return GATEWAY_TIMEOUT
+    except Exception:
+        logger.exception("gateway call raised")
+        return GATEWAY_EXCEPTION
+    finally:
+        CALL_DEADLINE.reset(context)
+        _quietly(lambda: bulkhead.release(token))
+    if time.monotonic() >= deadline:
+        return GATEWAY_TIMEOUT  # the caller has given up by now, as it would on a thread
+    return result
 
 
 def _close_connection() -> None:

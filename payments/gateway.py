@@ -440,12 +440,12 @@ def _attempt_data(attempt: PaymentAttempt, sent: Sent) -> dict[str, Any]:
 def authorize_record(*, plan: GatewayPlan, sent: Sent, final: bool = False) -> Payment:
     """Record the verdict on an authorize attempt, with the transition it implies.
 
-    ``succeeded`` -> ``authorized`` (for automatic capture a capture attempt is opened and
-    queued); ``declined`` -> ``failed``; ``not_taken`` -> the attempt closes as ``error``
-    (``payment.attempt_failed``) and the next run tries the next gateway, or with ``final``
-    the payment fails; ``unknown`` -> the attempt stays open as ``unknown`` and the payment
-    ``processing``, whatever ``final`` says. Raises ``FenceLost`` when another sender planned
-    the attempt since; idempotent for a closed attempt.
+    ``succeeded`` -> ``authorized`` (for automatic capture a capture attempt is opened, which
+    ``authorize_run`` sends next); ``declined`` -> ``failed``; ``not_taken`` -> the attempt
+    closes as ``error`` (``payment.attempt_failed``) and the next run tries the next gateway,
+    or with ``final`` the payment fails; ``unknown`` -> the attempt stays open as ``unknown``
+    and the payment ``processing``, whatever ``final`` says. Raises ``FenceLost`` when another
+    sender planned the attempt since; idempotent for a closed attempt.
     """
     with locked(plan.payment_id) as payment:
         attempt = _fenced_attempt(plan)
@@ -474,10 +474,12 @@ def authorize_record(*, plan: GatewayPlan, sent: Sent, final: bool = False) -> P
                 data=data,
             )
             if payment.capture_method == "automatic":
-                capture = _open_attempt(
+                # Sent by the run that recorded this (``authorize_run``), at once, without a
+                # task of its own; a run that dies before sending it leaves it open, and the
+                # next run of the payment or the reconciler sends it.
+                _open_attempt(
                     payment, operation=AttemptOperation.CAPTURE, amount=payment.amount_authorized
                 )
-                _send_after_commit("payment_operation_execute", capture.id)
         elif sent.verdict is Verdict.DECLINED or (final and sent.verdict is Verdict.NOT_TAKEN):
             declined = sent.verdict is Verdict.DECLINED
             _finish_attempt(
@@ -683,9 +685,11 @@ def _run(
 def authorize_run(
     *, payment_id: str, retries: int = 0, checkpoint: Checkpoint = _no_checkpoint
 ) -> Next:
-    """One run of a payment's authorize (see ``authorize_plan`` and ``authorize_record``)."""
+    """One run of a payment's authorize (see ``authorize_plan`` and ``authorize_record``), and,
+    once the payment is authorised for automatic capture, its capture in the same run
+    (``automatic_capture_run``)."""
     try:
-        return _run(
+        step = _run(
             payment_id,
             payment_id,
             lambda fence: authorize_plan(
@@ -700,6 +704,31 @@ def authorize_run(
         return Next.DONE
     except OperationInProgress:
         return Next.DONE  # another operation of the payment is open; the reconciler backs it up
+    if step is Next.DONE:
+        automatic_capture_run(payment_id=payment_id, checkpoint=checkpoint)
+    return step
+
+
+def automatic_capture_run(*, payment_id: str, checkpoint: Checkpoint = _no_checkpoint) -> None:
+    """Send the open capture attempt of an authorised automatic-capture payment now, in the run
+    that authorised it (issue 13: a task of its own queued behind new payments cost a hop per
+    payment). When that run cannot finish it (the lock is busy, the gateway answers
+    retryably or not at all), its own task takes over, with its retries and backoff."""
+    capture_id = (
+        PaymentAttempt.objects.filter(
+            payment_id=payment_id,
+            payment__status=PaymentStatus.AUTHORIZED,
+            payment__capture_method="automatic",
+            operation=AttemptOperation.CAPTURE,
+            status__in=OPEN_ATTEMPT_STATUSES,
+        )
+        .values_list("id", flat=True)
+        .first()
+    )
+    if capture_id is None:
+        return
+    if operation_run(attempt_id=capture_id, checkpoint=checkpoint) is not Next.DONE:
+        _send_after_commit("payment_operation_execute", capture_id)
 
 
 def operation_run(

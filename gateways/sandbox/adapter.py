@@ -22,6 +22,7 @@ from gateways.base import (
     Outcome,
     RefundRequest,
     VoidRequest,
+    seconds_left,
 )
 from gateways.chaos import ChaosConfig, Fault, decide, get_chaos
 from gateways.models import SandboxLedgerEntry, SandboxOperation, SandboxRequest
@@ -71,6 +72,11 @@ class SandboxGateway:
     ``latency_ms`` overrides ``settings.SANDBOX_LATENCY_MS`` (read at each call) as the
     simulated network latency slept on every call.
     """
+
+    # Its calls never wait past the caller's deadline (``gateways.base.CALL_DEADLINE``: the
+    # simulated latency is cut at it), so ``call_gateway`` runs them in the caller's thread, on
+    # the caller's database connection, instead of a thread and a connection of their own.
+    enforces_deadline = True
 
     def __init__(self, name: str, *, latency_ms: int | None = None) -> None:
         self.name = name
@@ -499,8 +505,10 @@ class SandboxGateway:
         latency_ms = self.latency_ms if self.latency_ms is not None else settings.SANDBOX_LATENCY_MS
         if chaos is not None:
             latency_ms += chaos.added_latency_ms
-        if latency_ms > 0:
-            time.sleep(latency_ms / 1000)
+        left = seconds_left()
+        seconds = latency_ms / 1000 if left is None else min(latency_ms / 1000, left)
+        if seconds > 0:
+            time.sleep(seconds)
 
     # --- chaos ---
 

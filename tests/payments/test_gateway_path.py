@@ -2,8 +2,9 @@
 
 The tasks run in this process (``Task.run``, as a worker would run them; a retry request
 surfaces as ``celery.exceptions.Retry``), against the sandbox gateways, the real database and
-Redis. A gateway "timeout after it took the operation" is made real: the sandbox sleeps past
-the gateway deadline, the call is abandoned, and its thread takes the operation afterwards.
+Redis. A gateway "timeout after it took the operation" is made real: the sandbox is slower
+than the gateway deadline, takes the operation and answers only when the deadline has passed,
+so the caller never sees its answer.
 """
 
 from __future__ import annotations
@@ -69,6 +70,68 @@ def time_out_after_taking(gateway: str, operation: str, task, *args: str) -> Non
     wait_until(lambda: ledger_entries(gateway=gateway, operation=operation), timeout=10)
 
 
+def queued_tasks() -> list[str]:
+    """The names of the tasks waiting in the default queue (Celery's Redis broker)."""
+    import json
+
+    from django.conf import settings
+    from django_redis import get_redis_connection
+
+    queue = get_redis_connection("default").lrange(settings.CELERY_TASK_DEFAULT_QUEUE, 0, -1)
+    return [json.loads(message)["headers"]["task"] for message in queue]
+
+
+def test_an_automatic_capture_is_sent_in_the_run_that_authorised_it() -> None:
+    """No task of its own, queued behind new payments (issue 13): one run, one payment
+    completed, each operation once on the gateway."""
+    from django.conf import settings
+    from django_redis import get_redis_connection
+
+    payment = new_payment()
+    get_redis_connection("default").delete(settings.CELERY_TASK_DEFAULT_QUEUE)
+    assert run(payment_process, payment.id) == "done"
+    payment.refresh_from_db()
+    attempts = PaymentAttempt.objects.filter(payment=payment).order_by("number")
+    assert payment.status == "completed"
+    assert [(a.operation, a.status, a.sends) for a in attempts] == [
+        ("authorize", "succeeded", 1),
+        ("capture", "succeeded", 1),
+    ]
+    assert "payments.tasks.payment_operation_execute" not in queued_tasks()
+    assert charge_count(payment.id) == 1
+    assert len(ledger_entries(order_reference=payment.id, operation="capture")) == 1
+
+
+def test_an_automatic_capture_that_cannot_finish_in_that_run_gets_its_own_task() -> None:
+    """The breaker opens right after the authorisation is recorded (at the run's "recorded"
+    checkpoint, where the simulator kills workers): the capture is not sent, and its own task
+    is queued to take it from there."""
+    from django.conf import settings
+    from django_redis import get_redis_connection
+
+    from payments.gateway import Next, authorize_run
+
+    payment = new_payment()
+    get_redis_connection("default").delete(settings.CELERY_TASK_DEFAULT_QUEUE)
+    opened: list[str] = []
+
+    def open_once_authorised(step: str) -> None:
+        if step == "recorded" and not opened:
+            opened.append(step)
+            open_breaker("sandbox_a")
+
+    step = authorize_run(payment_id=payment.id, checkpoint=open_once_authorised)
+    payment.refresh_from_db()
+    capture = PaymentAttempt.objects.get(payment=payment, operation="capture")
+    assert (step, payment.status) == (Next.DONE, "authorized")
+    assert ledger_entries(order_reference=payment.id, operation="capture") == []
+    assert queued_tasks().count("payments.tasks.payment_operation_execute") == 1
+    heal("sandbox_a")
+    assert run(payment_operation_execute, capture.id) == "done"
+    payment.refresh_from_db()
+    assert payment.status == "completed"
+
+
 def completed_payment() -> Payment:
     payment = new_payment()
     assert run(payment_process, payment.id) == "done"
@@ -92,7 +155,8 @@ def test_unknown_authorize_meeting_an_open_breaker_is_not_charged_on_another_gat
     assert resumed == ["retry", "retry", "retry"]
     assert while_open.status == "processing"
     assert healed == "done"
-    assert (settled.status, settled.gateway) == ("authorized", "sandbox_a")
+    # authorised, then captured at once in the same run (automatic capture)
+    assert (settled.status, settled.gateway) == ("completed", "sandbox_a")
     assert charge_count(payment.id) == 1
     assert ledger_entries(gateway="sandbox_b") == []
 
@@ -112,7 +176,7 @@ def test_unknown_authorize_out_of_retries_never_fails_the_payment() -> None:
     run(payment_process, payment.id)
     settled = Payment.objects.get(pk=payment.id)
     assert (while_open.status, while_open.failure_code) == ("processing", "")
-    assert (settled.status, settled.amount_authorized) == ("authorized", 2000)
+    assert (settled.status, settled.amount_authorized) == ("completed", 2000)
     assert charge_count(payment.id) == 1
 
 
@@ -146,7 +210,7 @@ def test_a_timeout_settled_by_a_lookup_still_counts_as_a_timeout_in_routing_metr
     outcome = run(payment_process, payment.id)
     counts = read_counts(["sandbox_a"])["sandbox_a"]
     assert outcome == "done"
-    assert Payment.objects.get(pk=payment.id).status == "authorized"
+    assert Payment.objects.get(pk=payment.id).status == "completed"
     assert (counts.approved, counts.errors) == (0, 1)
 
 
