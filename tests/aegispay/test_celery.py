@@ -80,7 +80,7 @@ def test_each_beat_run_has_its_own_id() -> None:
 @pytest.mark.django_db(transaction=True)
 def test_a_task_sent_without_its_id_argument_runs_under_a_fresh_one() -> None:
     """The reconciler resumes work with ``payment_process.delay(payment_id)``: no id given.
-    (Transactional: the sandbox gateway writes its ledger on a connection of its own.)"""
+    (Transactional, as a worker runs: no transaction is open around the gateway calls.)"""
     payment = payment_in(make_client().merchant, "initiated")
     payment_process.apply(args=(payment.id,))
     stamped = set(
@@ -88,7 +88,8 @@ def test_a_task_sent_without_its_id_argument_runs_under_a_fresh_one() -> None:
             "correlation_id", flat=True
         )
     )
-    assert Payment.objects.get(pk=payment.pk).status == "authorized"
+    # authorised and, automatic capture, captured in the same run: every event under one id
+    assert Payment.objects.get(pk=payment.pk).status == "completed"
     assert len(stamped) == 1
     assert "" not in stamped
 
