@@ -214,9 +214,12 @@ def _database(url: str) -> dict[str, Any]:
         config["HOST"] = options.pop("host")
     # Persistent connections: a new PostgreSQL connection per request (a backend forked, TLS
     # and authentication) cost more than the request's own statements (issue 13, make
-    # bench-api). Each gunicorn thread and Celery process keeps one, checked before reuse.
+    # bench-api). Each gunicorn thread and Celery process keeps one. Not checked before each
+    # request by default (a SELECT 1 per request, half again a read's statements): a connection
+    # that broke since its last request fails that one request, which commits nothing, and
+    # Django drops it; DB_CONN_HEALTH_CHECKS=true checks instead.
     config["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=600)
-    config["CONN_HEALTH_CHECKS"] = env.bool("DB_CONN_HEALTH_CHECKS", default=True)
+    config["CONN_HEALTH_CHECKS"] = env.bool("DB_CONN_HEALTH_CHECKS", default=False)
     # Lets a subprocess (a Celery worker started by a test) point at the test database.
     config["NAME"] = env("DATABASE_NAME", default=config["NAME"])
     return config
