@@ -33,9 +33,12 @@ timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
 # On SIGTERM (a rolling update, a scale-down), requests in flight get this long to finish.
 graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "25"))
 keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "5"))
-# Recycle a worker now and then, so that a slow leak cannot grow without bound.
-max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "5000"))
-max_requests_jitter = int(os.environ.get("GUNICORN_MAX_REQUESTS_JITTER", "500"))
+# Recycle a worker now and then, so that a slow leak cannot grow without bound. Not too
+# often: at 5,000 a worker under load restarted every half minute or so, and each restart (the
+# project imported again, its connections opened again) cost that worker a second or two of
+# CPU: make bench-api's figures swung by half with the restarts (issue 13).
+max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "100000"))
+max_requests_jitter = int(os.environ.get("GUNICORN_MAX_REQUESTS_JITTER", "10000"))
 # The proxies whose X-Forwarded-* headers gunicorn believes (the ingress, in a cluster).
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
 # Heartbeat files in memory, not on a container's overlay filesystem.

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -66,3 +67,14 @@ def _app_models(label: str) -> list:
     from django.apps import apps
 
     return list(apps.get_app_config(label).get_models())
+
+
+def unlimited_merchant(name: str) -> tuple[Any, str]:
+    """A merchant (sandbox gateways) and its raw test API key, whose own request budget is far
+    above what any bench sends: the benches measure the servers, not the rate limiter's
+    refusals (the limiter still runs on every request)."""
+    from payments.merchants import merchant_create
+
+    merchant, api_key = merchant_create(name=name)
+    merchant.api_keys.update(rate_limit_per_second=1_000_000, rate_limit_burst=1_000_000)
+    return merchant, api_key
