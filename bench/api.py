@@ -142,17 +142,8 @@ def main() -> int:
     benchdb.setup(DATABASE)
     from django_redis import get_redis_connection
 
-    from payments.services import payment_create
-
     benchdb.empty_tables()
-    merchant, api_key = benchdb.unlimited_merchant("API bench")
-    payment = payment_create(
-        merchant=merchant,
-        amount=1000,
-        currency="USD",
-        payment_method={"type": "card", "token": "tok_visa"},
-        actor="bench",
-    )
+    api_key, payment_id = benchdb.key_and_payment("API bench")
 
     from aegispay import gunicorn as config
 
@@ -212,7 +203,7 @@ def main() -> int:
         for base in bases.values():
             for method, url in (
                 ("POST", f"{base}/v1/payments"),
-                ("GET", f"{base}/v1/payments/{payment.id}"),
+                ("GET", f"{base}/v1/payments/{payment_id}"),
             ):
                 _drive(
                     url,
@@ -235,7 +226,7 @@ def main() -> int:
                 _settle()
                 post = _drive(f"{base}/v1/payments", method="POST", **common)
                 _settle()
-                get = _drive(f"{base}/v1/payments/{payment.id}", method="GET", **common)
+                get = _drive(f"{base}/v1/payments/{payment_id}", method="GET", **common)
                 rows[name].append((post, get))
                 print(f"round {number + 1} {_line(name, post, get)}", flush=True)
     get_redis_connection("default").delete(QUEUE)

@@ -78,3 +78,19 @@ def unlimited_merchant(name: str) -> tuple[Any, str]:
     merchant, api_key = merchant_create(name=name)
     merchant.api_keys.update(rate_limit_per_second=1_000_000, rate_limit_burst=1_000_000)
     return merchant, api_key
+
+
+def key_and_payment(name: str) -> tuple[str, str]:
+    """For the HTTP benches: ``unlimited_merchant``'s raw key and the id of one payment of
+    its, the one their ``GET /v1/payments/{id}`` reads again and again."""
+    from payments.services import payment_create
+
+    merchant, api_key = unlimited_merchant(name)
+    payment = payment_create(
+        merchant=merchant,
+        amount=1000,
+        currency="USD",
+        payment_method={"type": "card", "token": "tok_visa"},
+        actor="bench",
+    )
+    return api_key, payment.id

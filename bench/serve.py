@@ -124,16 +124,7 @@ def main() -> int:
     from django.db import connection
     from django_redis import get_redis_connection
 
-    from payments.services import payment_create
-
-    merchant, api_key = benchdb.unlimited_merchant("Serve bench")
-    payment = payment_create(
-        merchant=merchant,
-        amount=1000,
-        currency="USD",
-        payment_method={"type": "card", "token": "tok_visa"},
-        actor="bench",
-    )
+    api_key, payment_id = benchdb.key_and_payment("Serve bench")
     connection.close()
     from embedded.processes import pick_free_port
 
@@ -181,7 +172,7 @@ def main() -> int:
                     headers=[],
                 )
                 read = wrk(
-                    f"{base}/v1/payments/{payment.id}",
+                    f"{base}/v1/payments/{payment_id}",
                     seconds=args.seconds,
                     connections=args.connections,
                     script=None,

@@ -123,9 +123,9 @@ def call_gateway(
 
     started = time.monotonic()
     if getattr(adapter, "enforces_deadline", False) and not connection.in_atomic_block:
-        answer = _call_inline(call, adapter, bulkhead, token, deadline=started + limit)
+        label = f"gateway {gateway}: {op} {reference}"
+        answer = _call_inline(call, adapter, bulkhead, token, deadline=started + limit, label=label)
         if isinstance(answer, str):
-            logger.warning("gateway %s: %s %s: %s", gateway, op, reference, answer)
             answer = _made_up(gateway, op, reference, _unsure(op), answer)
         return _finish(breaker, answer, started)
     try:
@@ -202,26 +202,30 @@ def _call_inline(
     token: str,
     *,
     deadline: float,
+    label: str,
 ) -> GatewayResult | str:
     """Run ``call(adapter)`` in this thread under ``CALL_DEADLINE``: its result, or the code of
     the answer to make up (``gateway_timeout``: it raised ``TimeoutError`` or answered at or
-    after the deadline; ``gateway_exception``: it raised). The slot is released however it
-    ends."""
+    after the deadline; ``gateway_exception``: it raised), logged under ``label`` as the thread
+    path logs them. The slot is released however it ends."""
     context = CALL_DEADLINE.set(deadline)
     try:
         result = call(adapter)
         if not isinstance(result, GatewayResult):
             raise TypeError(f"the gateway call returned {result!r}, not a GatewayResult")
     except TimeoutError:
+        logger.warning("%s got no answer in time", label)
         return GATEWAY_TIMEOUT
     except Exception:
-        logger.exception("gateway call raised")
+        logger.exception("%s raised", label)
         return GATEWAY_EXCEPTION
     finally:
         CALL_DEADLINE.reset(context)
         _quietly(lambda: bulkhead.release(token))
     if time.monotonic() >= deadline:
-        return GATEWAY_TIMEOUT  # the caller has given up by now, as it would on a thread
+        # the caller has given up by now, as it would on a thread
+        logger.warning("%s got no answer in time", label)
+        return GATEWAY_TIMEOUT
     return result
 
 

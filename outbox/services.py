@@ -21,6 +21,8 @@ logger = logging.getLogger(__name__)
 KICK_KEY = "aegispay:outbox:kick"
 # The same for the in-process consumers' task (outbox/consumers.py).
 CONSUMERS_KICK_KEY = "aegispay:outbox:consumers:kick"
+# The task each kick queues (outbox/tasks.py).
+_TASKS = {KICK_KEY: "outbox_relay", CONSUMERS_KICK_KEY: "outbox_consumers"}
 
 
 def _kick(*keys: str) -> None:
@@ -134,6 +136,3 @@ def outbox_message_create(
             ],
         )
     _kick_once_after_commit()
-
-
-_TASKS = {KICK_KEY: "outbox_relay", CONSUMERS_KICK_KEY: "outbox_consumers"}

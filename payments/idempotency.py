@@ -88,10 +88,14 @@ def _forgettable(now: datetime) -> QuerySet[IdempotencyKey]:
     """Keys past the retention whose request is not running: completed, or in progress under a
     lock older than the lock timeout (the request died; nothing of it committed)."""
     expired = now - timedelta(hours=settings.IDEMPOTENCY_KEY_TTL_HOURS)
-    stale = now - timedelta(seconds=settings.IDEMPOTENCY_LOCK_TIMEOUT_SECONDS)
     return IdempotencyKey.objects.filter(created_at__lt=expired).filter(
-        Q(state=IdempotencyKey.State.COMPLETED) | Q(locked_at__lt=stale)
+        Q(state=IdempotencyKey.State.COMPLETED) | Q(locked_at__lt=_stale_before(now))
     )
+
+
+def _stale_before(now: datetime) -> datetime:
+    """An ``in_progress`` key locked before this has a dead request (the lock timeout)."""
+    return now - timedelta(seconds=settings.IDEMPOTENCY_LOCK_TIMEOUT_SECONDS)
 
 
 def idempotency_keys_purge(*, batch_size: int | None = None) -> int:
@@ -176,8 +180,7 @@ def _claim(*, merchant: Merchant, livemode: bool, key: str, fingerprint: str) ->
         )
     # In progress: a row an older release committed before its request ran. Past the lock
     # timeout that request died (nothing of it committed): take the key over.
-    stale = now - timedelta(seconds=settings.IDEMPOTENCY_LOCK_TIMEOUT_SECONDS)
-    if existing.locked_at < stale:
+    if existing.locked_at < _stale_before(now):
         existing.delete()
         return None
     raise _in_use()
