@@ -414,7 +414,7 @@ OUTBOX_RETRY_BASE_SECONDS = env.float("OUTBOX_RETRY_BASE_SECONDS", default=1.0)
 OUTBOX_RETRY_MAX_SECONDS = env.float("OUTBOX_RETRY_MAX_SECONDS", default=300.0)
 # While the event bus is down, relays wait at most this long between tries (jittered).
 OUTBOX_OUTAGE_MAX_BACKOFF_SECONDS = env.float("OUTBOX_OUTAGE_MAX_BACKOFF_SECONDS", default=30.0)
-# Published rows are deleted this long after publication.
+# Published rows go this long after publication, with their day's partition (outbox_prune).
 OUTBOX_RETENTION_HOURS = env.float("OUTBOX_RETENTION_HOURS", default=7 * 24)
 # After a commit the relay is kicked; at most one kick waits in the queue for this long.
 OUTBOX_KICK_TTL_SECONDS = env.float("OUTBOX_KICK_TTL_SECONDS", default=5.0)
@@ -423,6 +423,15 @@ BEAT_OUTBOX_PRUNE_SECONDS = env.float("BEAT_OUTBOX_PRUNE_SECONDS", default=3600.
 # The in-process consumers (read models, webhook dispatcher) are registered in code, in their
 # apps' AppConfig.ready(), and read the outbox themselves (outbox/consumers.py); kicked after
 # commit and swept by beat every BEAT_OUTBOX_SWEEP_SECONDS, like the relay but apart from it.
+
+# --- Partitioned tables (common/partitions.py): events, audit trail, outbox ---
+# Beat keeps partitions made this many periods (months for events and audit, days for the
+# outbox) ahead of now; rows of a period without one go to the default partition, never lost.
+PARTITIONS_AHEAD = env.int("PARTITIONS_AHEAD", default=3)
+BEAT_PARTITIONS_SECONDS = env.float("BEAT_PARTITIONS_SECONDS", default=3600.0)
+# Dropping an old outbox partition locks the outbox for an instant; waiting longer than this
+# for that lock gives up until the next run rather than hold event writes behind it.
+PARTITION_LOCK_TIMEOUT_MS = env.int("PARTITION_LOCK_TIMEOUT_MS", default=500)
 
 # --- Merchant webhooks (webhooks/) ---
 WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=10.0)
@@ -442,6 +451,10 @@ CELERY_BEAT_SCHEDULE |= {
         "schedule": BEAT_OUTBOX_SWEEP_SECONDS,
     },
     "outbox-prune": {"task": "outbox.tasks.outbox_prune", "schedule": BEAT_OUTBOX_PRUNE_SECONDS},
+    "partitions-maintain": {
+        "task": "aegispay.tasks.partitions_maintain",
+        "schedule": BEAT_PARTITIONS_SECONDS,
+    },
     # The webhook tasks live in webhooks/tasks.py but keep the names they had in outbox, which
     # queued messages and running beats already use.
     "webhooks-sweep": {

@@ -28,3 +28,19 @@ def new_id(prefix: str) -> str:
     millis = time.time_ns() // 1_000_000
     value = (millis << 80) | secrets.randbits(80)
     return f"{prefix}_{_encode(value, 26)}"
+
+
+def id_floor(prefix: str, millis: int) -> str:
+    """The smallest id ``new_id(prefix)`` can make at ``millis`` (ms since the epoch): every id
+    made at or after that millisecond sorts at or after it, every one made before sorts before.
+    Range partitions on an id column use it as their bounds (common/partitions.py)."""
+    return f"{prefix}_{_encode(millis << 80, 26)}"
+
+
+def id_millis(value: str) -> int:
+    """The millisecond ``new_id`` made ``value`` at: its first 10 characters after the prefix
+    hold the top 50 of the 130 bits, whose first two are zero."""
+    number = 0
+    for char in value.split("_", 1)[1][:10]:
+        number = number * 32 + _ALPHABET.index(char)
+    return number

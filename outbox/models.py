@@ -10,12 +10,18 @@ from .types import OutboxEvent
 
 
 class OutboxMessage(models.Model):
+    """One event to publish. The table is partitioned by UTC day of ``created_at``
+    (``outbox/partitions.py``); rows past retention go with their day's partition, dropped.
+    Its primary key in the database is ``(id, created_at)``, and ``event_id`` is unique with
+    ``created_at``: one row per event all the same, as a row is written only in its event's
+    transaction."""
+
     class State(models.TextChoices):
         PENDING = "pending"
         PUBLISHED = "published"
         DEAD = "dead"
 
-    event_id = models.CharField(max_length=40, unique=True)
+    event_id = models.CharField(max_length=40)
     event_type = models.CharField(max_length=64)
     aggregate_type = models.CharField(max_length=32)
     aggregate_id = models.CharField(max_length=40)
@@ -33,6 +39,11 @@ class OutboxMessage(models.Model):
 
     class Meta:
         ordering = ("id",)
+        constraints = [
+            models.UniqueConstraint(
+                fields=["event_id", "created_at"], name="outbox_outboxmessage_event_id_key"
+            ),
+        ]
         indexes = [
             models.Index(
                 fields=["next_attempt_at", "id"],
@@ -79,12 +90,18 @@ class OutboxConsumerMark(models.Model):
     with ``FOR UPDATE SKIP LOCKED`` in per-aggregate order and sets ``applied_at`` in the
     transaction that applies the events: unique per (consumer, event), so each event takes
     effect once per consumer. ``aggregate_id`` and ``sequence`` are copied from the outbox row
-    so the order check reads this table alone. Deleted with its outbox row when that is pruned,
-    which waits until every mark of the row is applied.
+    so the order check reads this table alone. Dropped with its outbox row's partition, which
+    waits until every mark in it is applied. Partitioned like the outbox, by its row's
+    ``created_at`` (``message_created_at``): the foreign key to the row is ``(message_id,
+    message_created_at)`` in the database, made by migration (Django's foreign keys name one
+    column).
     """
 
     consumer = models.CharField(max_length=64)
-    message = models.ForeignKey(OutboxMessage, on_delete=models.CASCADE, related_name="marks")
+    message = models.ForeignKey(
+        OutboxMessage, on_delete=models.CASCADE, related_name="marks", db_constraint=False
+    )
+    message_created_at = models.DateTimeField()
     event_id = models.CharField(max_length=40)
     aggregate_id = models.CharField(max_length=40)
     sequence = models.PositiveIntegerField()
@@ -94,7 +111,8 @@ class OutboxConsumerMark(models.Model):
         ordering = ("id",)
         constraints = [
             models.UniqueConstraint(
-                fields=["consumer", "event_id"], name="outbox_consumer_mark_event_uniq"
+                fields=["consumer", "event_id", "message_created_at"],
+                name="outbox_consumer_mark_event_uniq",
             ),
         ]
         indexes = [

@@ -31,20 +31,21 @@ import json
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Exists, OuterRef
 from django.utils import timezone
 from django_redis import get_redis_connection
 from redis.exceptions import RedisError
 
 from common import backoff
+from common.partitions import default_name, drop_partitions
 
 from .bus import BusUnavailable, EventBus, event_bus
-from .models import OutboxConsumerMark, OutboxMessage
+from .models import OutboxMessage
+from .partitions import OUTBOX
 from .services import KICK_KEY, kick_relay
 from .types import OutboxEvent
 
@@ -341,27 +342,58 @@ def outbox_messages_requeue(*, ids: Sequence[int]) -> int:
     return moved
 
 
-def outbox_prune(*, older_than: timedelta | None = None, chunk: int = 10_000) -> int:
-    """Delete published rows published more than ``older_than`` (default
-    ``OUTBOX_RETENTION_HOURS``) ago and applied by every in-process consumer, with their
-    consumer marks, in chunks so no transaction grows large; returns the count. Pending and
-    dead rows, and rows a consumer has not applied yet, are never pruned."""
+# A day's partitions are kept while any row in them is unpublished or was published within
+# retention, or any mark is unapplied (each through its partial index).
+_PARTITION_BUSY = """
+SELECT EXISTS (SELECT 1 FROM {0} WHERE state <> 'published')
+    OR EXISTS (SELECT 1 FROM {0} WHERE state = 'published' AND published_at >= %s)
+    OR EXISTS (SELECT 1 FROM {1} WHERE applied_at IS NULL)
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class PruneResult:
+    """What ``outbox_prune`` removed: the partitions it dropped (outbox rows and marks, by
+    name) and the rows it deleted from the default partition."""
+
+    partitions: tuple[str, ...]
+    default_rows: int
+
+
+def outbox_prune(*, older_than: timedelta | None = None, chunk: int = 10_000) -> PruneResult:
+    """Drop the outbox's day partitions (rows and consumer marks) that ended more than
+    ``older_than`` (default ``OUTBOX_RETENTION_HOURS``) ago and hold only rows published
+    before then and applied by every in-process consumer.
+
+    Partitions are dropped, not emptied by DELETE (no dead tuples, no vacuum debt). A day with
+    a row still pending or dead, or a mark unapplied, is kept whole until a later run finds it
+    done. Rows that landed in the default partition (no day partition was made in time, see
+    common/partitions.py) are deleted by the same rule, in chunks of ``chunk``."""
     if older_than is None:
         older_than = timedelta(hours=settings.OUTBOX_RETENTION_HOURS)
     cutoff = timezone.now() - older_than
+    dropped = drop_partitions(OUTBOX, before=cutoff, busy_sql=_PARTITION_BUSY, params=[cutoff])
+    return PruneResult(tuple(dropped), _prune_default(cutoff=cutoff, chunk=chunk))
+
+
+def _prune_default(*, cutoff: datetime, chunk: int) -> int:
+    """Delete what the default partition holds past retention, with its marks, by the rule of
+    ``outbox_prune``: rows there are ones no day partition was made for in time."""
+    default = connection.ops.quote_name(default_name(OUTBOX.table))
+    marks = connection.ops.quote_name(default_name(OUTBOX.members[1][0]))
     total = 0
-    unapplied = OutboxConsumerMark.objects.filter(message=OuterRef("pk"), applied_at__isnull=True)
     while True:
-        ids = list(
-            OutboxMessage.objects.filter(
-                state=OutboxMessage.State.PUBLISHED, published_at__lt=cutoff
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT id FROM {default} m WHERE state = 'published' AND published_at < %s "  # noqa: S608
+                f"AND NOT EXISTS (SELECT 1 FROM {marks} c WHERE c.message_id = m.id "
+                "AND c.applied_at IS NULL) LIMIT %s",
+                [cutoff, chunk],
             )
-            .exclude(Exists(unapplied))
-            .values_list("pk", flat=True)[:chunk]
-        )
-        if not ids:
-            return total
-        # A published row stays published and an applied mark stays applied: no re-check.
-        with transaction.atomic():
-            OutboxConsumerMark.objects.filter(message_id__in=ids).delete()
-            total += OutboxMessage.objects.filter(pk__in=ids).delete()[0]
+            ids = [row[0] for row in cursor.fetchall()]
+            if not ids:
+                return total
+            # A published row stays published and an applied mark stays applied: no re-check.
+            cursor.execute(f"DELETE FROM {marks} WHERE message_id = ANY(%s)", [ids])  # noqa: S608
+            cursor.execute(f"DELETE FROM {default} WHERE id = ANY(%s)", [ids])  # noqa: S608
+            total += cursor.rowcount

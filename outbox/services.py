@@ -78,17 +78,20 @@ def _kick_once_after_commit() -> None:
         transaction.on_commit(_kick_after_commit, robust=True)
 
 
-# One statement for the row and its consumer marks (the marks copy the row's id).
+# One statement for the row and its consumer marks (the marks copy the row's id and time,
+# their foreign key and partition key).
 _INSERT = """
 WITH message AS (
     INSERT INTO outbox_outboxmessage (
         event_id, event_type, aggregate_type, aggregate_id, sequence, merchant_id, payload,
         state, attempts, last_error, created_at)
     VALUES (%s, %s, %s, %s, %s, %s, %s::jsonb, 'pending', 0, '', %s)
-    RETURNING id
+    RETURNING id, created_at
 )
-INSERT INTO outbox_outboxconsumermark (consumer, message_id, event_id, aggregate_id, sequence)
-SELECT consumer, message.id, %s, %s, %s FROM message, unnest(%s::text[]) AS consumer
+INSERT INTO outbox_outboxconsumermark (
+    consumer, message_id, message_created_at, event_id, aggregate_id, sequence)
+SELECT consumer, message.id, message.created_at, %s, %s, %s
+FROM message, unnest(%s::text[]) AS consumer
 """
 
 

@@ -582,6 +582,12 @@ class PaymentEvent(models.Model):
     ``sequence`` equals the payment's ``version`` after the change; ``(payment, sequence)`` is
     unique, which is also the optimistic-concurrency check of the event store. ``data`` holds
     ``changes``: the fields the event set, so that replaying events rebuilds the payment.
+
+    The table is partitioned by month of its payment's creation (``payment_id`` is a
+    time-ordered id; common/partitions.py, ``payments/partitions.py``): a payment's events live
+    in one partition, and ``(payment, sequence)`` stays unique over the whole table. Its
+    primary key in the database is ``(id, payment_id)``: a partitioned table's must include
+    the partition key; ids are unique by construction (80 random bits per millisecond).
     """
 
     id = models.CharField(primary_key=True, max_length=40, default=new_event_id, editable=False)
@@ -700,10 +706,12 @@ class PaymentAuditEntry(models.Model):
     """One row per event the read models applied: who did what to which payment, and when.
 
     ``event_id`` is unique: one row per event, whatever happens. ``created_at`` is the event's
-    time, not the row's.
+    time, not the row's. The table is partitioned by month of ``created_at``
+    (``payments/partitions.py``), so its unique constraint is ``(event_id, created_at)``, which
+    is the same thing: an event's row always carries the event's time.
     """
 
-    event_id = models.CharField(max_length=40, unique=True)
+    event_id = models.CharField(max_length=40)
     merchant = models.ForeignKey(
         Merchant, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
     )
@@ -720,6 +728,11 @@ class PaymentAuditEntry(models.Model):
 
     class Meta:
         ordering = ("created_at", "event_id")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["event_id", "created_at"], name="payments_paymentauditentry_event_id_key"
+            ),
+        ]
         indexes = [
             # "What did actor X do (lately)?"
             models.Index(fields=["actor", "-created_at"], name="audit_actor_created_idx"),

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pgtrigger
 import pytest
@@ -188,3 +189,28 @@ def start_worker(transactional_db: None, tmp_path: Path) -> Iterator[WorkerFacto
 def worker(start_worker: WorkerFactory) -> subprocess.Popen:
     """One worker with the default settings."""
     return start_worker()
+
+
+@pytest.fixture
+def partitions_restored(django_db_blocker: Any) -> Iterator[None]:
+    """Partitions a test makes (common/partitions.py) are dropped after it: they outlive the
+    flush between tests, and every later query of their tables would plan over them."""
+    from common.partitions import partitions_of, registered
+
+    def current() -> dict[str, set[str]]:
+        with django_db_blocker.unblock(), connection.cursor() as cursor:
+            return {
+                table: set(partitions_of(cursor, table))
+                for spec in registered()
+                for table, _key in spec.members
+            }
+
+    before = current()
+    yield
+    after = current()
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        for spec in registered():
+            for table, _key in reversed(spec.members):
+                for name in sorted(after[table] - before[table]):
+                    cursor.execute(f'ALTER TABLE "{table}" DETACH PARTITION "{name}"')
+                    cursor.execute(f'DROP TABLE "{name}"')

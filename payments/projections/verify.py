@@ -443,12 +443,19 @@ WHERE e.id IS NULL
 ORDER BY COALESCE(e.id, a.event_id)
 """
 
+_AUDIT_SET = ", ".join(f"{n} = EXCLUDED.{n}" for n in AUDIT_FIELDS)
 _AUDIT_UPSERT = f"""
 INSERT INTO payments_paymentauditentry ({AUDIT_COLUMNS})
 {AUDIT_SELECT}
 WHERE e.id = ANY(%s)
 ORDER BY e.id
-ON CONFLICT (event_id) DO UPDATE SET {", ".join(f"{n} = EXCLUDED.{n}" for n in AUDIT_FIELDS)}
+ON CONFLICT (event_id, created_at) DO UPDATE SET {_AUDIT_SET}
+"""
+# The unique key is (event_id, created_at) (the table is partitioned by created_at): a row
+# whose time is not its event's would not conflict with its fix, so it goes first.
+_AUDIT_WRONG_TIME = """
+DELETE FROM payments_paymentauditentry a USING payments_paymentevent e
+WHERE a.event_id = ANY(%s) AND e.id = a.event_id AND a.created_at <> e.created_at
 """
 
 
@@ -490,12 +497,13 @@ def _audit_differences(
 
 
 def _audit_repair(upserts: list[str], deletes: list[str]) -> None:
-    with connection.cursor() as cursor:
+    with transaction.atomic(), connection.cursor() as cursor:
         if deletes:
             cursor.execute(
                 "DELETE FROM payments_paymentauditentry WHERE event_id = ANY(%s)", [deletes]
             )
         if upserts:
+            cursor.execute(_AUDIT_WRONG_TIME, [upserts])
             cursor.execute(_AUDIT_UPSERT, [upserts])
 
 

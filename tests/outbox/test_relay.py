@@ -1,7 +1,7 @@
 """The outbox relay against the real PostgreSQL and the real broker (Redis; RabbitMQ when an
 AMQP URL is given): every event published, once per pass, in per-payment order, by relays
 racing on separate connections; a broker outage delays and loses nothing; dead letters and
-requeue; pruning."""
+requeue. Pruning is tests/outbox/test_prune.py."""
 
 from __future__ import annotations
 
@@ -18,22 +18,18 @@ from django_redis import get_redis_connection
 from kombu import Queue
 
 from outbox.bus import EventBus, bus_connection, event_exchange
-from outbox.consumers import outbox_consumer_drain, outbox_consumers_run
-from outbox.models import OutboxConsumerMark, OutboxMessage
-from outbox.registry import consumer_names
+from outbox.models import OutboxMessage
 from outbox.relay import (
     OUTAGE_KEY,
     OUTAGES_KEY,
     backoff_seconds,
     outbox_messages_requeue,
-    outbox_prune,
     outbox_relay_drain,
     outbox_relay_pass,
     outbox_relay_run,
 )
 from payments.merchants import merchant_create
 from payments.models import Merchant, PaymentEvent
-from payments.projections.read_models import READ_MODELS_CONSUMER
 from tests.outbox.conftest import CuttableProxy, Listener
 from tests.payments.helpers import payment_in
 
@@ -319,29 +315,3 @@ def test_backoff_grows_with_full_jitter_up_to_the_cap(settings: Any) -> None:
     assert all(0 <= s <= 8 for s in samples[4]) and max(samples[4]) > 4
     assert all(0 <= s <= 60 for s in samples[12]) and max(samples[12]) > 30
     assert len({round(s, 6) for s in samples[12]}) > 300
-
-
-def test_prune_deletes_published_rows_past_retention_only_once_every_consumer_applied_them(
-    bus_url: str, settings: Any
-) -> None:
-    settings.OUTBOX_RETENTION_HOURS = 24
-    shop = merchant()
-    payment_in(shop, "processing")
-    outbox_relay_drain()
-    OutboxMessage.objects.update(published_at=timezone.now() - timedelta(hours=25))
-    assert outbox_prune() == 0  # published long ago, but no consumer has applied them yet
-    outbox_consumer_drain(consumer=READ_MODELS_CONSUMER)
-    assert outbox_prune() == 0  # the webhooks consumer still has to
-    outbox_consumers_run()
-    payment_in(shop, "initiated")
-    outbox_relay_drain()  # published just now: kept
-    payment_in(shop, "initiated")  # pending: never pruned
-    outbox_consumers_run()
-
-    assert outbox_prune() == 2
-    assert sorted(OutboxMessage.objects.values_list("state", flat=True)) == [
-        "pending",
-        "published",
-    ]
-    assert OutboxConsumerMark.objects.count() == 2 * len(consumer_names())  # theirs went too
-    assert PaymentEvent.objects.count() == 4  # events are never pruned

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -280,3 +281,23 @@ def test_the_command_exits_non_zero_until_repaired() -> None:
     assert after.stdout.strip().endswith("; 0 differences")
     assert bad.returncode == 2
     assert "--since: not an ISO date or datetime: 'soon'" in bad.stderr
+
+
+def test_an_audit_row_with_the_wrong_time_is_replaced_by_one_with_its_events(
+    world: World,
+) -> None:
+    """The audit trail's unique key is (event_id, created_at), its partition key: a row whose
+    time is not its event's is replaced, never left beside its fix."""
+    row = PaymentAuditEntry.objects.get(payment=world.failed, sequence=1)
+    event = world.failed.events.get(sequence=1)
+    PaymentAuditEntry.objects.filter(pk=row.pk).update(
+        created_at=event.created_at - timedelta(days=40)
+    )
+
+    assert replay().lines[0].startswith(f"audit {event.id} created_at: stored ")
+    assert replay("--repair").error is None
+
+    assert list(
+        PaymentAuditEntry.objects.filter(event_id=event.id).values_list("created_at", flat=True)
+    ) == [event.created_at]
+    assert replay().lines[-1].endswith("; 0 differences")
