@@ -22,6 +22,15 @@ servers, POST then GET, in alternating order; before each measurement the tables
 and a checkpoint taken, outside the timed window. It prints req/s, p50 and p99 for each, the
 ratios AegisPay/reference per round (throughput: higher is better; p99: lower is) and their
 median over the rounds.
+
+On a database that holds data already (``make bench-scale``, ``bench/scale.py``):
+``--database NAME`` runs on that database instead of ``aegispay_bench_api``; ``--keep-data``
+does not empty it first, and at the end deletes what this run wrote, so that it is left as it
+was found; ``--merchant ID`` sends the requests as that existing merchant (a new API key of
+its), whose payments fill the tables the merchant-scoped queries read.
+
+    .venv/bin/python -m embedded bench api --database aegispay_bench_scale --keep-data \
+        --merchant mer_...
 """
 
 from __future__ import annotations
@@ -38,6 +47,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from datetime import datetime
 from pathlib import Path
 
 import benchdb
@@ -120,6 +130,34 @@ _TABLES = (
 )
 
 
+def _forget_run(*, merchant_id: str, since: datetime) -> int:
+    """``--keep-data``: delete what this run wrote, the payments of ``merchant_id`` created
+    since ``since`` by either server with their events, outbox rows and consumer marks, and
+    the merchant's idempotency keys of the run, in one transaction. Returns how many payments.
+
+    Left there, those payments would stay ``initiated`` for good (their processing tasks are
+    dropped, the reference queues none), and whatever runs next on the database would take
+    them up: the reconciler queues every ``initiated`` payment, the relay and the in-process
+    consumers read every pending outbox row (the reference's too, whose payloads are not
+    AegisPay's). No worker ran during the bench, so nothing else (attempts, read models) was
+    written for them. The event table refuses DELETE; this connection lifts that for it."""
+    import pgtrigger
+    from django.db import transaction
+
+    from outbox.models import OutboxConsumerMark, OutboxMessage
+    from payments.models import IdempotencyKey, Payment, PaymentEvent
+
+    run = Payment.objects.filter(merchant_id=merchant_id, created_at__gte=since)
+    ids = run.values("pk")
+    with transaction.atomic(), pgtrigger.ignore("payments.PaymentEvent:append_only"):
+        OutboxConsumerMark.objects.filter(aggregate_id__in=ids).delete()
+        OutboxMessage.objects.filter(aggregate_id__in=ids).delete()
+        PaymentEvent.objects.filter(payment__in=ids).delete()
+        IdempotencyKey.objects.filter(merchant_id=merchant_id, created_at__gte=since).delete()
+        _deleted, per_model = run.delete()
+    return per_model.get(Payment._meta.label, 0)
+
+
 def _line(name: str, post: Result, get: Result) -> str:
     return (
         f"{name:<10} POST {post.requests_per_second:7.1f} req/s p50 {post.p50_ms:6.1f} ms "
@@ -136,15 +174,49 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--logs", type=Path, help="keep the servers' logs in this folder")
+    parser.add_argument(
+        "--database", default=DATABASE, help=f"the database to run on (default {DATABASE})"
+    )
+    parser.add_argument(
+        "--keep-data",
+        action="store_true",
+        help="do not empty the database first; delete what this run wrote at the end",
+    )
+    parser.add_argument(
+        "--merchant",
+        metavar="ID",
+        help="send as this existing merchant (needs --keep-data; default: a new merchant)",
+    )
     args = parser.parse_args()
+    if args.merchant and not args.keep_data:
+        parser.error("--merchant needs --keep-data (emptying the tables would delete it)")
 
     os.environ["CELERY_QUEUE"] = QUEUE
-    benchdb.setup(DATABASE)
+    benchdb.setup(args.database)
+    from django.utils import timezone
     from django_redis import get_redis_connection
 
-    benchdb.empty_tables()
-    api_key, payment_id = benchdb.key_and_payment("API bench")
+    from payments.models import Payment
 
+    if not args.keep_data:
+        benchdb.empty_tables()
+    started = timezone.now()
+    api_key, payment_id = benchdb.key_and_payment("API bench", merchant_id=args.merchant)
+    try:
+        rows = _measure(args, api_key, payment_id)
+    finally:
+        get_redis_connection("default").delete(QUEUE)
+        if args.keep_data:
+            merchant_id = args.merchant or Payment.objects.get(pk=payment_id).merchant_id
+            forgotten = _forget_run(merchant_id=merchant_id, since=started)
+            print(f"deleted this run's {forgotten} payments (--keep-data)", flush=True)
+    return _report(args, rows)
+
+
+def _measure(
+    args: argparse.Namespace, api_key: str, payment_id: str
+) -> dict[str, list[tuple[Result, Result]]]:
+    """Both servers started, warmed up and measured for ``--rounds`` rounds; their results."""
     from aegispay import gunicorn as config
 
     workers, threads = config.workers, config.threads
@@ -229,8 +301,11 @@ def main() -> int:
                 get = _drive(f"{base}/v1/payments/{payment_id}", method="GET", **common)
                 rows[name].append((post, get))
                 print(f"round {number + 1} {_line(name, post, get)}", flush=True)
-    get_redis_connection("default").delete(QUEUE)
+    return rows
 
+
+def _report(args: argparse.Namespace, rows: dict[str, list[tuple[Result, Result]]]) -> int:
+    """Print the ratios per round and their medians, write ``--json``; the exit code."""
     summary = {}
     for index in range(args.rounds):
         (a_post, a_get), (r_post, r_get) = rows["aegispay"][index], rows["reference"][index]

@@ -69,23 +69,33 @@ def _app_models(label: str) -> list:
     return list(apps.get_app_config(label).get_models())
 
 
-def unlimited_merchant(name: str) -> tuple[Any, str]:
+def unlimited_merchant(name: str, *, merchant_id: str | None = None) -> tuple[Any, str]:
     """A merchant (sandbox gateways) and its raw test API key, whose own request budget is far
     above what any bench sends: the benches measure the servers, not the rate limiter's
-    refusals (the limiter still runs on every request)."""
-    from payments.merchants import merchant_create
+    refusals (the limiter still runs on every request).
 
-    merchant, api_key = merchant_create(name=name)
-    merchant.api_keys.update(rate_limit_per_second=1_000_000, rate_limit_burst=1_000_000)
+    ``merchant_id``: that existing merchant (a seeded database's, ``bench/scale.py``) gets a
+    new such key instead, so that the bench runs against its payments; ``name`` is unused."""
+    from payments.merchants import api_key_create, merchant_create
+    from payments.models import Merchant
+
+    if merchant_id is None:
+        merchant, api_key = merchant_create(name=name)
+        keys = merchant.api_keys.all()
+    else:
+        merchant = Merchant.objects.get(pk=merchant_id)
+        key, api_key = api_key_create(merchant=merchant, name="bench")
+        keys = merchant.api_keys.filter(pk=key.pk)
+    keys.update(rate_limit_per_second=1_000_000, rate_limit_burst=1_000_000)
     return merchant, api_key
 
 
-def key_and_payment(name: str) -> tuple[str, str]:
+def key_and_payment(name: str, *, merchant_id: str | None = None) -> tuple[str, str]:
     """For the HTTP benches: ``unlimited_merchant``'s raw key and the id of one payment of
     its, the one their ``GET /v1/payments/{id}`` reads again and again."""
     from payments.services import payment_create
 
-    merchant, api_key = unlimited_merchant(name)
+    merchant, api_key = unlimited_merchant(name, merchant_id=merchant_id)
     payment = payment_create(
         merchant=merchant,
         amount=1000,

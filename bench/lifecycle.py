@@ -37,6 +37,13 @@ one SQL query reads the payments' statuses and their events' ``created_at`` and 
 ``--json PATH`` writes the same results as JSON. The exit code is 1 when any payment did not
 complete (a POST refused, or still not ``completed`` at the timeout), 2 when the processes
 could not be started.
+
+**On a database that holds data already** (``make bench-scale``, ``bench/scale.py``):
+``--database NAME`` runs on that database instead; ``--keep-data`` does not empty it first
+(queues, chaos and breakers are still cleared); ``--merchant ID`` sends as that existing
+merchant (a new API key of its). Whatever the database holds, only this run's payments are
+waited for and measured: the merchant's, created since the processes were started. They stay
+there when it ends, completed, as any merchant's payments would.
 """
 
 from __future__ import annotations
@@ -56,12 +63,16 @@ import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import benchdb
 from serve import wait_for
+
+if TYPE_CHECKING:
+    from django.db.models import QuerySet
 
 REPO = Path(__file__).resolve().parent.parent
 DATABASE = "aegispay_bench_lifecycle"
@@ -208,8 +219,9 @@ def wait_until_up(services: Sequence[Service], base_url: str, since: float) -> N
         time.sleep(0.5)
 
 
-def clean_slate() -> None:
-    """Empty tables, no queued tasks, chaos off, no breaker or bulkhead state from earlier runs."""
+def clean_slate(*, keep_data: bool = False) -> None:
+    """Empty tables (``keep_data``: not), no queued tasks, chaos off, no breaker or bulkhead
+    state from earlier runs."""
     from django.conf import settings
     from django_redis import get_redis_connection
     from kombu import Queue
@@ -217,7 +229,8 @@ def clean_slate() -> None:
     from aegispay.celery import app as celery_app
     from gateways.chaos import clear_chaos
 
-    benchdb.empty_tables()
+    if not keep_data:
+        benchdb.empty_tables()
     with celery_app.connection_for_write() as conn:
         for name in (QUEUE, settings.CELERY_OUTBOX_QUEUE):
             Queue(name, channel=conn.default_channel).purge()
@@ -380,25 +393,35 @@ def summary(values: Sequence[float]) -> dict[str, float | int]:
     }
 
 
-def wait_completed(services: Sequence[Service], expected: int, timeout: float) -> None:
-    """Until the ``expected`` payments (those the API created) are there and all ``completed``,
-    or until ``timeout`` seconds have passed. Raises ``RuntimeError`` if a process died."""
+@dataclass(frozen=True)
+class Run:
+    """Which payments are this run's: its merchant's, created at or after ``since``."""
+
+    merchant_id: str
+    since: datetime
+
+
+def run_payments(run: Run) -> QuerySet[Any]:
     from payments.models import Payment
 
+    return Payment.objects.filter(merchant_id=run.merchant_id, created_at__gte=run.since)
+
+
+def wait_completed(services: Sequence[Service], run: Run, expected: int, timeout: float) -> None:
+    """Until the ``expected`` payments (those the API created) are there and all ``completed``,
+    or until ``timeout`` seconds have passed. Raises ``RuntimeError`` if a process died."""
+    payments = run_payments(run)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         check_alive(services)
-        if (
-            Payment.objects.count() >= expected
-            and not Payment.objects.exclude(status="completed").exists()
-        ):
+        if payments.count() >= expected and not payments.exclude(status="completed").exists():
             return
         time.sleep(0.5)
 
 
-def read_lifecycles() -> list[tuple[str, str, dict[str, float]]]:
-    """One query: each payment's id, status and the epoch seconds of its first event of each
-    status type."""
+def read_lifecycles(run: Run) -> list[tuple[str, str, dict[str, float]]]:
+    """One query: each of the run's payments' id, status and the epoch seconds of its first
+    event of each status type."""
     from django.db import connection
 
     from payments.models import Payment, PaymentEvent
@@ -411,10 +434,11 @@ def read_lifecycles() -> list[tuple[str, str, dict[str, float]]]:
         f"SELECT p.id, p.status, {columns} "  # noqa: S608 - table names and fixed types only
         f"FROM {Payment._meta.db_table} p "
         f"LEFT JOIN {PaymentEvent._meta.db_table} e ON e.payment_id = p.id "
+        "WHERE p.merchant_id = %s AND p.created_at >= %s "
         "GROUP BY p.id, p.status"
     )
     with connection.cursor() as cursor:
-        cursor.execute(query)
+        cursor.execute(query, [run.merchant_id, run.since])
         rows = cursor.fetchall()
     return [
         (
@@ -426,8 +450,8 @@ def read_lifecycles() -> list[tuple[str, str, dict[str, float]]]:
     ]
 
 
-def results(args: argparse.Namespace, sent: Sent) -> dict[str, Any]:
-    lifecycles = read_lifecycles()
+def results(args: argparse.Namespace, run: Run, sent: Sent) -> dict[str, Any]:
+    lifecycles = read_lifecycles(run)
     statuses = Counter(status for _, status, _ in lifecycles)
     completed = statuses.get("completed", 0)
     stages = {
@@ -564,20 +588,33 @@ def main() -> int:
     parser.add_argument(
         "--json", type=Path, default=None, metavar="PATH", help="write the results as JSON"
     )
+    parser.add_argument(
+        "--database", default=DATABASE, help=f"the database to run on (default {DATABASE})"
+    )
+    parser.add_argument("--keep-data", action="store_true", help="do not empty the database first")
+    parser.add_argument(
+        "--merchant",
+        metavar="ID",
+        help="send as this existing merchant (needs --keep-data; default: a new merchant)",
+    )
     args = parser.parse_args()
     if args.payments < 1 or args.rate < 0 or args.connections < 1:
         parser.error("--payments and --connections must be positive, --rate at least 0")
+    if args.merchant and not args.keep_data:
+        parser.error("--merchant needs --keep-data (emptying the tables would delete it)")
 
     # This process's settings as the children's: queues, and settings read here.
     os.environ.update(CELERY_QUEUE=QUEUE, DEBUG="false", SANDBOX_LATENCY_MS="0")
-    benchdb.setup(DATABASE)
+    benchdb.setup(args.database)
     from django.conf import settings
     from django.db import connection
+    from django.utils import timezone
 
     from embedded.processes import pick_free_port
 
-    clean_slate()
-    _merchant, api_key = benchdb.unlimited_merchant("Lifecycle bench")
+    clean_slate(keep_data=args.keep_data)
+    merchant, api_key = benchdb.unlimited_merchant("Lifecycle bench", merchant_id=args.merchant)
+    run = Run(merchant_id=merchant.pk, since=timezone.now())
     connection.close()
 
     port = pick_free_port()
@@ -601,7 +638,7 @@ def main() -> int:
                 )
                 sent = sender.run()
                 try:
-                    wait_completed(services, sent.created, args.timeout)
+                    wait_completed(services, run, sent.created, args.timeout)
                 except RuntimeError as exc:
                     print(f"stopped waiting: {exc}")
             finally:
@@ -609,7 +646,7 @@ def main() -> int:
     except KeyboardInterrupt as exc:
         print(f"interrupted ({exc or 'SIGINT'}); every process stopped")
         return 130
-    r = results(args, sent)
+    r = results(args, run, sent)
     report(r)
     if args.json is not None:
         args.json.write_text(json.dumps(r, indent=2) + "\n")
