@@ -266,11 +266,13 @@ class Tables:
 
 def _prepare_tables(oldest: datetime) -> None:
     """Whatever the tables need before rows as old as ``oldest`` are copied in: all of the
-    seeding's table preparation, here and nowhere else. Nothing yet: today every table takes
-    rows of any time."""
-    # When the event, audit and outbox tables are declarative partitions by time, a row whose
-    # time has no partition is refused: the call that makes them from ``oldest`` to now goes
-    # here, ``common.partitions.ensure_partitions(since=oldest)``.
+    seeding's table preparation, here and nowhere else. The event, audit and outbox tables are
+    partitioned by time (common/partitions.py): their partitions from ``oldest`` on are made
+    first, as beat would have made them, so that seeded rows land in their own month's
+    partition and not in the default one."""
+    from common.partitions import ensure_partitions
+
+    ensure_partitions(since=oldest)
 
 
 # --- the merchants ---
