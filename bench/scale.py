@@ -267,12 +267,15 @@ class Tables:
 def _prepare_tables(oldest: datetime) -> None:
     """Whatever the tables need before rows as old as ``oldest`` are copied in: all of the
     seeding's table preparation, here and nowhere else. The event, audit and outbox tables are
-    partitioned by time (common/partitions.py): their partitions from ``oldest`` on are made
-    first, as beat would have made them, so that seeded rows land in their own month's
-    partition and not in the default one."""
+    partitioned by time (common/partitions.py): the seeded ones' partitions from ``oldest`` on
+    are made first, as beat would have made them, so that seeded rows land in their own
+    month's partition and not in the default one. Not the outbox's: nothing is seeded there,
+    and production keeps only its last days (each partition is one more for every relay and
+    consumer query to plan over)."""
     from common.partitions import ensure_partitions
+    from payments.partitions import AUDIT, EVENTS
 
-    ensure_partitions(since=oldest)
+    ensure_partitions(since=oldest, specs=(EVENTS, AUDIT))
 
 
 # --- the merchants ---

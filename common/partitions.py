@@ -214,18 +214,22 @@ def copy_statement_triggers(cursor: Any, table: str) -> int:
 
 
 def ensure_partitions(
-    *, since: datetime | None = None, ahead: int | None = None, now: datetime | None = None
+    *,
+    since: datetime | None = None,
+    ahead: int | None = None,
+    now: datetime | None = None,
+    specs: Iterable[Partitioned] | None = None,
 ) -> list[str]:
-    """Make every registered table's partitions from the period of ``since`` (default: now)
-    to ``ahead`` periods past now (default ``PARTITIONS_AHEAD``), and copy statement triggers
-    onto every partition. Idempotent; one run at a time (an advisory lock). Returns the names
-    of the partitions it made."""
+    """Make the partitions of ``specs`` (default: every registered table) from the period of
+    ``since`` (default: now) to ``ahead`` periods past now (default ``PARTITIONS_AHEAD``), and
+    copy statement triggers onto every partition. Idempotent; one run at a time (an advisory
+    lock). Returns the names of the partitions it made."""
     now = now or timezone.now()
     ahead = settings.PARTITIONS_AHEAD if ahead is None else ahead
     made: list[str] = []
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_LOCK_ID])
-        for spec in registered():
+        for spec in registered() if specs is None else specs:
             start = period_start(spec.interval, since or now)
             end = period_start(spec.interval, now)
             for _ in range(ahead):

@@ -89,6 +89,14 @@ def test_partitions_are_made_ahead_for_every_table_once() -> None:
         assert cursor.fetchone()[0] == f"FOR VALUES FROM ('{low}') TO ('{high}')"
 
 
+def test_partitions_can_be_made_for_some_tables_only() -> None:
+    from payments.partitions import EVENTS as EVENT_TABLE
+
+    made = ensure_partitions(now=datetime(2032, 2, 10, tzinfo=UTC), ahead=0, specs=[EVENT_TABLE])
+
+    assert made == [f"{EVENTS}_p203202"]
+
+
 def test_every_partition_of_the_event_table_refuses_update_delete_and_truncate(
     monkeypatch: pytest.MonkeyPatch, raw: psycopg.Connection
 ) -> None:
