@@ -217,18 +217,6 @@ ATTEMPT_COLUMNS = (
     "fence",
     "next_check_at",
 )
-AUDIT_COLUMNS = (
-    "event_id",
-    "merchant_id",
-    "payment_id",
-    "sequence",
-    "type",
-    "from_status",
-    "to_status",
-    "actor",
-    "correlation_id",
-    "created_at",
-)
 APPLIED_COLUMNS = ("event_id", "applied_at")
 
 
@@ -251,12 +239,13 @@ class Tables:
             PaymentEvent,
             ReadModelAppliedEvent,
         )
+        from payments.projections.read_models import AUDIT_FIELDS
 
         return cls(
             payment=table_for(Payment, PAYMENT_COLUMNS),
             event=table_for(PaymentEvent, EVENT_COLUMNS),
             attempt=table_for(PaymentAttempt, ATTEMPT_COLUMNS),
-            audit=table_for(PaymentAuditEntry, AUDIT_COLUMNS),
+            audit=table_for(PaymentAuditEntry, ("event_id", *AUDIT_FIELDS)),
             applied=table_for(ReadModelAppliedEvent, APPLIED_COLUMNS),
         )
 

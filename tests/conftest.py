@@ -214,3 +214,21 @@ def partitions_restored(django_db_blocker: Any) -> Iterator[None]:
                 for name in sorted(after[table] - before[table]):
                     cursor.execute(f'ALTER TABLE "{table}" DETACH PARTITION "{name}"')
                     cursor.execute(f'DROP TABLE "{name}"')
+
+
+@pytest.fixture
+def own_connection(db: None) -> Iterator[Any]:
+    """A psycopg connection of its own to the test database, in autocommit: not the test's,
+    whose thread ignores the event table's TRUNCATE trigger so that transactional tests can
+    flush, and free to hold locks the test's code must meet."""
+    import psycopg
+
+    config = connection.settings_dict
+    with psycopg.connect(
+        dbname=config["NAME"],
+        user=config["USER"],
+        host=config["HOST"] or None,
+        port=config["PORT"] or None,
+        autocommit=True,
+    ) as conn:
+        yield conn

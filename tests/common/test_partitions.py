@@ -6,7 +6,6 @@ in the default one."""
 from __future__ import annotations
 
 import types
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -36,21 +35,6 @@ pytestmark = [
 
 EVENTS = "payments_paymentevent"
 TABLES = (EVENTS, "payments_paymentauditentry", "outbox_outboxmessage", "outbox_outboxconsumermark")
-
-
-@pytest.fixture
-def raw() -> Iterator[psycopg.Connection]:
-    """A connection of its own: not the test's, whose thread ignores the TRUNCATE trigger so
-    that transactional tests can flush."""
-    settings = connection.settings_dict
-    with psycopg.connect(
-        dbname=settings["NAME"],
-        user=settings["USER"],
-        host=settings["HOST"] or None,
-        port=settings["PORT"] or None,
-        autocommit=True,
-    ) as conn:
-        yield conn
 
 
 def made_at(monkeypatch: pytest.MonkeyPatch, when: datetime) -> None:
@@ -98,7 +82,7 @@ def test_partitions_can_be_made_for_some_tables_only() -> None:
 
 
 def test_every_partition_of_the_event_table_refuses_update_delete_and_truncate(
-    monkeypatch: pytest.MonkeyPatch, raw: psycopg.Connection
+    monkeypatch: pytest.MonkeyPatch, own_connection: psycopg.Connection
 ) -> None:
     shop = make_client().merchant
     now = timezone.now()
@@ -134,14 +118,14 @@ def test_every_partition_of_the_event_table_refuses_update_delete_and_truncate(
     for label, partition in where.items():
         payment_id = payments[label].id
         with pytest.raises(psycopg.errors.RaiseException, match="Cannot update or delete"):
-            raw.execute(
+            own_connection.execute(
                 f"UPDATE {partition} SET actor = 'mallory' WHERE payment_id = %s",  # noqa: S608
                 [payment_id],
             )
         with pytest.raises(psycopg.errors.RaiseException, match="Cannot update or delete"):
-            raw.execute(f"DELETE FROM {partition} WHERE payment_id = %s", [payment_id])  # noqa: S608
+            own_connection.execute(f"DELETE FROM {partition} WHERE payment_id = %s", [payment_id])  # noqa: S608
         with pytest.raises(psycopg.errors.RaiseException, match="Cannot truncate"):
-            raw.execute(f"TRUNCATE {partition}")
+            own_connection.execute(f"TRUNCATE {partition}")
     assert PaymentEvent.objects.filter(payment__in=payments.values()).count() == 8
     assert set(PaymentEvent.objects.values_list("actor", flat=True)) == {"test"}
 

@@ -6,7 +6,6 @@ makes it wait for a later run, not block writers."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -121,28 +120,14 @@ def test_a_day_goes_whole_once_everything_in_it_is_published_past_retention_and_
     assert not OutboxConsumerMark.objects.filter(aggregate_id=unapplied.id).exists()
 
 
-@pytest.fixture
-def raw() -> Iterator[psycopg.Connection]:
-    settings = connection.settings_dict
-    with psycopg.connect(
-        dbname=settings["NAME"],
-        user=settings["USER"],
-        host=settings["HOST"] or None,
-        port=settings["PORT"] or None,
-    ) as conn:
-        yield conn
-
-
 def test_a_busy_outbox_makes_prune_wait_for_a_later_run_not_block_writers(
-    settings: Any, raw: psycopg.Connection
+    settings: Any, own_connection: psycopg.Connection
 ) -> None:
     settings.PARTITION_LOCK_TIMEOUT_MS = 200
     shop = merchant_create(name="Busy shop")[0]
     done = payment_in(shop, "processing")
     outbox_relay_drain(), outbox_consumers_run()
     age(done, created=day(9))
-    # Another transaction is writing to the outbox (it holds the table's ROW EXCLUSIVE lock).
-    raw.execute(f"LOCK TABLE {OUTBOX} IN ROW EXCLUSIVE MODE")
     result: dict[str, Any] = {}
 
     def prune_elsewhere() -> None:
@@ -151,10 +136,12 @@ def test_a_busy_outbox_makes_prune_wait_for_a_later_run_not_block_writers(
         finally:
             connection.close()
 
-    worker = threading.Thread(target=prune_elsewhere)
-    worker.start()
-    worker.join(timeout=10)
-    raw.rollback()
+    # Another transaction is writing to the outbox (it holds the table's ROW EXCLUSIVE lock).
+    with own_connection.transaction(force_rollback=True):
+        own_connection.execute(f"LOCK TABLE {OUTBOX} IN ROW EXCLUSIVE MODE")
+        worker = threading.Thread(target=prune_elsewhere)
+        worker.start()
+        worker.join(timeout=10)
 
     assert not worker.is_alive()
     assert result["first"].partitions == ()
