@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -147,11 +147,22 @@ def _default_holds(cursor: Any, table: str, key: str, low: str, high: str) -> bo
     return bool(cursor.fetchone()[0])
 
 
-def create_period(cursor: Any, spec: Partitioned, start: datetime) -> bool:
-    """Make the partitions of ``spec``'s members for the period at ``start`` if missing.
+def _periods(interval: Interval, since: datetime, now: datetime, ahead: int) -> Iterator[datetime]:
+    """The starts of the periods from the one ``since`` falls in to ``ahead`` past now's."""
+    start, end = period_start(interval, since), period_start(interval, now)
+    for _ in range(ahead):
+        end = next_start(interval, end)
+    while start <= end:
+        yield start
+        start = next_start(interval, start)
 
-    Returns False, making nothing, when rows of that range already sit in a default partition
-    (PostgreSQL refuses the new partition then; the rows stay where they are)."""
+
+def create_period(cursor: Any, spec: Partitioned, start: datetime) -> list[str]:
+    """Make the partitions of ``spec``'s members for the period at ``start`` that are missing;
+    returns their names.
+
+    Makes none when rows of that range already sit in a default partition (PostgreSQL refuses
+    the new partition then; the rows stay where they are)."""
     low, high = _bound(spec, start), _bound(spec, next_start(spec.interval, start))
     missing = [
         (table, key)
@@ -159,17 +170,17 @@ def create_period(cursor: Any, spec: Partitioned, start: datetime) -> bool:
         if partition_name(table, spec.interval, start) not in partitions_of(cursor, table)
     ]
     if not missing:
-        return True
+        return []
     if any(_default_holds(cursor, table, key, low, high) for table, key in missing):
         logger.warning(
             "rows of %s from %s are in its default partition; its partition is not made",
             spec.table,
             start.date(),
         )
-        return False
+        return []
     for table, _key in missing:
         _create_partition(cursor, spec, table, start)
-    return True
+    return [partition_name(table, spec.interval, start) for table, _key in missing]
 
 
 def _create_partition(cursor: Any, spec: Partitioned, table: str, start: datetime) -> None:
@@ -230,16 +241,8 @@ def ensure_partitions(
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_LOCK_ID])
         for spec in registered() if specs is None else specs:
-            start = period_start(spec.interval, since or now)
-            end = period_start(spec.interval, now)
-            for _ in range(ahead):
-                end = next_start(spec.interval, end)
-            while start <= end:
-                before = {t: set(partitions_of(cursor, t)) for t, _ in spec.members}
-                create_period(cursor, spec, start)
-                for table, _key in spec.members:
-                    made.extend(sorted(set(partitions_of(cursor, table)) - before[table]))
-                start = next_start(spec.interval, start)
+            for start in _periods(spec.interval, since or now, now, ahead):
+                made.extend(create_period(cursor, spec, start))
             for table, _key in spec.members:
                 copy_statement_triggers(cursor, table)
     return made
@@ -281,8 +284,7 @@ def drop_partitions(
                 if cursor.fetchone()[0]:
                     continue
                 for (table, _key), name in reversed(list(zip(spec.members, names, strict=True))):
-                    cursor.execute(f"ALTER TABLE {_quote(table)} DETACH PARTITION {_quote(name)}")
-                    cursor.execute(f"DROP TABLE {_quote(name)}")
+                    drop_partition(cursor, table, name)
             dropped.extend(reversed(names))  # committed
         except OperationalError as exc:
             if not isinstance(exc.__cause__, LockNotAvailable):
@@ -290,6 +292,13 @@ def drop_partitions(
             logger.info("%s is busy: its old partitions are left for the next run", spec.table)
             break
     return dropped
+
+
+def drop_partition(cursor: Any, table: str, name: str) -> None:
+    """Detach ``table``'s partition ``name`` and drop it (detached first: a partition of a
+    table another one's foreign key references cannot be dropped while attached)."""
+    cursor.execute(f"ALTER TABLE {_quote(table)} DETACH PARTITION {_quote(name)}")
+    cursor.execute(f"DROP TABLE {_quote(name)}")
 
 
 # --- turning an existing table into a partitioned one (migrations) ---
@@ -322,12 +331,8 @@ def convert_to_partitioned(
     else:
         since = oldest
     create_default(cursor, table)
-    start, end = period_start(spec.interval, min(since, now)), period_start(spec.interval, now)
-    for _ in range(ahead):
-        end = next_start(spec.interval, end)
-    while start <= end:
+    for start in _periods(spec.interval, min(since, now), now, ahead):
         _create_partition(cursor, spec, table, start)
-        start = next_start(spec.interval, start)
     cursor.execute(f"INSERT INTO {_quote(table)} SELECT * FROM {_quote(old)}")  # noqa: S608
     cursor.execute(
         "SELECT a.attname, pg_get_serial_sequence(%s, a.attname) FROM pg_attribute a "

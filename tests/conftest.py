@@ -195,7 +195,7 @@ def worker(start_worker: WorkerFactory) -> subprocess.Popen:
 def partitions_restored(django_db_blocker: Any) -> Iterator[None]:
     """Partitions a test makes (common/partitions.py) are dropped after it: they outlive the
     flush between tests, and every later query of their tables would plan over them."""
-    from common.partitions import partitions_of, registered
+    from common.partitions import drop_partition, partitions_of, registered
 
     def current() -> dict[str, set[str]]:
         with django_db_blocker.unblock(), connection.cursor() as cursor:
@@ -212,8 +212,7 @@ def partitions_restored(django_db_blocker: Any) -> Iterator[None]:
         for spec in registered():
             for table, _key in reversed(spec.members):
                 for name in sorted(after[table] - before[table]):
-                    cursor.execute(f'ALTER TABLE "{table}" DETACH PARTITION "{name}"')
-                    cursor.execute(f'DROP TABLE "{name}"')
+                    drop_partition(cursor, table, name)
 
 
 @pytest.fixture

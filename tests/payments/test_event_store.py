@@ -54,20 +54,12 @@ def test_orm_update_of_an_event_fails(event: PaymentEvent) -> None:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_truncate_of_the_event_table_fails_on_any_connection() -> None:
+def test_truncate_of_the_event_table_fails_on_any_connection(
+    own_connection: psycopg.Connection,
+) -> None:
     """A fresh connection (not the test's, which may flush) cannot TRUNCATE the events."""
-    settings = connection.settings_dict
-    with (
-        psycopg.connect(
-            dbname=settings["NAME"],
-            user=settings["USER"],
-            host=settings["HOST"] or None,
-            port=settings["PORT"] or None,
-            autocommit=True,
-        ) as raw,
-        pytest.raises(psycopg.errors.RaiseException, match="Cannot truncate"),
-    ):
-        raw.execute("TRUNCATE payments_paymentevent CASCADE")
+    with pytest.raises(psycopg.errors.RaiseException, match="Cannot truncate"):
+        own_connection.execute("TRUNCATE payments_paymentevent CASCADE")
 
 
 def test_sequence_is_unique_per_payment(event: PaymentEvent) -> None:
