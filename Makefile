@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 
 .PHONY: help install lock run test lint migrate clean-data fault-run routing-simulation router-latency \
 	relay-bench replay-bench admin-bench serve-bench bench-lifecycle chromium simulate schemathesis \
-	wrk bench-api bench-scale
+	wrk bench-api bench-scale bench-memory
 
 help:
 	@echo "make run         migrate, seed the demo merchant, run web + worker + beat"
@@ -31,6 +31,7 @@ help:
 	@echo "make bench-api           POST/GET /v1/payments against a bare DRF reference: req/s, p50, p99, ratio"
 	@echo "make serve-bench         gunicorn worker classes and counts under wrk (req/s, p50, p99)"
 	@echo "make bench-lifecycle     payments end to end through the make run processes (payments/s, stage p50/p90/p99)"
+	@echo "make bench-memory        resident memory of every make run process over 100,000 payments (BENCH_ARGS=...)"
 	@echo "make bench-scale         bench-api and bench-lifecycle at 0, 1M and 10M events seeded by COPY (BENCH_ARGS=...)"
 	@echo "make simulate            the deterministic fault simulator: SEEDS=500 seeds, JOBS processes (SEED=N replays one)"
 	@echo "make schemathesis        schemathesis against the served OpenAPI schema, gunicorn on embedded services (BENCH_ARGS=...)"
@@ -141,6 +142,12 @@ bench-lifecycle: $(STAMP)
 # --api-rounds R --lifecycle-payments N --jobs J --json PATH"; --seed-only seeds and stops.
 bench-scale: $(STAMP) wrk
 	$(VPY) -m embedded bench scale $(BENCH_ARGS)
+
+# The resident memory of every make run process over many payments (bench/memory.py): RSS
+# sampled after each batch, growth after warm-up per role, FLAT or GROWS.
+# BENCH_ARGS="--payments N --batch B --tolerance PERCENT --json PATH".
+bench-memory: $(STAMP)
+	$(VPY) -m embedded bench memory $(BENCH_ARGS)
 
 # The deterministic fault simulator (bench/simulate.py): SEEDS seeds from FIRST_SEED, shared by
 # JOBS processes (default: one per CPU), or replay one with SEED=N (its steps printed). CI runs
