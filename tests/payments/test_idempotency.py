@@ -274,9 +274,14 @@ def _post_in_thread(api: MerchantClient, results: dict[str, object], slot: str) 
 
 
 def _holds_a_key() -> bool:
-    """Whether some request holds an Idempotency-Key: its transaction's advisory lock."""
+    """Whether some request holds an Idempotency-Key: its transaction's advisory lock, in this
+    database (pg_locks lists the whole server's: another database's requests, a bench or
+    ``make run`` on the same embedded server, hold advisory locks too)."""
     with connection.cursor() as cursor:
-        cursor.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted")
+        cursor.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        )
         return cursor.fetchone()[0] > 0
 
 
