@@ -105,7 +105,9 @@ class FenceLost(Exception):
 class GatewayPlan:
     """One operation to send, committed before the call. ``reference`` is the attempt (or
     refund) id, the gateway's idempotency key; ``maybe_sent`` says an earlier sender may have
-    sent it already."""
+    sent it already; ``created_at`` is the attempt's (or refund's) own time (``first_sent_at``
+    reads the operation's first only when a run needs it); ``facts`` are what routing learns
+    the authorize's answer under."""
 
     operation: str  # authorize, capture, void or refund
     payment_id: str
@@ -116,8 +118,9 @@ class GatewayPlan:
     token: str
     gateway_reference: str
     maybe_sent: bool
-    first_at: datetime
+    created_at: datetime
     fence: str
+    facts: PaymentFacts | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,13 +151,22 @@ def payment_facts(payment: Payment) -> PaymentFacts:
     )
 
 
+def _planned_fields(sends: int, fence: str) -> dict[str, Any]:
+    """What a plan writes on an attempt or refund: from now on it may reach the gateway."""
+    return {
+        "sends": sends,
+        "maybe_sent": True,
+        "fence": fence,
+        "next_check_at": timezone.now() + timedelta(seconds=check_backoff_seconds(sends)),
+    }
+
+
 def _mark_planned(row: PaymentAttempt | Refund, fence: str) -> None:
-    """The plan's write: from now on the operation may reach the gateway."""
-    row.sends += 1
-    row.maybe_sent = True
-    row.fence = fence
-    row.next_check_at = timezone.now() + timedelta(seconds=check_backoff_seconds(row.sends))
-    row.save(update_fields=["sends", "maybe_sent", "fence", "next_check_at"])
+    """The plan's write on an existing row."""
+    fields = _planned_fields(row.sends + 1, fence)
+    for name, value in fields.items():
+        setattr(row, name, value)
+    row.save(update_fields=list(fields))
 
 
 def check_backoff_seconds(sends: int) -> float:
@@ -167,19 +179,40 @@ def check_backoff_seconds(sends: int) -> float:
     return max(lock_ttl_seconds(), grown)
 
 
-def _first_at(payment: Payment, operation: str, default: datetime) -> datetime:
+def first_sent_at(plan: GatewayPlan) -> datetime:
+    """When the operation was first asked for: its payment's first attempt of that operation
+    (an authorize's fallbacks count from the first gateway's), a refund's own time. Read only
+    when a run's answer leaves the operation open: attempts' times never change."""
+    if plan.operation == REFUND:
+        return plan.created_at
     first = (
-        payment.attempts.filter(operation=operation)
+        PaymentAttempt.objects.filter(payment_id=plan.payment_id, operation=plan.operation)
         .order_by("number")
         .values_list("created_at", flat=True)
         .first()
     )
-    return first or default
+    return first or plan.created_at
 
 
-def _attempt_plan(payment: Payment, attempt: PaymentAttempt, *, fence: str) -> GatewayPlan:
+def _attempt_plan(
+    payment: Payment, attempt: PaymentAttempt, *, fence: str, facts: PaymentFacts | None = None
+) -> GatewayPlan:
     maybe_sent = attempt.maybe_sent or attempt.status == AttemptStatus.UNKNOWN
     _mark_planned(attempt, fence)
+    return _plan_of(payment, attempt, fence=fence, maybe_sent=maybe_sent, facts=facts)
+
+
+def _plan_of(
+    payment: Payment,
+    attempt: PaymentAttempt,
+    *,
+    fence: str,
+    maybe_sent: bool,
+    facts: PaymentFacts | None = None,
+) -> GatewayPlan:
+    """The plan of an attempt whose plan's write is made (``_planned_fields``)."""
+    if facts is None and attempt.operation == AttemptOperation.AUTHORIZE:
+        facts = payment_facts(payment)
     return GatewayPlan(
         operation=attempt.operation,
         payment_id=payment.id,
@@ -190,8 +223,9 @@ def _attempt_plan(payment: Payment, attempt: PaymentAttempt, *, fence: str) -> G
         token=str(payment.payment_method.get("token", "")),
         gateway_reference=payment.gateway_reference,
         maybe_sent=maybe_sent,
-        first_at=_first_at(payment, attempt.operation, attempt.created_at),
+        created_at=attempt.created_at,
         fence=fence,
+        facts=facts,
     )
 
 
@@ -243,8 +277,9 @@ def authorize_plan(
                 )
                 return None
         after = last.gateway if payment.status == PaymentStatus.PROCESSING and last else None
+        facts = payment_facts(payment)
         decision = route(
-            facts=payment_facts(payment),
+            facts=facts,
             merchant_gateways=payment.merchant.gateways,
             after=after,
             available=available,
@@ -284,12 +319,16 @@ def authorize_plan(
                 **({"risk": risk.as_dict()} if risk is not None else {}),
             },
         )
-        return _attempt_plan(payment, attempt, fence=fence)
+        return _attempt_plan(payment, attempt, fence=fence, facts=facts)
 
 
-def operation_plan(*, attempt_id: str, fence: str) -> GatewayPlan | None:
-    """Commit the capture or void attempt to send, or ``None`` when it is closed already."""
-    payment_id = PaymentAttempt.objects.values_list("payment_id", flat=True).get(pk=attempt_id)
+def operation_plan(
+    *, attempt_id: str, fence: str, payment_id: str | None = None
+) -> GatewayPlan | None:
+    """Commit the capture or void attempt to send, or ``None`` when it is closed already.
+    ``payment_id`` is the attempt's, when the caller knows it already."""
+    if payment_id is None:
+        payment_id = PaymentAttempt.objects.values_list("payment_id", flat=True).get(pk=attempt_id)
     with locked(payment_id) as payment:
         attempt = PaymentAttempt.objects.locked().get(pk=attempt_id)
         if attempt.status not in OPEN_ATTEMPT_STATUSES:
@@ -316,7 +355,7 @@ def refund_plan(*, refund_id: str, fence: str) -> GatewayPlan | None:
             token="",
             gateway_reference=payment.gateway_reference,
             maybe_sent=maybe_sent,
-            first_at=refund.created_at,
+            created_at=refund.created_at,
             fence=fence,
         )
 
@@ -437,20 +476,22 @@ def _attempt_data(attempt: PaymentAttempt, sent: Sent) -> dict[str, Any]:
     }
 
 
-def authorize_record(*, plan: GatewayPlan, sent: Sent, final: bool = False) -> Payment:
+def authorize_record(*, plan: GatewayPlan, sent: Sent, final: bool = False) -> GatewayPlan | None:
     """Record the verdict on an authorize attempt, with the transition it implies.
 
-    ``succeeded`` -> ``authorized`` (for automatic capture a capture attempt is opened, which
-    ``authorize_run`` sends next); ``declined`` -> ``failed``; ``not_taken`` -> the attempt
+    ``succeeded`` -> ``authorized``; for automatic capture a capture attempt is opened and
+    planned in the same transaction, under the same fence, and its plan returned for the same
+    run to send (``_run``); ``declined`` -> ``failed``; ``not_taken`` -> the attempt
     closes as ``error`` (``payment.attempt_failed``) and the next run tries the next gateway,
     or with ``final`` the payment fails; ``unknown`` -> the attempt stays open as ``unknown``
     and the payment ``processing``, whatever ``final`` says. Raises ``FenceLost`` when another
-    sender planned the attempt since; idempotent for a closed attempt.
+    sender planned the attempt since; idempotent for a closed attempt. Returns the capture's
+    plan, or ``None``.
     """
     with locked(plan.payment_id) as payment:
         attempt = _fenced_attempt(plan)
         if attempt.status not in OPEN_ATTEMPT_STATUSES:
-            return payment
+            return None
         data = _attempt_data(attempt, sent)
         result = sent.result
         if sent.verdict is Verdict.SUCCEEDED:
@@ -474,12 +515,17 @@ def authorize_record(*, plan: GatewayPlan, sent: Sent, final: bool = False) -> P
                 data=data,
             )
             if payment.capture_method == "automatic":
-                # Sent by the run that recorded this (``authorize_run``), at once, without a
-                # task of its own; a run that dies before sending it leaves it open, and the
-                # next run of the payment or the reconciler sends it.
-                _open_attempt(
-                    payment, operation=AttemptOperation.CAPTURE, amount=payment.amount_authorized
+                # Sent by the run that recorded this, at once, under the same lock, without a
+                # task or a plan transaction of its own (issue 13); a run that dies before
+                # sending it leaves it open and planned, and the reconciler sends it once its
+                # next_check_at has passed.
+                capture = _open_attempt(
+                    payment,
+                    operation=AttemptOperation.CAPTURE,
+                    amount=payment.amount_authorized,
+                    **_planned_fields(1, plan.fence),
                 )
+                return _plan_of(payment, capture, fence=plan.fence, maybe_sent=False)
         elif sent.verdict is Verdict.DECLINED or (final and sent.verdict is Verdict.NOT_TAKEN):
             declined = sent.verdict is Verdict.DECLINED
             _finish_attempt(
@@ -503,7 +549,7 @@ def authorize_record(*, plan: GatewayPlan, sent: Sent, final: bool = False) -> P
             _finish_attempt(attempt, sent, AttemptStatus.UNKNOWN)
             if first:
                 record_event(payment, "payment.attempt_failed", actor=SYSTEM, data=data)
-    return payment
+    return None
 
 
 def operation_record(*, plan: GatewayPlan, sent: Sent) -> Payment:
@@ -628,16 +674,15 @@ def _next(plan: GatewayPlan, sent: Sent, *, final: bool) -> Next:
     return Next.RETRY_LATER
 
 
-def _learn(sent: Sent, payment_id: str) -> None:
-    """Feed the send call's own answer (a timeout stays a timeout) into the routing metrics.
-    Best effort: the payment is recorded already."""
-    if sent.call is None:
+def _learn(sent: Sent, plan: GatewayPlan) -> None:
+    """Feed the send call's own answer (a timeout stays a timeout) into the routing metrics,
+    under the facts the plan routed by. Best effort: the payment is recorded already."""
+    if sent.call is None or plan.facts is None:
         return
     try:
-        payment = Payment.objects.get(pk=payment_id)
-        record_result(sent.call, facts=payment_facts(payment))
+        record_result(sent.call, facts=plan.facts)
     except RedisError:
-        logger.warning("routing metrics not updated for %s", payment_id, exc_info=True)
+        logger.warning("routing metrics not updated for %s", plan.payment_id, exc_info=True)
 
 
 Checkpoint = Callable[[str], None]
@@ -649,36 +694,81 @@ def _no_checkpoint(step: str) -> None:
     two steps as a killed worker would."""
 
 
+Record = Callable[[GatewayPlan, Sent, bool], "GatewayPlan | None"]
+
+
+def _send_and_record(
+    planned: GatewayPlan, record: Record, *, retries: int, checkpoint: Checkpoint
+) -> tuple[Sent, bool, GatewayPlan | None]:
+    """Send, then record; returns the answer, whether the task is out of retries, and the
+    follow-up operation the record planned (an automatic capture), if any."""
+    checkpoint("planned")
+    sent = send(planned)
+    checkpoint("sent")
+    # Only an operation the answer leaves open can be out of retries.
+    final = sent.verdict not in (Verdict.SUCCEEDED, Verdict.DECLINED) and out_of_retries(
+        retries, first_sent_at(planned)
+    )
+    follow = record(planned, sent, final)
+    checkpoint("recorded")
+    return sent, final, follow
+
+
+def _record_operation(plan: GatewayPlan, sent: Sent, final: bool) -> None:
+    operation_record(plan=plan, sent=sent)
+
+
+def _record_refund(plan: GatewayPlan, sent: Sent, final: bool) -> None:
+    refund_record(plan=plan, sent=sent, final=final)
+
+
+def _follow_up(plan: GatewayPlan, checkpoint: Checkpoint) -> Next:
+    """Send and record the follow-up an authorize's record planned (its automatic capture),
+    under the lock the run holds."""
+    try:
+        sent, final, _ = _send_and_record(plan, _record_operation, retries=0, checkpoint=checkpoint)
+    except FenceLost:
+        logger.warning("%s: re-planned by another sender, not recorded", plan.reference)
+        return Next.DONE
+    return _next(plan, sent, final=final)
+
+
 def _run(
     payment_id: str,
     what: str,
     plan: Callable[[str], GatewayPlan | None],
-    record: Callable[[GatewayPlan, Sent, bool], object],
+    record: Record,
     *,
     retries: int,
     checkpoint: Checkpoint,
 ) -> Next:
-    """Lock, plan, send, record. A busy lock means another sender has the payment: retry
-    later. A fence lost means a later sender re-planned the operation: it is theirs."""
+    """Lock, plan, send, record, and the same for a follow-up the record planned. A busy lock
+    means another sender has the payment: retry later. A fence lost means a later sender
+    re-planned the operation: it is theirs. A follow-up that cannot finish in this run (the
+    gateway answers retryably or not at all) gets its own task, queued once the lock is
+    released, with its retries and backoff."""
+    follow: GatewayPlan | None = None
+    follow_step = Next.DONE
     try:
         with payment_gateway_lock(payment_id) as fence:
             checkpoint("locked")
             planned = plan(fence)
             if planned is None:
                 return Next.DONE
-            checkpoint("planned")
-            sent = send(planned)
-            checkpoint("sent")
-            final = out_of_retries(retries, planned.first_at)
-            record(planned, sent, final)
-            checkpoint("recorded")
+            sent, final, follow = _send_and_record(
+                planned, record, retries=retries, checkpoint=checkpoint
+            )
+            if follow is not None:
+                follow_step = _follow_up(follow, checkpoint)
     except PaymentBusy:
         return Next.RETRY_LATER
     except FenceLost:
         logger.warning("%s: re-planned by another sender, not recorded", what)
         return Next.DONE
+    if follow is not None and follow_step is not Next.DONE:
+        _send_after_commit("payment_operation_execute", follow.reference)
     if planned.operation == AttemptOperation.AUTHORIZE:
-        _learn(sent, payment_id)
+        _learn(sent, planned)
     return _next(planned, sent, final=final)
 
 
@@ -686,15 +776,23 @@ def authorize_run(
     *, payment_id: str, retries: int = 0, checkpoint: Checkpoint = _no_checkpoint
 ) -> Next:
     """One run of a payment's authorize (see ``authorize_plan`` and ``authorize_record``), and,
-    once the payment is authorised for automatic capture, its capture in the same run
-    (``automatic_capture_run``)."""
+    once the payment is authorised for automatic capture, its capture in the same run: planned
+    by the authorize's record and sent under the same lock (``_run``), or, when there was no
+    authorize to send (an earlier run authorised it and died before its capture), the open
+    capture (``automatic_capture_run``)."""
+    nothing_planned: list[bool] = []
+
+    def plan(fence: str) -> GatewayPlan | None:
+        planned = authorize_plan(payment_id=payment_id, fence=fence, available=gateway_available)
+        if planned is None:
+            nothing_planned.append(True)
+        return planned
+
     try:
         step = _run(
             payment_id,
             payment_id,
-            lambda fence: authorize_plan(
-                payment_id=payment_id, fence=fence, available=gateway_available
-            ),
+            plan,
             lambda plan, sent, final: authorize_record(plan=plan, sent=sent, final=final),
             retries=retries,
             checkpoint=checkpoint,
@@ -704,16 +802,15 @@ def authorize_run(
         return Next.DONE
     except OperationInProgress:
         return Next.DONE  # another operation of the payment is open; the reconciler backs it up
-    if step is Next.DONE:
+    if step is Next.DONE and nothing_planned:
         automatic_capture_run(payment_id=payment_id, checkpoint=checkpoint)
     return step
 
 
 def automatic_capture_run(*, payment_id: str, checkpoint: Checkpoint = _no_checkpoint) -> None:
-    """Send the open capture attempt of an authorised automatic-capture payment now, in the run
-    that authorised it (issue 13: a task of its own queued behind new payments cost a hop per
-    payment). When that run cannot finish it (the lock is busy, the gateway answers
-    retryably or not at all), its own task takes over, with its retries and backoff."""
+    """Send the open capture attempt of an authorised automatic-capture payment now. When this
+    run cannot finish it (the lock is busy, the gateway answers retryably or not at all), its
+    own task takes over, with its retries and backoff."""
     capture_id = (
         PaymentAttempt.objects.filter(
             payment_id=payment_id,
@@ -727,7 +824,10 @@ def automatic_capture_run(*, payment_id: str, checkpoint: Checkpoint = _no_check
     )
     if capture_id is None:
         return
-    if operation_run(attempt_id=capture_id, checkpoint=checkpoint) is not Next.DONE:
+    step = _operation_run(
+        attempt_id=capture_id, payment_id=payment_id, retries=0, checkpoint=checkpoint
+    )
+    if step is not Next.DONE:
         _send_after_commit("payment_operation_execute", capture_id)
 
 
@@ -736,15 +836,26 @@ def operation_run(
 ) -> Next:
     """One run of a capture or void attempt (see ``operation_record``)."""
     payment_id = (
-        PaymentAttempt.objects.filter(pk=attempt_id).values_list("payment_id", flat=True).first()
+        PaymentAttempt.objects.filter(pk=attempt_id)
+        .order_by()
+        .values_list("payment_id", flat=True)
+        .first()
     )
     if payment_id is None:
         return Next.DONE
+    return _operation_run(
+        attempt_id=attempt_id, payment_id=payment_id, retries=retries, checkpoint=checkpoint
+    )
+
+
+def _operation_run(
+    *, attempt_id: str, payment_id: str, retries: int, checkpoint: Checkpoint
+) -> Next:
     return _run(
         payment_id,
         attempt_id,
-        lambda fence: operation_plan(attempt_id=attempt_id, fence=fence),
-        lambda plan, sent, final: operation_record(plan=plan, sent=sent),
+        lambda fence: operation_plan(attempt_id=attempt_id, fence=fence, payment_id=payment_id),
+        _record_operation,
         retries=retries,
         checkpoint=checkpoint,
     )
@@ -761,7 +872,7 @@ def refund_run(
         payment_id,
         refund_id,
         lambda fence: refund_plan(refund_id=refund_id, fence=fence),
-        lambda plan, sent, final: refund_record(plan=plan, sent=sent, final=final),
+        _record_refund,
         retries=retries,
         checkpoint=checkpoint,
     )

@@ -16,6 +16,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Count, Max, Q
 from django.utils import timezone
 
 from common.correlation import get_correlation_id
@@ -106,20 +107,19 @@ def payment_create(
     return payment
 
 
-def _next_number(payment: Payment) -> int:
-    last = payment.attempts.order_by("-number").values_list("number", flat=True).first()
-    return (last or 0) + 1
-
-
 def _open_attempt(
     payment: Payment, *, operation: str, amount: int, **fields: Any
 ) -> PaymentAttempt:
-    """Create a pending attempt; refuses while another attempt of the payment is open."""
-    if payment.attempts.filter(status__in=OPEN_ATTEMPT_STATUSES).exists():
+    """Create a pending attempt; refuses while another attempt of the payment is open. One
+    query reads both whether one is open and the last attempt's number."""
+    attempts = payment.attempts.order_by().aggregate(
+        last=Max("number"), open=Count("pk", filter=Q(status__in=OPEN_ATTEMPT_STATUSES))
+    )
+    if attempts["open"]:
         raise OperationInProgress("another gateway operation on this payment is in progress")
     return PaymentAttempt.objects.create(
         payment=payment,
-        number=_next_number(payment),
+        number=(attempts["last"] or 0) + 1,
         operation=operation,
         gateway=fields.pop("gateway", payment.gateway),
         amount=amount,

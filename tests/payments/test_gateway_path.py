@@ -102,6 +102,44 @@ def test_an_automatic_capture_is_sent_in_the_run_that_authorised_it() -> None:
     assert len(ledger_entries(order_reference=payment.id, operation="capture")) == 1
 
 
+# Statements of one run that authorises and captures a payment here, the sandbox's own
+# included (20 of them: its ledger stands in for the processor). 68 before the capture was
+# planned in the authorisation's record and the run's repeated lookups were cut (issue 13).
+AUTOMATIC_CAPTURE_RUN_STATEMENTS = 55
+
+
+def test_an_automatic_capture_is_planned_with_the_authorisation_under_one_lock(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The capture attempt is opened and planned (maybe sent, fenced) in the transaction that
+    records the authorisation, and sent under the same lock: the run takes the payment's lock
+    once, and stays within its statement budget."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from payments import gateway
+
+    taken: list[str] = []
+    lock = gateway.payment_gateway_lock
+
+    def counting_lock(payment_id: str):  # the real lock, counted
+        taken.append(payment_id)
+        return lock(payment_id)
+
+    monkeypatch.setattr(gateway, "payment_gateway_lock", counting_lock)
+    payment = new_payment()
+    with CaptureQueriesContext(connection) as statements:
+        assert run(payment_process, payment.id) == "done"
+    capture = PaymentAttempt.objects.get(payment=payment, operation="capture")
+    authorize = PaymentAttempt.objects.get(payment=payment, operation="authorize")
+    assert taken == [payment.id]
+    assert (capture.status, capture.sends, capture.fence) == ("succeeded", 1, authorize.fence)
+    assert Payment.objects.get(pk=payment.id).status == "completed"
+    assert len(statements) <= AUTOMATIC_CAPTURE_RUN_STATEMENTS, "\n".join(
+        q["sql"][:100] for q in statements.captured_queries
+    )
+
+
 def test_an_automatic_capture_that_cannot_finish_in_that_run_gets_its_own_task() -> None:
     """The breaker opens right after the authorisation is recorded (at the run's "recorded"
     checkpoint, where the simulator kills workers): the capture is not sent, and its own task
