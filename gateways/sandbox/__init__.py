@@ -7,8 +7,9 @@ benchmarks.
 It behaves like a real gateway that many processes talk to at once: its ledger and request log
 are rows in PostgreSQL (``gateways.models``), every call is idempotent by its reference, and a
 reference raced by several processes still yields exactly one ledger row (unique constraint plus
-``get_or_create``). Each call runs in its own short transaction; call it outside any transaction
-of your own (as every gateway call should be), or the ledger rows roll back with yours.
+``INSERT ... ON CONFLICT DO NOTHING``, the raced call reading the winner's row). Each call runs
+in its own short transaction; call it outside any transaction of your own (as every gateway
+call should be), or the ledger rows roll back with yours.
 
 Token behaviour:
 

@@ -65,6 +65,28 @@ class _ChargeTotals:
 
 _Refusal = Callable[[SandboxLedgerEntry, _ChargeTotals], str | None]
 
+# The tokens whose answer depends on how many authorize calls their order had before.
+_COUNTED_TOKENS = frozenset({SandboxToken.PROCESSING_ERROR, SandboxToken.TIMEOUT})
+
+# One ledger row unless its (gateway, operation, reference) has one already: one statement,
+# where get_or_create takes four inside a transaction (read, savepoint, insert, release).
+_LEDGER_COLUMNS = (
+    "gateway",
+    "operation",
+    "reference",
+    "order_reference",
+    "gateway_reference",
+    "amount",
+    "currency",
+    "token",
+    "created_at",
+)
+_LEDGER_INSERT = (
+    f"INSERT INTO {SandboxLedgerEntry._meta.db_table} ({', '.join(_LEDGER_COLUMNS)}) "  # noqa: S608 - fixed names
+    f"VALUES ({', '.join(['%s'] * len(_LEDGER_COLUMNS))}) "
+    "ON CONFLICT (gateway, operation, reference) DO NOTHING RETURNING id"
+)
+
 
 class SandboxGateway:
     """One sandbox gateway account. Two accounts with different names keep separate ledgers.
@@ -101,9 +123,13 @@ class SandboxGateway:
         with transaction.atomic():
             # Serialises the calls of one order so that counting earlier calls is exact.
             self._lock("order", request.order_reference)
-            earlier_calls = SandboxRequest.objects.filter(
-                operation=SandboxOperation.AUTHORIZE, order_reference=request.order_reference
-            ).count()
+            earlier_calls = (
+                SandboxRequest.objects.filter(
+                    operation=SandboxOperation.AUTHORIZE, order_reference=request.order_reference
+                ).count()
+                if request.token in _COUNTED_TOKENS
+                else 0  # no other token's answer depends on it
+            )
             existing = self._entry(SandboxOperation.AUTHORIZE, request.reference)
             if existing is not None:
                 result = self._replay_authorize(request, existing)
@@ -279,17 +305,17 @@ class SandboxGateway:
         return self._charge_result(op, request.reference, charge, charge)
 
     def _record_charge(self, request: ChargeRequest) -> tuple[SandboxLedgerEntry, bool]:
-        charge, created = SandboxLedgerEntry.objects.get_or_create(
-            gateway=self.name,
-            operation=SandboxOperation.AUTHORIZE,
-            reference=request.reference,
-            defaults={
-                "order_reference": request.order_reference,
-                "gateway_reference": f"ch_{uuid.uuid4().hex}",
-                "amount": request.amount,
-                "currency": request.currency,
-                "token": request.token,
-            },
+        charge, created = self._insert_entry(
+            SandboxLedgerEntry(
+                gateway=self.name,
+                operation=SandboxOperation.AUTHORIZE,
+                reference=request.reference,
+                order_reference=request.order_reference,
+                gateway_reference=f"ch_{uuid.uuid4().hex}",
+                amount=request.amount,
+                currency=request.currency,
+                token=request.token,
+            )
         )
         if created and request.capture:
             SandboxLedgerEntry.objects.create(
@@ -401,17 +427,17 @@ class SandboxGateway:
             return self._refusal(op, reference, code, card=card)
         if fault is Fault.ERROR:
             return self._chaos_error(op, reference, card=card)
-        entry, _ = SandboxLedgerEntry.objects.get_or_create(
-            gateway=self.name,
-            operation=operation,
-            reference=reference,
-            defaults={
-                "order_reference": charge.order_reference,
-                "gateway_reference": charge.gateway_reference,
-                "amount": charge.amount if amount is None else amount,
-                "currency": charge.currency,
-                "token": charge.token,
-            },
+        entry, _ = self._insert_entry(
+            SandboxLedgerEntry(
+                gateway=self.name,
+                operation=operation,
+                reference=reference,
+                order_reference=charge.order_reference,
+                gateway_reference=charge.gateway_reference,
+                amount=charge.amount if amount is None else amount,
+                currency=charge.currency,
+                token=charge.token,
+            )
         )
         if fault is Fault.TIMEOUT:
             return self._lost_answer(op, reference, entry.amount, entry.currency)
@@ -434,6 +460,21 @@ class SandboxGateway:
         )
 
     # --- shared plumbing ---
+
+    def _insert_entry(self, entry: SandboxLedgerEntry) -> tuple[SandboxLedgerEntry, bool]:
+        """Write ``entry`` unless its reference has a row for its operation already: returns
+        the row and whether it is the new one (a raced call finds the other's row)."""
+        with connection.cursor() as cursor:
+            cursor.execute(_LEDGER_INSERT, [getattr(entry, name) for name in _LEDGER_COLUMNS])
+            row = cursor.fetchone()
+        if row is not None:
+            entry.pk = row[0]
+            entry._state.adding = False
+            return entry, True
+        existing = self._entry(SandboxOperation(entry.operation), entry.reference)
+        if existing is None:  # cannot happen: the conflicting row is committed or ours
+            raise RuntimeError(f"sandbox ledger: no row for {entry.reference}")
+        return existing, False
 
     def _entry(self, operation: SandboxOperation, reference: str) -> SandboxLedgerEntry | None:
         return SandboxLedgerEntry.objects.filter(
