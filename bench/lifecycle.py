@@ -32,7 +32,13 @@ one SQL query reads the payments' statuses and their events' ``created_at`` and 
 - payments/s completed, from the first payment's create to the last one's ``completed``;
 - per stage, p50/p90/p99 in ms: ``initiated -> processing -> authorized -> captured ->
   completed``, and ``create -> authorized``, ``create -> completed``;
-- the payments by final status, and those not completed.
+- the payments by final status, and those not completed;
+- CPU time per completed payment, in ms, of each process of the run (gunicorn, the worker, the
+  relay's worker, beat, each with its children) and of the PostgreSQL and Redis servers behind
+  ``DATABASE_URL`` and ``REDIS_URL`` (the server process found by its listening port, with every
+  backend it forked), and of this process (``sender``: the load), from the first payment sent
+  to the last one completed; and the payments/s that much CPU (the sender's left out) allows on
+  this machine's cores, were nothing else running.
 
 ``--json PATH`` writes the same results as JSON. The exit code is 1 when any payment did not
 complete (a POST refused, or still not ``completed`` at the timeout), 2 when the processes
@@ -94,6 +100,75 @@ STAGES: tuple[tuple[str, str, str], ...] = (
     ("create -> authorized", "initiated", "authorized"),
     ("create -> completed", "initiated", "completed"),
 )
+
+
+# --- CPU time of the processes and servers of a run ---
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User and system CPU seconds of a process and its whole tree: the live descendants', and
+    those of every child that exited and was waited for (``children_user``, ``children_system``
+    of its parent). 0 when it is gone."""
+    import psutil
+
+    total = 0.0
+    try:
+        root = psutil.Process(pid)
+        tree = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0.0
+    for process in tree:
+        try:
+            t = process.cpu_times()
+        except psutil.Error:  # exited since listed: its parent's children_* has it, or will
+            continue
+        total += t.user + t.system + t.children_user + t.children_system
+    return total
+
+
+def listening_pid(url: str) -> int | None:
+    """The process listening on the TCP port of a server URL on this machine, or ``None``."""
+    from urllib.parse import urlsplit
+
+    import psutil
+
+    port = urlsplit(url).port
+    if port is None:
+        return None
+    try:
+        connections = psutil.net_connections(kind="tcp")
+    except psutil.Error:
+        return None
+    for conn in connections:
+        if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port:
+            return conn.pid
+    return None
+
+
+def cpu_snapshot(services: Sequence[Service]) -> dict[str, float]:
+    """CPU seconds so far of each service (its process group leader's tree) and of the
+    PostgreSQL and Redis servers the run uses."""
+    out = {service.name: process_cpu_seconds(service.process.pid) for service in services}
+    mine = os.times()
+    out["sender"] = mine.user + mine.system  # this process: the load, not AegisPay
+    for name, variable in (("postgres", "DATABASE_URL"), ("redis", "REDIS_URL")):
+        pid = listening_pid(os.environ.get(variable, ""))
+        if pid is not None:
+            out[name] = process_cpu_seconds(pid)
+    return out
+
+
+def cpu_per_payment(
+    before: dict[str, float], after: dict[str, float], completed: int
+) -> dict[str, float]:
+    """Milliseconds of CPU per completed payment, per process and in total."""
+    if not completed:
+        return {}
+    per = {
+        name: round((after[name] - before.get(name, 0.0)) * 1000 / completed, 2) for name in after
+    }
+    per["total"] = round(sum(per.values()), 2)
+    return per
 
 
 # --- the processes of make run ---
@@ -450,7 +525,9 @@ def read_lifecycles(run: Run) -> list[tuple[str, str, dict[str, float]]]:
     ]
 
 
-def results(args: argparse.Namespace, run: Run, sent: Sent) -> dict[str, Any]:
+def results(
+    args: argparse.Namespace, run: Run, sent: Sent, cpu: tuple[dict[str, float], dict[str, float]]
+) -> dict[str, Any]:
     lifecycles = read_lifecycles(run)
     statuses = Counter(status for _, status, _ in lifecycles)
     completed = statuses.get("completed", 0)
@@ -493,6 +570,8 @@ def results(args: argparse.Namespace, run: Run, sent: Sent) -> dict[str, Any]:
             if status != "completed"
         ],
         "failures": args.payments - completed,
+        "cpu_ms_per_payment": cpu_per_payment(*cpu, completed),
+        "cores": os.cpu_count(),
     }
 
 
@@ -533,6 +612,15 @@ def report(r: dict[str, Any]) -> None:
             print(f"{name:<26}{s['n']:>6}{s['p50']:>10.1f}{s['p90']:>10.1f}{s['p99']:>10.1f}")
         else:
             print(f"{name:<26}{0:>6}")
+    cpu = r["cpu_ms_per_payment"]
+    if cpu:
+        parts = ", ".join(f"{name} {ms:.1f}" for name, ms in cpu.items() if name != "total")
+        served = cpu["total"] - cpu.get("sender", 0.0)
+        ceiling = (r["cores"] or 1) * 1000 / served if served > 0 else None
+        print(
+            f"CPU ms per payment: {parts}; total {cpu['total']:.1f}"
+            + (f" (at most {ceiling:.0f} payments/s on {r['cores']} cores)" if ceiling else "")
+        )
     if r["not_completed"]:
         shown = r["not_completed"][:20]
         more = len(r["not_completed"]) - len(shown)
@@ -636,17 +724,19 @@ def main() -> int:
                     rate=args.rate,
                     threads=args.connections,
                 )
+                cpu_before = cpu_snapshot(services)
                 sent = sender.run()
                 try:
                     wait_completed(services, run, sent.created, args.timeout)
                 except RuntimeError as exc:
                     print(f"stopped waiting: {exc}")
+                cpu_after = cpu_snapshot(services)
             finally:
                 stop(services)
     except KeyboardInterrupt as exc:
         print(f"interrupted ({exc or 'SIGINT'}); every process stopped")
         return 130
-    r = results(args, run, sent)
+    r = results(args, run, sent, (cpu_before, cpu_after))
     report(r)
     if args.json is not None:
         args.json.write_text(json.dumps(r, indent=2) + "\n")
