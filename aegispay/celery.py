@@ -39,6 +39,12 @@ app.conf.update(
     redbeat_redis_options=app.conf.first("redbeat_redis_options"),
 )
 app.autodiscover_tasks()
+# Celery's Django fixup closes every database connection before and after every task unless
+# ``CELERY_DB_REUSE_MAX`` is set (it reads that old-style name from the configuration, which
+# the settings above have finalised by now): each task then opened a PostgreSQL session of its
+# own (issue 13: 2.4 sessions a payment, each a forked backend with a cold catalog cache). Set
+# so high that it never closes them by count; ``_keep_or_close_connections`` below decides.
+app.conf.update(CELERY_DB_REUSE_MAX=2**62)
 
 # Not "correlation_id": Celery's messages already have a property of that name (the task id).
 CORRELATION_HEADER = "aegispay_correlation_id"
@@ -92,6 +98,27 @@ def _restore_correlation_id(**_: Any) -> None:
         bind_correlation_id(previous)
     else:
         clear_correlation_id()
+
+
+@task_prerun.connect
+@task_postrun.connect
+def _keep_or_close_connections(
+    task: Task | None = None, state: str | None = None, **_: Any
+) -> None:
+    """Around each task a worker runs, what Django does around each request: close a database
+    connection older than ``CONN_MAX_AGE`` (``DB_CONN_MAX_AGE``; 0: after every task) or one
+    that failed and is no longer usable, and keep the others for the next task. After a task
+    that did not succeed (it raised, asked for a retry, or its soft time limit interrupted it,
+    perhaps mid-query) every connection is closed: Django cannot always tell that one is
+    broken (celery/celery#9824). Not for a task run eagerly, inside its caller's connection."""
+    if task is None or getattr(task.request, "is_eager", False):
+        return
+    from django.db import close_old_connections, connections
+
+    if state is not None and state != "SUCCESS":
+        connections.close_all()
+    else:
+        close_old_connections()
 
 
 logger = logging.getLogger(__name__)

@@ -132,3 +132,33 @@ def test_a_worker_runs_beat_work_under_a_fresh_id_after_a_request_task(
     payments_settle_captures.delay()
     wait_until(lambda: Payment.objects.filter(pk=payment.pk, status="completed").exists())
     assert _settled_event(payment).correlation_id not in ("", "corr-request-x")
+
+
+def _worker_sessions() -> set[tuple[int, object]]:
+    """The other sessions on the test database (pid and start), the worker's."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pid, backend_start FROM pg_stat_activity WHERE datname = current_database()"
+            " AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
+        )
+        return set(cursor.fetchall())
+
+
+@pytest.mark.e2e
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_keeps_its_database_session_from_task_to_task(
+    start_worker: WorkerFactory,
+) -> None:
+    """Issue 13: Celery's Django fixup closed every connection around every task, so each task
+    opened a PostgreSQL session of its own (2.4 a payment in make bench-lifecycle). A worker
+    process keeps its session between tasks, as a gunicorn thread does between requests."""
+    start_worker(concurrency=1)
+    seen = []
+    for _ in range(2):
+        payment = _captured_payment()
+        payments_settle_captures.delay()
+        wait_until(lambda p=payment: Payment.objects.filter(pk=p.pk, status="completed").exists())
+        seen.append(wait_until(_worker_sessions, timeout=10))
+    assert seen[0] & seen[1], seen
