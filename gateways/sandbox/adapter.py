@@ -70,20 +70,13 @@ _COUNTED_TOKENS = frozenset({SandboxToken.PROCESSING_ERROR, SandboxToken.TIMEOUT
 
 # One ledger row unless its (gateway, operation, reference) has one already: one statement,
 # where get_or_create takes four inside a transaction (read, savepoint, insert, release).
-_LEDGER_COLUMNS = (
-    "gateway",
-    "operation",
-    "reference",
-    "order_reference",
-    "gateway_reference",
-    "amount",
-    "currency",
-    "token",
-    "created_at",
+_LEDGER_FIELDS = tuple(
+    field for field in SandboxLedgerEntry._meta.concrete_fields if not field.primary_key
 )
 _LEDGER_INSERT = (
-    f"INSERT INTO {SandboxLedgerEntry._meta.db_table} ({', '.join(_LEDGER_COLUMNS)}) "  # noqa: S608 - fixed names
-    f"VALUES ({', '.join(['%s'] * len(_LEDGER_COLUMNS))}) "
+    f"INSERT INTO {SandboxLedgerEntry._meta.db_table} "  # noqa: S608 - the model's own names
+    f"({', '.join(str(field.column) for field in _LEDGER_FIELDS)}) "
+    f"VALUES ({', '.join(['%s'] * len(_LEDGER_FIELDS))}) "
     "ON CONFLICT (gateway, operation, reference) DO NOTHING RETURNING id"
 )
 
@@ -465,7 +458,9 @@ class SandboxGateway:
         """Write ``entry`` unless its reference has a row for its operation already: returns
         the row and whether it is the new one (a raced call finds the other's row)."""
         with connection.cursor() as cursor:
-            cursor.execute(_LEDGER_INSERT, [getattr(entry, name) for name in _LEDGER_COLUMNS])
+            cursor.execute(
+                _LEDGER_INSERT, [getattr(entry, field.attname) for field in _LEDGER_FIELDS]
+            )
             row = cursor.fetchone()
         if row is not None:
             entry.pk = row[0]
