@@ -694,11 +694,20 @@ def _no_checkpoint(step: str) -> None:
     two steps as a killed worker would."""
 
 
-Record = Callable[[GatewayPlan, Sent, bool], "GatewayPlan | None"]
+def _record(plan: GatewayPlan, sent: Sent, final: bool) -> GatewayPlan | None:
+    """The record step of the plan's operation; returns the follow-up an authorize's record
+    planned (its automatic capture), if any."""
+    if plan.operation == AttemptOperation.AUTHORIZE:
+        return authorize_record(plan=plan, sent=sent, final=final)
+    if plan.operation == REFUND:
+        refund_record(plan=plan, sent=sent, final=final)
+    else:
+        operation_record(plan=plan, sent=sent)
+    return None
 
 
 def _send_and_record(
-    planned: GatewayPlan, record: Record, *, retries: int, checkpoint: Checkpoint
+    planned: GatewayPlan, *, retries: int, checkpoint: Checkpoint
 ) -> tuple[Sent, bool, GatewayPlan | None]:
     """Send, then record; returns the answer, whether the task is out of retries, and the
     follow-up operation the record planned (an automatic capture), if any."""
@@ -709,24 +718,16 @@ def _send_and_record(
     final = sent.verdict not in (Verdict.SUCCEEDED, Verdict.DECLINED) and out_of_retries(
         retries, first_sent_at(planned)
     )
-    follow = record(planned, sent, final)
+    follow = _record(planned, sent, final)
     checkpoint("recorded")
     return sent, final, follow
-
-
-def _record_operation(plan: GatewayPlan, sent: Sent, final: bool) -> None:
-    operation_record(plan=plan, sent=sent)
-
-
-def _record_refund(plan: GatewayPlan, sent: Sent, final: bool) -> None:
-    refund_record(plan=plan, sent=sent, final=final)
 
 
 def _follow_up(plan: GatewayPlan, checkpoint: Checkpoint) -> Next:
     """Send and record the follow-up an authorize's record planned (its automatic capture),
     under the lock the run holds."""
     try:
-        sent, final, _ = _send_and_record(plan, _record_operation, retries=0, checkpoint=checkpoint)
+        sent, final, _ = _send_and_record(plan, retries=0, checkpoint=checkpoint)
     except FenceLost:
         logger.warning("%s: re-planned by another sender, not recorded", plan.reference)
         return Next.DONE
@@ -737,12 +738,12 @@ def _run(
     payment_id: str,
     what: str,
     plan: Callable[[str], GatewayPlan | None],
-    record: Record,
     *,
     retries: int,
     checkpoint: Checkpoint,
 ) -> Next:
-    """Lock, plan, send, record, and the same for a follow-up the record planned. A busy lock
+    """Lock, plan, send, record (the plan's operation's record step), and the same for a
+    follow-up the record planned. A busy lock
     means another sender has the payment: retry later. A fence lost means a later sender
     re-planned the operation: it is theirs. A follow-up that cannot finish in this run (the
     gateway answers retryably or not at all) gets its own task, queued once the lock is
@@ -755,9 +756,7 @@ def _run(
             planned = plan(fence)
             if planned is None:
                 return Next.DONE
-            sent, final, follow = _send_and_record(
-                planned, record, retries=retries, checkpoint=checkpoint
-            )
+            sent, final, follow = _send_and_record(planned, retries=retries, checkpoint=checkpoint)
             if follow is not None:
                 follow_step = _follow_up(follow, checkpoint)
     except PaymentBusy:
@@ -793,7 +792,6 @@ def authorize_run(
             payment_id,
             payment_id,
             plan,
-            lambda plan, sent, final: authorize_record(plan=plan, sent=sent, final=final),
             retries=retries,
             checkpoint=checkpoint,
         )
@@ -855,7 +853,6 @@ def _operation_run(
         payment_id,
         attempt_id,
         lambda fence: operation_plan(attempt_id=attempt_id, fence=fence, payment_id=payment_id),
-        _record_operation,
         retries=retries,
         checkpoint=checkpoint,
     )
@@ -872,7 +869,6 @@ def refund_run(
         payment_id,
         refund_id,
         lambda fence: refund_plan(refund_id=refund_id, fence=fence),
-        _record_refund,
         retries=retries,
         checkpoint=checkpoint,
     )
