@@ -105,6 +105,18 @@ STAGES: tuple[tuple[str, str, str], ...] = (
 # --- CPU time of the processes and servers of a run ---
 
 
+def process_tree(pid: int) -> list[Any]:
+    """A process (a ``psutil.Process``) and its live descendants (a Celery worker's pool,
+    gunicorn's workers); empty when it is gone."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
 def process_cpu_seconds(pid: int) -> float:
     """User and system CPU seconds of a process and its whole tree: the live descendants', and
     those of every child that exited and was waited for (``children_user``, ``children_system``
@@ -112,12 +124,7 @@ def process_cpu_seconds(pid: int) -> float:
     import psutil
 
     total = 0.0
-    try:
-        root = psutil.Process(pid)
-        tree = [root, *root.children(recursive=True)]
-    except psutil.Error:
-        return 0.0
-    for process in tree:
+    for process in process_tree(pid):
         try:
             t = process.cpu_times()
         except psutil.Error:  # exited since listed: its parent's children_* has it, or will

@@ -11,9 +11,10 @@ queues of the bench's own (``aegispay_bench_memory``, emptied first).
 
 **What it does.** ``--payments`` payments through ``POST /v1/payments`` (automatic capture) in
 batches of ``--batch``, each sent closed loop from ``--connections`` threads; after each batch it
-waits until every payment so far is ``completed``, then reads the resident set size (``VmRSS``
-in ``/proc/PID/status``) of every process in each service's process group: the Celery worker's
-parent and its pool children, the relay's, gunicorn's master and workers, beat.
+waits until every payment so far is ``completed``, then reads the resident set size (``VmRSS``,
+through psutil) of every process in each service's process tree: the Celery worker's
+parent and its pool children, the relay's, gunicorn's master and workers, beat
+(``lifecycle.process_tree``).
 
 **What it prints.** A row per sample: payments completed, then the RSS in MiB of each role (the
 worker's pool children summed, as the others). Then, per role, the growth from the sample at the
@@ -58,44 +59,25 @@ class Sample:
     pids: dict[str, tuple[int, ...]]
 
 
-def group_pids(pgid: int) -> list[int]:
-    """The processes of one process group (``/proc/PID/stat``'s fifth field)."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:  # gone since listed
-            continue
-        # The command name is in parentheses and may hold spaces: split after it.
-        fields = stat[stat.rindex(")") + 2 :].split()
-        if int(fields[2]) == pgid:
-            pids.append(int(entry))
-    return sorted(pids)
+def rss_bytes(process: Any) -> int:
+    """Resident set size of one ``psutil.Process``, 0 if it is gone."""
+    import psutil
 
-
-def rss_bytes(pid: int) -> int:
-    """``VmRSS`` of one process, 0 if it is gone."""
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
+        return int(process.memory_info().rss)
+    except psutil.Error:
+        return 0
 
 
-def roles(services: Sequence[lifecycle.Service]) -> dict[str, list[int]]:
-    """Role -> pids: each service's parent on its own, its children (a Celery pool, gunicorn's
-    workers) together."""
-    out: dict[str, list[int]] = {}
+def roles(services: Sequence[lifecycle.Service]) -> dict[str, list[Any]]:
+    """Role -> processes: each service's parent on its own, its descendants (a Celery pool,
+    gunicorn's workers) together."""
+    out: dict[str, list[Any]] = {}
     for service in services:
-        parent = service.process.pid
-        children = [pid for pid in group_pids(parent) if pid != parent]
-        out[service.name] = [parent]
-        if children:
-            out[f"{service.name} children"] = children
+        tree = lifecycle.process_tree(service.process.pid)
+        out[service.name] = tree[:1]
+        if tree[1:]:
+            out[f"{service.name} children"] = tree[1:]
     return out
 
 
@@ -104,8 +86,8 @@ def sample(services: Sequence[lifecycle.Service], payments: int, started: float)
     return Sample(
         payments=payments,
         seconds=time.monotonic() - started,
-        rss={role: sum(rss_bytes(pid) for pid in pids) for role, pids in by_role.items()},
-        pids={role: tuple(pids) for role, pids in by_role.items()},
+        rss={role: sum(rss_bytes(p) for p in processes) for role, processes in by_role.items()},
+        pids={role: tuple(p.pid for p in processes) for role, processes in by_role.items()},
     )
 
 
