@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from django.conf import settings
@@ -12,6 +12,8 @@ from django.db import transaction
 from django.utils import timezone
 from django_redis import get_redis_connection
 from redis.exceptions import RedisError
+
+from common.rows import Statement
 
 from .registry import consumer_names
 
@@ -79,9 +81,9 @@ def _kick_once_after_commit() -> None:
 
 
 # One statement for the row and its consumer marks (the marks copy the row's id and time,
-# their foreign key and partition key).
+# their foreign key and partition key), after the caller's own writes (``along``).
 _INSERT = """
-WITH message AS (
+WITH {along}message AS (
     INSERT INTO outbox_outboxmessage (
         event_id, event_type, aggregate_type, aggregate_id, sequence, merchant_id, payload,
         state, attempts, last_error, created_at)
@@ -104,6 +106,7 @@ def outbox_message_create(
     sequence: int,
     merchant_id: str,
     payload: Mapping[str, Any],
+    along: Sequence[Statement] = (),
 ) -> None:
     """Insert the outbox row for one event.
 
@@ -114,16 +117,23 @@ def outbox_message_create(
     consumers (``outbox/consumers.py``) apply their marks, independently of the relay. Both are
     kicked once after the commit (one kick per transaction, not per event), and beat sweeps for
     the guarantee.
+
+    ``along``: the caller's writes of the same transaction (``common/rows.py``: the event and
+    its payment), sent in the same statement as data-modifying ``WITH`` queries, so that the
+    whole is one round trip. PostgreSQL runs every part or none; foreign keys between the
+    parts are checked at the statement's end, when all of them are written.
     """
     connection = transaction.get_connection()
     if not connection.in_atomic_block:
         raise transaction.TransactionManagementError(
             "outbox rows are written inside the transaction of their event"
         )
+    ctes = "".join(f"written_{n} AS ({sql}), " for n, (sql, _) in enumerate(along))
     with connection.cursor() as cursor:
         cursor.execute(
-            _INSERT,
+            _INSERT.format(along=ctes),
             [
+                *(param for _, params in along for param in params),
                 event_id,
                 event_type,
                 aggregate_type,

@@ -29,6 +29,7 @@ from django_fsm import can_proceed
 
 from common.correlation import get_correlation_id
 from common.isotime import iso
+from common.rows import insert_statement, mark_saved, update_statement
 from outbox.services import outbox_message_create
 
 from .errors import AmountExceeded, InvalidTransition, PaymentNotFound, VersionConflict
@@ -122,8 +123,9 @@ def append_event(
     payment.version += 1
     if event_type != UPDATE_EVENT_TYPE:
         payment.progressed_at = timezone.now()
-    payment.save(force_insert=insert)
-    event = PaymentEvent.objects.create(
+    # The payment, its event and the event's outbox row in one statement (issue 13).
+    write = insert_statement(payment) if insert else update_statement(payment)
+    event = PaymentEvent(
         payment=payment,
         livemode=payment.livemode,
         sequence=payment.version,
@@ -134,6 +136,7 @@ def append_event(
         actor=actor,
         correlation_id=get_correlation_id(),
     )
+    event_write = insert_statement(event)  # sets created_at, which the payload carries
     payload = event_payload(event)
     outbox_message_create(
         event_id=event.id,
@@ -143,7 +146,10 @@ def append_event(
         sequence=event.sequence,
         merchant_id=payment.merchant_id,
         payload=payload,
+        along=(write, event_write),
     )
+    mark_saved(payment)
+    mark_saved(event)
     notify_after_commit(payload)  # PAYMENT_LISTENERS, if any (payments/hooks.py)
     return event
 

@@ -14,6 +14,7 @@ from django.db import connection, transaction
 from django.db.models import Sum
 from redis.exceptions import RedisError
 
+from common.rows import insert_statement, mark_saved
 from gateways.base import (
     CaptureRequest,
     ChargeRequest,
@@ -70,15 +71,7 @@ _COUNTED_TOKENS = frozenset({SandboxToken.PROCESSING_ERROR, SandboxToken.TIMEOUT
 
 # One ledger row unless its (gateway, operation, reference) has one already: one statement,
 # where get_or_create takes four inside a transaction (read, savepoint, insert, release).
-_LEDGER_FIELDS = tuple(
-    field for field in SandboxLedgerEntry._meta.concrete_fields if not field.primary_key
-)
-_LEDGER_INSERT = (
-    f"INSERT INTO {SandboxLedgerEntry._meta.db_table} "  # noqa: S608 - the model's own names
-    f"({', '.join(str(field.column) for field in _LEDGER_FIELDS)}) "
-    f"VALUES ({', '.join(['%s'] * len(_LEDGER_FIELDS))}) "
-    "ON CONFLICT (gateway, operation, reference) DO NOTHING RETURNING id"
-)
+_LEDGER_CONFLICT = " ON CONFLICT (gateway, operation, reference) DO NOTHING RETURNING id"
 
 
 class SandboxGateway:
@@ -457,14 +450,13 @@ class SandboxGateway:
     def _insert_entry(self, entry: SandboxLedgerEntry) -> tuple[SandboxLedgerEntry, bool]:
         """Write ``entry`` unless its reference has a row for its operation already: returns
         the row and whether it is the new one (a raced call finds the other's row)."""
+        sql, params = insert_statement(entry)
         with connection.cursor() as cursor:
-            cursor.execute(
-                _LEDGER_INSERT, [getattr(entry, field.attname) for field in _LEDGER_FIELDS]
-            )
+            cursor.execute(sql + _LEDGER_CONFLICT, params)
             row = cursor.fetchone()
         if row is not None:
             entry.pk = row[0]
-            entry._state.adding = False
+            mark_saved(entry)
             return entry, True
         existing = self._entry(SandboxOperation(entry.operation), entry.reference)
         if existing is None:  # cannot happen: the conflicting row is committed or ours

@@ -73,3 +73,88 @@ def test_sequence_is_unique_per_payment(event: PaymentEvent) -> None:
             to_status="processing",
             actor="test",
         )
+
+
+# --- one statement for the payment, its event and the event's outbox row (issue 13) ---
+
+
+def _writes(statements: list[dict]) -> list[str]:
+    """The statements that write (the tests' ``pgtrigger.ignore`` prefix left off)."""
+    sqls = (q["sql"].split(";")[-1].strip() for q in statements)
+    return [sql for sql in sqls if sql.startswith(("INSERT", "UPDATE", "WITH"))]
+
+
+def test_a_transition_writes_the_payment_its_event_and_the_outbox_row_in_one_statement(
+    event: PaymentEvent,
+) -> None:
+    from django.test.utils import CaptureQueriesContext
+
+    from common.isotime import iso
+    from outbox.models import OutboxConsumerMark, OutboxMessage
+    from payments.eventstore import payment_transition
+    from payments.models import Payment
+
+    with CaptureQueriesContext(connection) as statements:
+        payment = payment_transition(payment_id=event.payment_id, transition="cancel", actor="test")
+    writes = _writes(statements.captured_queries)
+    assert len(writes) == 1, [sql[:100] for sql in writes]
+    stored = Payment.objects.get(pk=payment.pk)
+    assert (stored.status, stored.version) == ("cancelled", 2)
+    assert stored.updated_at == payment.updated_at
+    second = PaymentEvent.objects.get(payment=payment, sequence=2)
+    assert (second.type, second.from_status, second.to_status) == (
+        "payment.cancelled",
+        "initiated",
+        "cancelled",
+    )
+    message = OutboxMessage.objects.get(event_id=second.id)
+    assert message.payload["id"] == second.id
+    assert (message.payload["sequence"], message.payload["to_status"]) == (2, "cancelled")
+    assert message.payload["created_at"] == iso(second.created_at)
+    assert OutboxConsumerMark.objects.filter(message_id=message.id).count() >= 1
+
+
+def test_a_transition_whose_event_conflicts_writes_nothing(event: PaymentEvent) -> None:
+    """The event's sequence is taken (a writer that did not hold the lock): the statement fails
+    as a whole; the payment's update and the outbox row are not written either."""
+    from django.db import IntegrityError
+
+    from outbox.models import OutboxMessage
+    from payments.eventstore import apply_transition
+    from payments.models import Payment
+
+    payment = Payment.objects.get(pk=event.payment_id)
+    PaymentEvent.objects.create(
+        payment=payment, sequence=2, type="payment.processing", to_status="processing", actor="x"
+    )
+    messages = OutboxMessage.objects.count()
+    with pytest.raises(IntegrityError), transaction.atomic():
+        apply_transition(payment, "cancel", actor="test")
+    stored = Payment.objects.get(pk=payment.pk)
+    assert (stored.status, stored.version) == ("initiated", 1)
+    assert OutboxMessage.objects.count() == messages
+
+
+def test_a_create_is_six_statements(db: None) -> None:
+    """``POST /v1/payments`` with an Idempotency-Key: the key lookup, BEGIN, the key's lock and
+    read, the payment with its event and outbox row, the key's row, COMMIT (8 before the
+    payment, the event and the outbox row were one statement)."""
+    from django.test.utils import CaptureQueriesContext
+
+    from outbox.models import OutboxMessage
+    from payments.models import Payment
+    from tests.conftest import VISA
+
+    client = make_client()
+    # The first request of a key also records when it was last used (at most once a minute).
+    assert client.post("/v1/payments", VISA, format="json").status_code == 201
+    with CaptureQueriesContext(connection) as statements:
+        response = client.post("/v1/payments", VISA, format="json", HTTP_IDEMPOTENCY_KEY="k-a1-b")
+    assert response.status_code == 201
+    payment = Payment.objects.get(pk=response.json()["id"])
+    assert payment.version == 1
+    assert [e.type for e in payment.events.all()] == ["payment.initiated"]
+    assert OutboxMessage.objects.filter(aggregate_id=payment.id).count() == 1
+    assert len(statements) <= 6, "\n".join(
+        q["sql"].split(";")[-1][:120] for q in statements.captured_queries
+    )
