@@ -488,6 +488,9 @@ ADMIN_LOGIN_FAILURES_PER_MINUTE = env.float("ADMIN_LOGIN_FAILURES_PER_MINUTE", d
 ADMIN_LOGIN_FAILURES_BURST = env.int("ADMIN_LOGIN_FAILURES_BURST", default=10)
 RATE_LIMIT_PROXY_HOPS = env.int("RATE_LIMIT_PROXY_HOPS", default=0)
 RATE_LIMIT_REDIS_TIMEOUT_SECONDS = env.float("RATE_LIMIT_REDIS_TIMEOUT_SECONDS", default=0.25)
+# How long a web process keeps an API key it found, unless a change to any key or merchant tells
+# every process to forget (payments/authentication.py); 0: read the database on every request.
+API_KEY_CACHE_SECONDS = env.float("API_KEY_CACHE_SECONDS", default=30.0)
 
 # Idempotency keys are replayed this long (the retention), then forgotten and purged by beat.
 IDEMPOTENCY_KEY_TTL_HOURS = env.int("IDEMPOTENCY_KEY_TTL_HOURS", default=24)

@@ -35,8 +35,9 @@ UNCHECKED = Counter(
     ["scope"],
 )
 
-# KEYS: the bucket. ARGV: rate (tokens per second), burst, cost (1 to take a token, 0 to look).
-# Returns {allowed (0/1), tokens left in thousandths, ms until one token is back}.
+# KEYS: the bucket, and optionally a key to read in the same round trip (``watch``). ARGV: rate
+# (tokens per second), burst, cost (1 to take a token, 0 to look). Returns {allowed (0/1), tokens
+# left in thousandths, ms until one token is back, the watched key's value or nil}.
 _TAKE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -58,7 +59,11 @@ local wait = 0
 if tokens < 1 then
     wait = math.ceil((1 - tokens) / rate * 1000)
 end
-return {allowed, math.floor(tokens * 1000), wait}
+local watched = false
+if #KEYS > 1 then
+    watched = redis.call('GET', KEYS[2])
+end
+return {allowed, math.floor(tokens * 1000), wait, watched}
 """
 
 
@@ -71,6 +76,7 @@ class Decision:
     remaining: int  # whole tokens left
     reset: int  # seconds until the bucket is full again
     retry_after: int  # seconds until the next request would be allowed (0: now)
+    watched: bytes | None = None  # the value of ``take``'s ``watch`` key (None: not set)
 
     def headers(self) -> dict[str, str]:
         headers = {
@@ -118,11 +124,15 @@ class RateLimiter:
     def _take(self) -> Any:
         return self._redis.register_script(_TAKE)
 
-    def take(self, scope: str, name: str, bucket: Bucket, *, cost: int = 1) -> Decision | None:
-        """Take ``cost`` tokens (0: only look) from ``scope:name``; ``None`` if Redis failed."""
+    def take(
+        self, scope: str, name: str, bucket: Bucket, *, cost: int = 1, watch: str | None = None
+    ) -> Decision | None:
+        """Take ``cost`` tokens (0: only look) from ``scope:name``; ``None`` if Redis failed.
+        ``watch``: a Redis key whose value the decision carries, read in the same round trip."""
+        keys = [f"{KEY_PREFIX}{scope}:{name}"] + ([watch] if watch else [])
         try:
-            allowed, milli, wait_ms = self._take(
-                keys=[f"{KEY_PREFIX}{scope}:{name}"], args=[bucket.rate, bucket.burst, cost]
+            allowed, milli, wait_ms, watched = self._take(
+                keys=keys, args=[bucket.rate, bucket.burst, cost]
             )
         except RedisError:
             UNCHECKED.labels(scope).inc()
@@ -135,7 +145,25 @@ class RateLimiter:
             remaining=max(0, math.floor(tokens)),
             reset=math.ceil(max(0.0, bucket.burst - tokens) / bucket.rate),
             retry_after=math.ceil(int(wait_ms) / 1000),
+            # Lua's false for a key not set: nil in RESP2, a boolean in RESP3.
+            watched=watched if isinstance(watched, bytes) else None,
         )
+
+    def read(self, key: str) -> tuple[bool, bytes | None]:
+        """``(True, value)`` of one Redis key (``None``: not set), ``(False, None)`` if Redis
+        failed: on the limiter's client, as fast to give up as ``take``."""
+        try:
+            return True, self._redis.get(key)
+        except RedisError:
+            return False, None
+
+    def incr(self, key: str) -> bool:
+        """Add one to a Redis key's integer; ``False`` if Redis failed."""
+        try:
+            self._redis.incr(key)
+        except RedisError:
+            return False
+        return True
 
 
 limiter = RateLimiter()

@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypedDict, cast
 
 from django.conf import settings
+from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 from rest_framework.request import Request
 
-from common.rate_limit import Bucket, client_ip, limiter
+from common.rate_limit import Bucket, Decision, client_ip, limiter
 
 from .merchants import hash_api_key
 from .models import ApiKey, Merchant
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -79,14 +84,79 @@ def _client_bucket() -> Bucket:
 
 
 def _limit(request: Request, scope: str, name: str, bucket: Bucket) -> None:
-    """Take a token, or refuse with ``429 rate_limited``. The decision stays on the request for
+    """Take a token, or refuse with ``429 rate_limited``."""
+    _enforce(request, limiter.take(scope, name, bucket))
+
+
+def _enforce(request: Request, decision: Decision | None) -> None:
+    """Refuse with ``429 rate_limited`` if ``decision`` does. It stays on the request for
     ``RateLimitHeadersMiddleware``, which puts its ``RateLimit-*`` headers on the answer."""
-    decision = limiter.take(scope, name, bucket)
     if decision is None:
         return  # Redis failed: let it through (counted by the limiter)
     request._request.rate_limit = decision  # type: ignore[attr-defined]  # read by the middleware
     if not decision.allowed:
         raise exceptions.Throttled(wait=max(1, decision.retry_after))
+
+
+# --- the keys this process has found, kept between requests (issue 13) ---
+#
+# A request whose key this process found before skips the database: its hash maps to the key
+# (with its merchant) and the Redis generation of keys it was read at. Every save or delete of an
+# ApiKey or a Merchant (revoke, roll, scopes, limits, the admin) adds one to the generation after
+# its commit, and every request reads the generation in the round trip that takes its rate-limit
+# token: when it moved, this process forgets every key it kept and reads the database again. So
+# a revocation takes effect on the next request. If Redis cannot be read, nothing kept is used;
+# if it could not be written at a change (Redis down at that moment), a key is kept at most
+# ``API_KEY_CACHE_SECONDS``.
+KEYS_GENERATION = "aegispay:api_keys:generation"
+# Entries past this count are dropped all together (a process sees few keys at a time).
+_KEPT_MAX = 10_000
+
+
+@dataclass(frozen=True)
+class _Kept:
+    key: ApiKey
+    generation: bytes | None
+    until: float  # time.monotonic()
+
+
+_kept: dict[str, _Kept] = {}
+
+
+def keys_changed() -> None:
+    """After the commit of any change to a key or a merchant: every process forgets the keys it
+    kept (``post_save`` and ``post_delete`` of both call this; payments/apps.py)."""
+
+    def bump() -> None:
+        if not limiter.incr(KEYS_GENERATION):
+            logger.warning(
+                "could not announce an API key change; kept keys expire within %s s",
+                settings.API_KEY_CACHE_SECONDS,
+            )
+
+    transaction.on_commit(bump, robust=True)
+    _kept.clear()
+
+
+def _usable(key: ApiKey, now: datetime) -> bool:
+    return key.revoked_at is None and (key.expires_at is None or key.expires_at > now)
+
+
+def _lookup(hashed: str, now: datetime) -> ApiKey | None:
+    """The live key of this hash from the database, kept for the next requests when the
+    generation could be read first (a change committed after that read moves it again)."""
+    readable, generation = limiter.read(KEYS_GENERATION)
+    key = (
+        ApiKey.objects.select_related("merchant")
+        .filter(key_hash=hashed, revoked_at__isnull=True)
+        .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
+        .first()
+    )
+    if key is not None and readable and settings.API_KEY_CACHE_SECONDS > 0:
+        if len(_kept) >= _KEPT_MAX:
+            _kept.clear()
+        _kept[hashed] = _Kept(key, generation, time.monotonic() + settings.API_KEY_CACHE_SECONDS)
+    return key
 
 
 # Secret keys and restricted keys, in both modes.
@@ -126,12 +196,25 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
             and raw.startswith(KEY_PREFIXES)
             and not any(char.isspace() for char in raw)
         ):
-            key = (
-                ApiKey.objects.select_related("merchant")
-                .filter(key_hash=hash_api_key(raw), revoked_at__isnull=True)
-                .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
-                .first()
-            )
+            hashed = hash_api_key(raw)
+            kept = _kept.get(hashed)
+            if kept is not None and kept.until > time.monotonic() and _usable(kept.key, now):
+                # The token and the generation in one round trip.
+                decision = limiter.take(
+                    "api_key", kept.key.id, key_bucket(kept.key), watch=KEYS_GENERATION
+                )
+                if decision is not None and decision.watched == kept.generation:
+                    _enforce(request, decision)
+                    _note_use(kept.key, now)
+                    return MerchantUser(merchant=kept.key.merchant, api_key=kept.key), kept.key
+                _kept.clear()  # moved (or unreadable): read the database, as on a first use
+                key = _lookup(hashed, now)
+                if key is not None and key.id == kept.key.id:
+                    _enforce(request, decision)  # its token is taken already
+                    _note_use(key, now)
+                    return MerchantUser(merchant=key.merchant, api_key=key), key
+            else:
+                key = _lookup(hashed, now)
         if key is None:
             _limit(request, "client", client_ip(request._request), _client_bucket())
             raise exceptions.AuthenticationFailed("invalid API key", code="invalid_api_key")
