@@ -142,10 +142,13 @@ def _usable(key: ApiKey, now: datetime) -> bool:
     return key.revoked_at is None and (key.expires_at is None or key.expires_at > now)
 
 
-def _lookup(hashed: str, now: datetime) -> ApiKey | None:
+def _lookup(
+    hashed: str, now: datetime, generation: tuple[bool, bytes | None] | None = None
+) -> ApiKey | None:
     """The live key of this hash from the database, kept for the next requests when the
-    generation could be read first (a change committed after that read moves it again)."""
-    readable, generation = limiter.read(KEYS_GENERATION)
+    generation could be read before it (a change committed after that read moves it again).
+    ``generation``: ``(readable, value)`` as a round trip of this request read it already."""
+    readable, value = limiter.read(KEYS_GENERATION) if generation is None else generation
     key = (
         ApiKey.objects.select_related("merchant")
         .filter(key_hash=hashed, revoked_at__isnull=True)
@@ -155,7 +158,7 @@ def _lookup(hashed: str, now: datetime) -> ApiKey | None:
     if key is not None and readable and settings.API_KEY_CACHE_SECONDS > 0:
         if len(_kept) >= _KEPT_MAX:
             _kept.clear()
-        _kept[hashed] = _Kept(key, generation, time.monotonic() + settings.API_KEY_CACHE_SECONDS)
+        _kept[hashed] = _Kept(key, value, time.monotonic() + settings.API_KEY_CACHE_SECONDS)
     return key
 
 
@@ -174,6 +177,15 @@ def _note_use(key: ApiKey, now: datetime) -> None:
         Q(last_used_at__isnull=True) | Q(last_used_at__lt=cutoff)
     ).update(last_used_at=now)
     key.last_used_at = now
+
+
+def _admit(
+    request: Request, key: ApiKey, now: datetime, decision: Decision | None
+) -> tuple[MerchantUser, ApiKey]:
+    """Let ``key``'s request through, unless ``decision`` (its rate-limit token) refuses it."""
+    _enforce(request, decision)
+    _note_use(key, now)
+    return MerchantUser(merchant=key.merchant, api_key=key), key
 
 
 class ApiKeyAuthentication(authentication.BaseAuthentication):
@@ -204,23 +216,20 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
                     "api_key", kept.key.id, key_bucket(kept.key), watch=KEYS_GENERATION
                 )
                 if decision is not None and decision.watched == kept.generation:
-                    _enforce(request, decision)
-                    _note_use(kept.key, now)
-                    return MerchantUser(merchant=kept.key.merchant, api_key=kept.key), kept.key
-                _kept.clear()  # moved (or unreadable): read the database, as on a first use
-                key = _lookup(hashed, now)
+                    return _admit(request, kept.key, now, decision)
+                # Moved, or Redis unreadable: read the database, as on a first use, at the
+                # generation this round trip read (no second attempt at a Redis that failed).
+                _kept.clear()
+                read = (True, decision.watched) if decision is not None else (False, None)
+                key = _lookup(hashed, now, read)
                 if key is not None and key.id == kept.key.id:
-                    _enforce(request, decision)  # its token is taken already
-                    _note_use(key, now)
-                    return MerchantUser(merchant=key.merchant, api_key=key), key
+                    return _admit(request, key, now, decision)  # its token is taken already
             else:
                 key = _lookup(hashed, now)
         if key is None:
             _limit(request, "client", client_ip(request._request), _client_bucket())
             raise exceptions.AuthenticationFailed("invalid API key", code="invalid_api_key")
-        _limit(request, "api_key", key.id, key_bucket(key))
-        _note_use(key, now)
-        return MerchantUser(merchant=key.merchant, api_key=key), key
+        return _admit(request, key, now, limiter.take("api_key", key.id, key_bucket(key)))
 
     def authenticate_header(self, request: Request) -> str:
         return self.keyword

@@ -6,13 +6,14 @@ token."""
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext, override_settings
 from django.utils import timezone
 
-from common.rate_limit import limiter
+from common.rate_limit import Decision, RateLimiter, limiter
 from payments.authentication import KEYS_GENERATION
 from payments.models import ApiKey
 from tests.conftest import VISA, MerchantClient
@@ -93,8 +94,6 @@ def test_a_kept_key_stops_at_its_expiry(api: MerchantClient) -> None:
 def test_with_redis_down_keys_are_read_from_the_database(
     api: MerchantClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from common.rate_limit import RateLimiter
-
     payment_id = _payment(api)
     with override_settings(REDIS_URL="redis://127.0.0.1:1/0"):
         monkeypatch.setattr("payments.authentication.limiter", RateLimiter())
@@ -103,3 +102,51 @@ def test_with_redis_down_keys_are_read_from_the_database(
             response = api.get(f"/v1/payments/{payment_id}")
     assert response.status_code == 401
     assert _reads_of_keys(statements)
+
+
+def _round_trips(monkeypatch: pytest.MonkeyPatch, limiter_: RateLimiter) -> list[str]:
+    """The limiter's calls to Redis from here on, by name (each one round trip)."""
+    calls: list[str] = []
+    real_take, real_read = limiter_.take, limiter_.read
+
+    def take(*args: Any, **kwargs: Any) -> Decision | None:
+        calls.append("take")
+        return real_take(*args, **kwargs)
+
+    def read(key: str) -> tuple[bool, bytes | None]:
+        calls.append("read")
+        return real_read(key)
+
+    monkeypatch.setattr(limiter_, "take", take)
+    monkeypatch.setattr(limiter_, "read", read)
+    return calls
+
+
+def test_a_moved_generation_costs_no_second_round_trip(
+    api: MerchantClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The token's round trip read the new generation already: the key is read from the
+    database and kept at that generation without asking Redis again."""
+    payment_id = _payment(api)
+    assert limiter.incr(KEYS_GENERATION)  # a change somewhere that leaves this key as it was
+    trips = _round_trips(monkeypatch, limiter)
+    with CaptureQueriesContext(connection) as statements:
+        assert api.get(f"/v1/payments/{payment_id}").status_code == 200
+    assert trips == ["take"]
+    assert _reads_of_keys(statements)  # read again from the database
+    with CaptureQueriesContext(connection) as statements:
+        assert api.get(f"/v1/payments/{payment_id}").status_code == 200
+    assert _reads_of_keys(statements) == []  # and kept at the new generation
+
+
+def test_with_redis_down_a_kept_key_costs_one_attempt_at_redis(
+    api: MerchantClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Redis that hangs costs a request its timeout once per attempt: one, not two."""
+    payment_id = _payment(api)  # kept
+    with override_settings(REDIS_URL="redis://127.0.0.1:1/0"):
+        down = RateLimiter()
+        monkeypatch.setattr("payments.authentication.limiter", down)
+        trips = _round_trips(monkeypatch, down)
+        assert api.get(f"/v1/payments/{payment_id}").status_code == 200
+    assert trips == ["take"]
