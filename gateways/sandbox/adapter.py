@@ -8,10 +8,11 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Sum
+from django.db.models import QuerySet, Sum
 from redis.exceptions import RedisError
 
 from common.rows import insert_statement, mark_saved
@@ -72,6 +73,17 @@ _COUNTED_TOKENS = frozenset({SandboxToken.PROCESSING_ERROR, SandboxToken.TIMEOUT
 # One ledger row unless its (gateway, operation, reference) has one already: one statement,
 # where get_or_create takes four inside a transaction (read, savepoint, insert, release).
 _LEDGER_CONFLICT = " ON CONFLICT (gateway, operation, reference) DO NOTHING RETURNING id"
+
+
+def charge_sums(gateway: str, gateway_reference: str) -> QuerySet[Any, tuple[str, int]]:
+    """``(operation, total amount)`` of every ledger row of one charge."""
+    return (
+        SandboxLedgerEntry.objects.filter(gateway=gateway, gateway_reference=gateway_reference)
+        .order_by()
+        .values("operation")
+        .annotate(total=Sum("amount"))
+        .values_list("operation", "total")
+    )
 
 
 class SandboxGateway:
@@ -430,15 +442,7 @@ class SandboxGateway:
         return self._charge_result(op, reference, entry, charge)
 
     def _totals(self, charge: SandboxLedgerEntry) -> _ChargeTotals:
-        sums = dict(
-            SandboxLedgerEntry.objects.filter(
-                gateway=self.name, gateway_reference=charge.gateway_reference
-            )
-            .order_by()
-            .values("operation")
-            .annotate(total=Sum("amount"))
-            .values_list("operation", "total")
-        )
+        sums = dict(charge_sums(self.name, charge.gateway_reference))
         return _ChargeTotals(
             captured=sums.get(SandboxOperation.CAPTURE.value, 0),
             refunded=sums.get(SandboxOperation.REFUND.value, 0),

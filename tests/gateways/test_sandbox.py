@@ -688,3 +688,33 @@ def test_racing_refunds_never_exceed_the_captured_amount(gateway: GatewayAdapter
     assert {r.decline_code for r in results} == {None, "amount_exceeds_captured"}
     refunded = ledger_entries(order_reference="pay_refunded", operation="refund")
     assert sum(e.amount for e in refunded) == 900
+
+
+@pytest.mark.django_db
+def test_a_charges_sums_read_only_its_rows_even_on_a_young_tables_statistics() -> None:
+    """Statistics taken while the ledger was empty (a new deployment, or make bench-lifecycle's
+    start), then thousands of one account's charges: a capture's or refund's sums go straight
+    to the charge's rows. With the charge index on ``gateway_reference`` alone, the planner
+    took the unique (gateway, operation, reference) index and read every row of the account:
+    0.29 ms a capture at 2,000 rows in bench-lifecycle, growing with the ledger."""
+    from gateways.models import SandboxLedgerEntry
+    from gateways.sandbox.adapter import charge_sums
+
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE gateways_sandboxledgerentry")
+    SandboxLedgerEntry.objects.bulk_create(
+        SandboxLedgerEntry(
+            gateway="sandbox_a",
+            operation="authorize",
+            reference=f"ref-{n}",
+            order_reference=f"order-{n}",
+            gateway_reference=f"ch_{n}",
+            amount=1000,
+            currency="EUR",
+            token="tok_visa",
+        )
+        for n in range(3000)
+    )
+    plan = charge_sums("sandbox_a", "ch_1500").explain(analyze=True, costs=False)
+    assert dict(charge_sums("sandbox_a", "ch_1500")) == {"authorize": 1000}
+    assert "Rows Removed by Filter" not in plan, plan
