@@ -220,6 +220,16 @@ def _database(url: str) -> dict[str, Any]:
     # Django drops it; DB_CONN_HEALTH_CHECKS=true checks instead.
     config["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=600)
     config["CONN_HEALTH_CHECKS"] = env.bool("DB_CONN_HEALTH_CHECKS", default=False)
+    # Hand-written hot statements run on a server-bound cursor (common/db.py), which psycopg
+    # prepares after this many runs on a connection; empty: never (a pooler in transaction
+    # mode). Django's own cursors bind on the client and are never prepared.
+    threshold = env("DB_PREPARE_THRESHOLD", default="5").strip()
+    if threshold and not (threshold.isdigit()):
+        raise ImproperlyConfigured(
+            f"DB_PREPARE_THRESHOLD must be a whole number or empty, not {threshold!r}"
+        )
+    options["prepare_threshold"] = int(threshold) if threshold else None
+    config["OPTIONS"] = options
     # Lets a subprocess (a Celery worker started by a test) point at the test database.
     config["NAME"] = env("DATABASE_NAME", default=config["NAME"])
     return config

@@ -32,6 +32,8 @@ from django.db import connection, transaction
 from django_redis import get_redis_connection
 from redis.exceptions import RedisError
 
+from common.db import bound_cursor
+
 from .models import OutboxMessage
 from .registry import consumer_apply, consumer_names
 from .services import CONSUMERS_KICK_KEY
@@ -82,7 +84,7 @@ class ConsumerResult:
 def _claim(consumer: str, batch_size: int) -> list[_Mark]:
     """Lock up to ``batch_size`` applicable marks of ``consumer``, ordered by aggregate and
     sequence within each aggregate (aggregates in the order of their heads)."""
-    with connection.cursor() as cursor:
+    with bound_cursor() as cursor:
         cursor.execute(_CLAIM_HEADS, [consumer, batch_size])
         heads: list[_Mark] = list(cursor.fetchall())
         room = batch_size - len(heads)

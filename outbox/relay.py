@@ -41,6 +41,7 @@ from django_redis import get_redis_connection
 from redis.exceptions import RedisError
 
 from common import backoff
+from common.db import bound_cursor
 from common.partitions import default_name, drop_partitions
 
 from .bus import BusUnavailable, EventBus, event_bus
@@ -151,7 +152,7 @@ def _json(value: Any) -> dict[str, Any]:
 
 def _claim(batch_size: int) -> list[_Row]:
     """Lock up to ``batch_size`` publishable rows, each aggregate's in sequence order."""
-    with connection.cursor() as cursor:
+    with bound_cursor() as cursor:
         cursor.execute(_CLAIM_RETRY_HEADS, [batch_size])
         heads = _rows(cursor)
         if len(heads) < batch_size:

@@ -53,15 +53,28 @@ def scrape() -> str:
 
 @pytest.fixture(scope="session", autouse=True)
 def _allow_test_flush(django_db_setup: None, django_db_blocker: object) -> Iterator[None]:
-    """Transactional tests empty tables with TRUNCATE, which the event table refuses.
+    """Transactional tests empty tables with TRUNCATE (the ``flush`` command), which the event
+    table refuses.
 
-    Only this thread's connection ignores the TRUNCATE trigger; the row triggers that make
-    events append-only stay on, and tests/payments/test_event_store.py proves all three on
-    a connection of its own. It starts after the test database is migrated, because
-    pgtrigger's ignore wraps every statement of this thread, migrations included.
+    Only the flush ignores the TRUNCATE trigger; the row triggers that make events append-only
+    stay on, and tests/payments/test_event_store.py proves all three on a connection of its
+    own. Not the whole session: pgtrigger's ignore prefixes every statement of its thread
+    with a ``set_config`` while it lasts, which a prepared statement cannot hold (one command
+    each; common/db.py) and which would make every statement the tests count two.
     """
-    with pgtrigger.ignore("payments.PaymentEvent:no_truncate"):
+    from django.core.management.commands import flush
+
+    handle = flush.Command.handle
+
+    def handle_ignoring_the_trigger(self: flush.Command, *args: Any, **options: Any) -> None:
+        with pgtrigger.ignore("payments.PaymentEvent:no_truncate"):
+            handle(self, *args, **options)
+
+    flush.Command.handle = handle_ignoring_the_trigger  # type: ignore[method-assign]
+    try:
         yield
+    finally:
+        flush.Command.handle = handle  # type: ignore[method-assign]
 
 
 @pytest.fixture(autouse=True)

@@ -297,3 +297,18 @@ def test_manage_py_beside_make_run_finds_its_servers_with_no_environment(
     assert gone.stderr.startswith("AegisPay cannot start: SECRET_KEY is not set")
     assert "DATABASE_URL is not set, and no make run is up" in gone.stderr
     assert "REDIS_URL is not set, and no make run is up" in gone.stderr
+
+
+def test_prepared_statements_are_on_by_default_and_can_be_turned_off(tmp_path: Path) -> None:
+    """``DB_PREPARE_THRESHOLD`` (common/db.py): psycopg's threshold by default; empty turns
+    preparing off for a pooler in transaction mode; anything else is refused at start."""
+    show = (
+        "from django.conf import settings as s\n"
+        "print(s.DATABASES['default']['OPTIONS']['prepare_threshold'])"
+    )
+    assert printed(production(tmp_path), show) == "5"
+    assert printed(production(tmp_path, DB_PREPARE_THRESHOLD=""), show) == "None"
+    assert printed(production(tmp_path, DB_PREPARE_THRESHOLD="0"), show) == "0"
+    refused = python(production(tmp_path, DB_PREPARE_THRESHOLD="often"), show)
+    assert refused.returncode != 0
+    assert "DB_PREPARE_THRESHOLD must be a whole number or empty, not 'often'" in refused.stderr
