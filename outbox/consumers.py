@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from dataclasses import dataclass
+from datetime import datetime
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -34,16 +35,15 @@ from redis.exceptions import RedisError
 
 from common.db import bound_cursor
 
-from .models import OutboxMessage
 from .registry import consumer_apply, consumer_names
 from .services import CONSUMERS_KICK_KEY
-from .types import OutboxEvent
+from .types import EVENT_COLUMNS, OutboxEvent
 
 logger = logging.getLogger(__name__)
 
 # Heads: each aggregate's oldest unapplied event for this consumer, not taken by another pass.
 _CLAIM_HEADS = """
-SELECT c.id, c.message_id, c.aggregate_id, c.sequence
+SELECT c.id, c.message_id, c.aggregate_id, c.sequence, c.message_created_at
 FROM outbox_outboxconsumermark c
 WHERE c.consumer = %s AND c.applied_at IS NULL
   AND NOT EXISTS (
@@ -59,7 +59,7 @@ FOR UPDATE SKIP LOCKED
 # The unapplied marks behind the claimed heads (no other pass can hold them: their head is
 # ours); a gap in the sequence is cut off below and waits for a later pass.
 _CLAIM_FOLLOWERS = """
-SELECT id, message_id, aggregate_id, sequence
+SELECT id, message_id, aggregate_id, sequence, message_created_at
 FROM outbox_outboxconsumermark
 WHERE consumer = %s AND aggregate_id = ANY(%s) AND applied_at IS NULL AND NOT (id = ANY(%s))
 ORDER BY aggregate_id, sequence
@@ -69,7 +69,15 @@ FOR UPDATE SKIP LOCKED
 
 _MARK_APPLIED = "UPDATE outbox_outboxconsumermark SET applied_at = now() WHERE id = ANY(%s)"
 
-_Mark = tuple[int, int, str, int]  # id, message id, aggregate id, sequence
+# The events of claimed marks, by their rows' ids and times: the times name the partitions, so
+# PostgreSQL plans only those.
+_EVENTS = f"""
+SELECT id, {EVENT_COLUMNS}
+FROM outbox_outboxmessage
+WHERE id = ANY(%s) AND created_at = ANY(%s)
+"""  # noqa: S608 - own SQL; values in params
+
+_Mark = tuple[int, int, str, int, datetime]  # id, message id, aggregate id, sequence, its time
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,9 +115,12 @@ def _claim(consumer: str, batch_size: int) -> list[_Mark]:
 
 
 def _events(marks: list[_Mark]) -> dict[int, OutboxEvent]:
-    """The events of ``marks`` by mark id, read from their outbox rows."""
-    rows = {row.pk: row for row in OutboxMessage.objects.filter(pk__in=[m[1] for m in marks])}
-    return {m[0]: rows[m[1]].as_event() for m in marks}
+    """The events of ``marks`` by mark id, read from their outbox rows (one statement, not
+    through the ORM: its compiler and models were a fifth of a consumer run's CPU)."""
+    with connection.cursor() as cursor:
+        cursor.execute(_EVENTS, [[m[1] for m in marks], sorted({m[4] for m in marks})])
+        events = {row[0]: OutboxEvent.from_row(row[1:]) for row in cursor.fetchall()}
+    return {m[0]: events[m[1]] for m in marks}
 
 
 def _apply(consumer: str, marks: list[_Mark], events: dict[int, OutboxEvent]) -> None:

@@ -27,7 +27,6 @@ publishes again); every message carries the event id so consumers deduplicate.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -48,7 +47,7 @@ from .bus import BusUnavailable, EventBus, event_bus
 from .models import OutboxMessage
 from .partitions import OUTBOX
 from .services import KICK_KEY, kick_relay
-from .types import OutboxEvent
+from .types import EVENT_COLUMNS, OutboxEvent
 
 logger = logging.getLogger(__name__)
 
@@ -64,8 +63,7 @@ OUTAGES_KEY = "aegispay:outbox:outages"
 # row still kept (OUTBOX_RETENTION_HOURS) ahead of the first pending one, and rows backing off
 # are never read. Within the second range the order is id order.
 _HEADS = """
-SELECT m.id, m.event_id, m.event_type, m.aggregate_type, m.aggregate_id, m.sequence,
-       m.merchant_id, m.payload, m.attempts
+SELECT m.id, {event_columns}, m.attempts
 FROM outbox_outboxmessage m
 WHERE m.state = 'pending'
   AND {due}
@@ -77,20 +75,20 @@ ORDER BY m.next_attempt_at, m.id
 LIMIT %s
 FOR UPDATE SKIP LOCKED
 """
-_CLAIM_RETRY_HEADS = _HEADS.format(due="m.next_attempt_at <= now()")
-_CLAIM_NEW_HEADS = _HEADS.format(due="m.next_attempt_at IS NULL")
+_M_EVENT_COLUMNS = ", ".join(f"m.{column}" for column in EVENT_COLUMNS.split(", "))
+_CLAIM_RETRY_HEADS = _HEADS.format(due="m.next_attempt_at <= now()", event_columns=_M_EVENT_COLUMNS)
+_CLAIM_NEW_HEADS = _HEADS.format(due="m.next_attempt_at IS NULL", event_columns=_M_EVENT_COLUMNS)
 
 # The rows behind the claimed heads. No other relay can hold them (their head is ours and
 # unpublished), SKIP LOCKED only guards against surprises; gaps are cut off below.
-_CLAIM_FOLLOWERS = """
-SELECT id, event_id, event_type, aggregate_type, aggregate_id, sequence,
-       merchant_id, payload, attempts
+_CLAIM_FOLLOWERS = f"""
+SELECT id, {EVENT_COLUMNS}, attempts
 FROM outbox_outboxmessage
 WHERE aggregate_id = ANY(%s) AND state = 'pending' AND NOT (id = ANY(%s))
 ORDER BY aggregate_id, sequence
 LIMIT %s
 FOR UPDATE SKIP LOCKED
-"""
+"""  # noqa: S608 - own SQL; values in params
 
 # One statement for the pass's published rows, their ids as one array parameter (already
 # locked by the claim).
@@ -120,34 +118,11 @@ class RelayResult:
 
 
 def _rows(cursor: Any) -> list[_Row]:
-    rows = []
-    for (
-        id_,
-        event_id,
-        type_,
-        agg_type,
-        agg_id,
-        sequence,
-        merchant_id,
-        payload,
-        attempts,
-    ) in cursor.fetchall():
-        event = OutboxEvent(
-            event_id=event_id,
-            event_type=type_,
-            aggregate_type=agg_type,
-            aggregate_id=agg_id,
-            sequence=sequence,
-            merchant_id=merchant_id,
-            payload=payload if isinstance(payload, dict) else _json(payload),
-        )
-        rows.append(_Row(id=id_, event=event, attempts=attempts))
-    return rows
-
-
-def _json(value: Any) -> dict[str, Any]:
-    payload: dict[str, Any] = json.loads(value)  # an event payload is a JSON object
-    return payload
+    """Rows read as ``id, EVENT_COLUMNS, attempts``."""
+    return [
+        _Row(id=row[0], event=OutboxEvent.from_row(row[1:-1]), attempts=row[-1])
+        for row in cursor.fetchall()
+    ]
 
 
 def _claim(batch_size: int) -> list[_Row]:

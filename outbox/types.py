@@ -3,8 +3,12 @@ never ORM rows, so ``payments`` (read models) and the webhook dispatcher stay in
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
+
+# The outbox row's columns an event is made of, in ``OutboxEvent.from_row``'s order.
+EVENT_COLUMNS = "event_id, event_type, aggregate_type, aggregate_id, sequence, merchant_id, payload"
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,3 +22,18 @@ class OutboxEvent:
     sequence: int
     merchant_id: str
     payload: dict[str, Any]
+
+    @classmethod
+    def from_row(cls, row: tuple[Any, ...]) -> OutboxEvent:
+        """The event of an outbox row read as ``EVENT_COLUMNS`` (the payload as psycopg gives
+        jsonb, or as text)."""
+        event_id, event_type, aggregate_type, aggregate_id, sequence, merchant_id, payload = row
+        return cls(
+            event_id=event_id,
+            event_type=event_type,
+            aggregate_type=aggregate_type,
+            aggregate_id=aggregate_id,
+            sequence=sequence,
+            merchant_id=merchant_id,
+            payload=payload if isinstance(payload, dict) else json.loads(payload),
+        )

@@ -28,10 +28,14 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture
 def no_heartbeats() -> Iterator[None]:
+    from aegispay import celery
+
     redis_client = redis.Redis.from_url(settings.REDIS_URL)
     redis_client.delete(HEARTBEATS_KEY)
+    celery._recorded.clear()
     yield
     redis_client.delete(HEARTBEATS_KEY)
+    celery._recorded.clear()
 
 
 @pytest.mark.django_db
@@ -52,6 +56,22 @@ def test_a_periodic_task_records_its_success_and_metrics_export_it() -> None:
     scheduled = {entry["task"] for entry in settings.CELERY_BEAT_SCHEDULE.values()}
     assert body.count("aegispay_periodic_task_interval_seconds{") == len(scheduled)
     assert body.count("aegispay_periodic_task_last_success_timestamp_seconds{") == 2
+
+
+@pytest.mark.django_db
+@pytest.mark.usefixtures("no_heartbeats")
+def test_a_task_kicked_again_within_a_second_records_its_heartbeat_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The relay runs many times a second under load: its heartbeat is written once a second
+    per process, not once a run."""
+    outbox_relay.apply().get()
+    first = heartbeats()[outbox_relay.name]
+    outbox_relay.apply().get()
+    assert heartbeats()[outbox_relay.name] == first
+    monkeypatch.setattr("aegispay.celery.HEARTBEAT_RESOLUTION_SECONDS", 0.0)
+    outbox_relay.apply().get()
+    assert heartbeats()[outbox_relay.name] > first
 
 
 @pytest.mark.django_db
