@@ -428,6 +428,10 @@ OUTBOX_OUTAGE_MAX_BACKOFF_SECONDS = env.float("OUTBOX_OUTAGE_MAX_BACKOFF_SECONDS
 OUTBOX_RETENTION_HOURS = env.float("OUTBOX_RETENTION_HOURS", default=7 * 24)
 # After a commit the relay is kicked; at most one kick waits in the queue for this long.
 OUTBOX_KICK_TTL_SECONDS = env.float("OUTBOX_KICK_TTL_SECONDS", default=5.0)
+# A kick that comes less than this after the end of a run of its task (busy) queues the next
+# run to start this long after the kick, so that one run takes every event committed meanwhile:
+# under load, fewer and larger runs; idle, a kick's run starts at once (outbox/services.py).
+OUTBOX_KICK_DELAY_SECONDS = env.float("OUTBOX_KICK_DELAY_SECONDS", default=0.1)
 BEAT_OUTBOX_SWEEP_SECONDS = env.float("BEAT_OUTBOX_SWEEP_SECONDS", default=5.0)
 BEAT_OUTBOX_PRUNE_SECONDS = env.float("BEAT_OUTBOX_PRUNE_SECONDS", default=3600.0)
 # The in-process consumers (read models, webhook dispatcher) are registered in code, in their

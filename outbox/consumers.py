@@ -36,7 +36,7 @@ from redis.exceptions import RedisError
 from common.db import bound_cursor
 
 from .registry import consumer_apply, consumer_names
-from .services import CONSUMERS_KICK_KEY
+from .services import CONSUMERS_KICK_KEY, note_run_finished
 from .types import EVENT_COLUMNS, OutboxEvent
 
 logger = logging.getLogger(__name__)
@@ -200,4 +200,5 @@ def outbox_consumers_run(*, batch_size: int | None = None) -> dict[str, int]:
         except Exception:
             logger.exception("outbox consumer %s could not run", name)
             applied[name] = 0
+    note_run_finished(CONSUMERS_KICK_KEY)
     return applied

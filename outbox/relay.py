@@ -46,7 +46,7 @@ from common.partitions import default_name, drop_partitions
 from .bus import BusUnavailable, EventBus, event_bus
 from .models import OutboxMessage
 from .partitions import OUTBOX
-from .services import KICK_KEY, kick_relay
+from .services import KICK_KEY, kick_relay, note_run_finished
 from .types import EVENT_COLUMNS, OutboxEvent
 
 logger = logging.getLogger(__name__)
@@ -296,6 +296,7 @@ def outbox_relay_run() -> int:
             redis.delete(OUTAGES_KEY)
     except RedisError:
         logger.warning("could not record the event bus outage", exc_info=True)
+    note_run_finished(KICK_KEY)
     return result.published
 
 

@@ -65,3 +65,79 @@ def test_the_row_and_one_mark_per_consumer_are_written_as_given() -> None:
 def test_an_outbox_row_outside_a_transaction_is_refused() -> None:
     with pytest.raises(transaction.TransactionManagementError):
         _write(9)
+
+
+def _queued(queue: str) -> dict[str, str | None]:
+    """Each queued task's name and its ``eta`` (None: to run at once)."""
+    import json
+
+    messages = get_redis_connection("default").lrange(queue, 0, -1)
+    return {
+        json.loads(m)["headers"]["task"].rsplit(".", 1)[1]: json.loads(m)["headers"]["eta"]
+        for m in messages
+    }
+
+
+@pytest.fixture
+def idle(settings: Any) -> None:
+    """No kick queued, no run ended lately."""
+    get_redis_connection("default").delete(
+        KICK_KEY,
+        CONSUMERS_KICK_KEY,
+        f"{KICK_KEY}:ran",
+        f"{CONSUMERS_KICK_KEY}:ran",
+        settings.CELERY_OUTBOX_QUEUE,
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("idle")
+def test_an_idle_kick_queues_runs_that_start_at_once(settings: Any) -> None:
+    with transaction.atomic():
+        _write(1)
+    assert _queued(settings.CELERY_OUTBOX_QUEUE) == {
+        "outbox_relay": None,
+        "outbox_consumers": None,
+    }
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("idle")
+def test_a_kick_right_after_a_run_queues_the_next_run_a_delay_later(settings: Any) -> None:
+    """Busy: the relay's run just ended, so its next run waits OUTBOX_KICK_DELAY_SECONDS and
+    takes everything committed meanwhile; the consumers' did not run, so theirs starts now."""
+    from datetime import datetime, timedelta
+
+    from django.utils import timezone
+
+    from outbox.relay import outbox_relay_run
+
+    settings.OUTBOX_KICK_DELAY_SECONDS = 0.5
+    outbox_relay_run()
+    kicked = timezone.now()
+    with transaction.atomic():
+        _write(1)
+    queued = _queued(settings.CELERY_OUTBOX_QUEUE)
+    assert queued["outbox_consumers"] is None
+    eta = datetime.fromisoformat(queued["outbox_relay"] or "")
+    assert kicked + timedelta(seconds=0.4) <= eta <= timezone.now() + timedelta(seconds=0.5)
+    with transaction.atomic():  # committed while the run waits: no second run queued
+        _write(2)
+    assert get_redis_connection("default").llen(settings.CELERY_OUTBOX_QUEUE) == 2
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("idle")
+def test_without_a_delay_every_run_starts_at_once(settings: Any) -> None:
+    from outbox.consumers import outbox_consumers_run
+    from outbox.relay import outbox_relay_run
+
+    settings.OUTBOX_KICK_DELAY_SECONDS = 0
+    outbox_relay_run()
+    outbox_consumers_run()
+    with transaction.atomic():
+        _write(1)
+    assert _queued(settings.CELERY_OUTBOX_QUEUE) == {
+        "outbox_relay": None,
+        "outbox_consumers": None,
+    }
