@@ -86,7 +86,9 @@ def locked(payment_id: str, *, expected_version: int | None = None) -> Iterator[
     """Open a transaction, lock the payment and check the caller's expected version."""
     with transaction.atomic():
         try:
-            payment = Payment.objects.locked().get(pk=payment_id)
+            # The merchant with it (its row not locked: ``locked``'s ``of``): routing and the
+            # risk checks read it, one query fewer a plan.
+            payment = Payment.objects.locked().select_related("merchant").get(pk=payment_id)
         except Payment.DoesNotExist:
             raise PaymentNotFound(f"no such payment: {payment_id}", param="id") from None
         if expected_version is not None and payment.version != expected_version:

@@ -15,11 +15,12 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Count, Max, Q
 from django.utils import timezone
 
 from common.correlation import get_correlation_id
+from common.rows import insert_statement, mark_saved
 
 from .errors import AmountExceeded, InvalidTransition, OperationInProgress, ValidationFailed
 from .eventstore import (
@@ -117,7 +118,7 @@ def _open_attempt(
     )
     if attempts["open"]:
         raise OperationInProgress("another gateway operation on this payment is in progress")
-    return PaymentAttempt.objects.create(
+    attempt = PaymentAttempt(
         payment=payment,
         number=(attempts["last"] or 0) + 1,
         operation=operation,
@@ -126,6 +127,12 @@ def _open_attempt(
         currency=payment.currency,
         **fields,
     )
+    # The row save() would write, without the ORM's insert compiler (common/rows.py).
+    sql, params = insert_statement(attempt)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+    mark_saved(attempt)
+    return attempt
 
 
 # --- capture, cancel, expiry, settlement, manual retry ---
