@@ -31,11 +31,9 @@ _TASKS = {KICK_KEY: "outbox_relay", CONSUMERS_KICK_KEY: "outbox_consumers"}
 def _kick_ttl() -> int:
     """The kick's key lives until its task has surely started (``OUTBOX_KICK_TTL_SECONDS``,
     and at least a second past the delay)."""
-    return max(
-        1,
-        round(settings.OUTBOX_KICK_TTL_SECONDS),
-        math.ceil(settings.OUTBOX_KICK_DELAY_SECONDS) + 1,
-    )
+    ttl: float = settings.OUTBOX_KICK_TTL_SECONDS
+    delay: float = settings.OUTBOX_KICK_DELAY_SECONDS
+    return max(1, round(ttl), math.ceil(delay) + 1)
 
 
 def _ran_key(kick_key: str) -> str:
