@@ -18,7 +18,7 @@ projection the events describe without adding an event.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
@@ -29,7 +29,7 @@ from django_fsm import can_proceed
 
 from common.correlation import get_correlation_id
 from common.isotime import iso
-from common.rows import insert_statement, mark_saved, update_statement
+from common.rows import Statement, insert_statement, mark_saved, update_statement
 from outbox.services import outbox_message_create
 
 from .errors import AmountExceeded, InvalidTransition, PaymentNotFound, VersionConflict
@@ -111,10 +111,12 @@ def append_event(
     changes: Mapping[str, Any],
     data: Mapping[str, Any] | None = None,
     insert: bool = False,
+    along: Sequence[Statement] = (),
 ) -> PaymentEvent:
     """Bump the version, save the payment, append its event and the event's outbox row.
     ``insert``: the payment is new (not yet saved), and is inserted at its first version
-    rather than inserted and then updated.
+    rather than inserted and then updated. ``along``: the caller's own writes of the same
+    transaction (an attempt's row), sent in the same statement.
 
     Raises ``AmountExceeded`` before writing anything if the money invariant would break.
     """
@@ -148,7 +150,7 @@ def append_event(
         sequence=event.sequence,
         merchant_id=payment.merchant_id,
         payload=payload,
-        along=(write, event_write),
+        along=(write, event_write, *along),
     )
     mark_saved(payment)
     mark_saved(event)
@@ -163,8 +165,10 @@ def apply_transition(
     actor: str,
     changes: Mapping[str, Any] | None = None,
     data: Mapping[str, Any] | None = None,
+    along: Sequence[Statement] = (),
 ) -> PaymentEvent:
-    """Set ``changes``, run the fsm ``transition`` and record it. Call only inside ``locked``.
+    """Set ``changes``, run the fsm ``transition`` and record it (``along``: as
+    ``append_event``). Call only inside ``locked``.
 
     Raises ``InvalidTransition`` when the state machine refuses (wrong source state or a
     failed condition); the enclosing transaction then rolls back whatever was set.
@@ -191,11 +195,17 @@ def apply_transition(
         actor=actor,
         changes=changes,
         data=data,
+        along=along,
     )
 
 
 def record_event(
-    payment: Payment, event_type: str, *, actor: str, data: Mapping[str, Any] | None = None
+    payment: Payment,
+    event_type: str,
+    *,
+    actor: str,
+    data: Mapping[str, Any] | None = None,
+    along: Sequence[Statement] = (),
 ) -> PaymentEvent:
     """An event that changes no state (``payment.attempt_failed``, ``refund.created``).
 
@@ -211,6 +221,7 @@ def record_event(
         actor=actor,
         changes={},
         data=data,
+        along=along,
     )
 
 

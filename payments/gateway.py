@@ -42,10 +42,12 @@ from enum import StrEnum
 from typing import Any
 
 from django.conf import settings
+from django.db import connection
 from django.utils import timezone
 from redis.exceptions import RedisError
 
 from common import backoff
+from common.rows import Statement, update_statement
 from gateways.base import (
     CaptureRequest,
     ChargeRequest,
@@ -451,7 +453,9 @@ def _fenced_attempt(plan: GatewayPlan) -> PaymentAttempt:
     return attempt
 
 
-def _finish_attempt(attempt: PaymentAttempt, sent: Sent, status: str) -> None:
+def _finish_attempt(attempt: PaymentAttempt, sent: Sent, status: str) -> Statement:
+    """Close or keep ``attempt`` open by the verdict; returns its row's UPDATE, for the
+    caller to send with its event's statement (``along``), or alone (``_write``)."""
     result = sent.result
     attempt.status = status
     attempt.gateway_reference = result.gateway_reference or attempt.gateway_reference
@@ -461,7 +465,13 @@ def _finish_attempt(attempt: PaymentAttempt, sent: Sent, status: str) -> None:
     # Known not taken: a later run need not look it up first.
     attempt.maybe_sent = sent.verdict is not Verdict.NOT_TAKEN and attempt.maybe_sent
     attempt.completed_at = timezone.now() if status not in OPEN_ATTEMPT_STATUSES else None
-    attempt.save()
+    return update_statement(attempt)
+
+
+def _write(statement: Statement) -> None:
+    sql, params = statement
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
 
 
 def _attempt_data(attempt: PaymentAttempt, sent: Sent) -> dict[str, Any]:
@@ -495,7 +505,7 @@ def authorize_record(*, plan: GatewayPlan, sent: Sent, final: bool = False) -> G
         data = _attempt_data(attempt, sent)
         result = sent.result
         if sent.verdict is Verdict.SUCCEEDED:
-            _finish_attempt(attempt, sent, AttemptStatus.SUCCEEDED)
+            finished = _finish_attempt(attempt, sent, AttemptStatus.SUCCEEDED)
             method = dict(payment.payment_method)
             method.update(
                 {k: v for k, v in (("brand", result.brand), ("last4", result.last4)) if v}
@@ -513,6 +523,7 @@ def authorize_record(*, plan: GatewayPlan, sent: Sent, final: bool = False) -> G
                     "authorization_expires_at": expires,
                 },
                 data=data,
+                along=(finished,),
             )
             if payment.capture_method == "automatic":
                 # Sent by the run that recorded this, at once, under the same lock, without a
@@ -528,7 +539,7 @@ def authorize_record(*, plan: GatewayPlan, sent: Sent, final: bool = False) -> G
                 return _plan_of(payment, capture, fence=plan.fence, maybe_sent=False)
         elif sent.verdict is Verdict.DECLINED or (final and sent.verdict is Verdict.NOT_TAKEN):
             declined = sent.verdict is Verdict.DECLINED
-            _finish_attempt(
+            finished = _finish_attempt(
                 attempt, sent, AttemptStatus.DECLINED if declined else AttemptStatus.ERROR
             )
             apply_transition(
@@ -540,15 +551,22 @@ def authorize_record(*, plan: GatewayPlan, sent: Sent, final: bool = False) -> G
                     "failure_message": result.message or "the gateway refused the payment",
                 },
                 data=data,
+                along=(finished,),
             )
         elif sent.verdict is Verdict.NOT_TAKEN:
-            _finish_attempt(attempt, sent, AttemptStatus.ERROR)
-            record_event(payment, "payment.attempt_failed", actor=SYSTEM, data=data)
+            finished = _finish_attempt(attempt, sent, AttemptStatus.ERROR)
+            record_event(
+                payment, "payment.attempt_failed", actor=SYSTEM, data=data, along=(finished,)
+            )
         else:
             first = attempt.status != AttemptStatus.UNKNOWN
-            _finish_attempt(attempt, sent, AttemptStatus.UNKNOWN)
+            finished = _finish_attempt(attempt, sent, AttemptStatus.UNKNOWN)
             if first:
-                record_event(payment, "payment.attempt_failed", actor=SYSTEM, data=data)
+                record_event(
+                    payment, "payment.attempt_failed", actor=SYSTEM, data=data, along=(finished,)
+                )
+            else:
+                _write(finished)
     return None
 
 
@@ -567,7 +585,7 @@ def operation_record(*, plan: GatewayPlan, sent: Sent) -> Payment:
             return payment
         data = _attempt_data(attempt, sent)
         if sent.verdict is Verdict.SUCCEEDED:
-            _finish_attempt(attempt, sent, AttemptStatus.SUCCEEDED)
+            finished = (_finish_attempt(attempt, sent, AttemptStatus.SUCCEEDED),)
             if attempt.operation == AttemptOperation.CAPTURE:
                 apply_transition(
                     payment,
@@ -575,20 +593,21 @@ def operation_record(*, plan: GatewayPlan, sent: Sent) -> Payment:
                     actor=SYSTEM,
                     changes={"amount_captured": attempt.amount},
                     data=data,
+                    along=finished,
                 )
                 if payment.capture_method == "automatic":
                     apply_transition(payment, "complete", actor=SYSTEM)
             elif payment.status == PaymentStatus.AUTHORIZED:
-                apply_transition(payment, "cancel", actor=SYSTEM, data=data)
+                apply_transition(payment, "cancel", actor=SYSTEM, data=data, along=finished)
             else:
-                record_event(payment, "payment.voided", actor=SYSTEM, data=data)
+                record_event(payment, "payment.voided", actor=SYSTEM, data=data, along=finished)
         elif sent.verdict is Verdict.DECLINED:
-            _finish_attempt(attempt, sent, AttemptStatus.DECLINED)
-            record_event(payment, "payment.attempt_failed", actor=SYSTEM, data=data)
+            finished = (_finish_attempt(attempt, sent, AttemptStatus.DECLINED),)
+            record_event(payment, "payment.attempt_failed", actor=SYSTEM, data=data, along=finished)
         elif sent.verdict is Verdict.NOT_TAKEN:
-            _finish_attempt(attempt, sent, AttemptStatus.PENDING)
+            _write(_finish_attempt(attempt, sent, AttemptStatus.PENDING))
         else:
-            _finish_attempt(attempt, sent, AttemptStatus.UNKNOWN)
+            _write(_finish_attempt(attempt, sent, AttemptStatus.UNKNOWN))
     return payment
 
 
