@@ -76,3 +76,10 @@ def mark_saved(obj: Model) -> None:
     """What ``save`` leaves on an instance it wrote: no longer new, bound to the database."""
     obj._state.adding = False
     obj._state.db = connection.alias
+
+
+def execute(statement: Statement) -> None:
+    """Send one statement on its own, on the default connection."""
+    sql, params = statement
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)

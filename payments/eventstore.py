@@ -86,9 +86,13 @@ def locked(payment_id: str, *, expected_version: int | None = None) -> Iterator[
     """Open a transaction, lock the payment and check the caller's expected version."""
     with transaction.atomic():
         try:
-            # The merchant with it (its row not locked: ``locked``'s ``of``): routing and the
-            # risk checks read it, one query fewer a plan.
-            payment = Payment.objects.locked().select_related("merchant").get(pk=payment_id)
+            # The merchant and its risk rules with it (their rows not locked: ``locked``'s
+            # ``of``): routing and the risk checks read them, two queries fewer a plan.
+            payment = (
+                Payment.objects.locked()
+                .select_related("merchant", "merchant__risk_rules")
+                .get(pk=payment_id)
+            )
         except Payment.DoesNotExist:
             raise PaymentNotFound(f"no such payment: {payment_id}", param="id") from None
         if expected_version is not None and payment.version != expected_version:

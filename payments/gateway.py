@@ -42,12 +42,11 @@ from enum import StrEnum
 from typing import Any
 
 from django.conf import settings
-from django.db import connection
 from django.utils import timezone
 from redis.exceptions import RedisError
 
 from common import backoff
-from common.rows import Statement, update_statement
+from common.rows import Statement, execute, update_statement
 from gateways.base import (
     CaptureRequest,
     ChargeRequest,
@@ -455,7 +454,7 @@ def _fenced_attempt(plan: GatewayPlan) -> PaymentAttempt:
 
 def _finish_attempt(attempt: PaymentAttempt, sent: Sent, status: str) -> Statement:
     """Close or keep ``attempt`` open by the verdict; returns its row's UPDATE, for the
-    caller to send with its event's statement (``along``), or alone (``_write``)."""
+    caller to send with its event's statement (``along``), or alone (``execute``)."""
     result = sent.result
     attempt.status = status
     attempt.gateway_reference = result.gateway_reference or attempt.gateway_reference
@@ -466,12 +465,6 @@ def _finish_attempt(attempt: PaymentAttempt, sent: Sent, status: str) -> Stateme
     attempt.maybe_sent = sent.verdict is not Verdict.NOT_TAKEN and attempt.maybe_sent
     attempt.completed_at = timezone.now() if status not in OPEN_ATTEMPT_STATUSES else None
     return update_statement(attempt)
-
-
-def _write(statement: Statement) -> None:
-    sql, params = statement
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
 
 
 def _attempt_data(attempt: PaymentAttempt, sent: Sent) -> dict[str, Any]:
@@ -566,7 +559,7 @@ def authorize_record(*, plan: GatewayPlan, sent: Sent, final: bool = False) -> G
                     payment, "payment.attempt_failed", actor=SYSTEM, data=data, along=(finished,)
                 )
             else:
-                _write(finished)
+                execute(finished)
     return None
 
 
@@ -605,9 +598,9 @@ def operation_record(*, plan: GatewayPlan, sent: Sent) -> Payment:
             finished = (_finish_attempt(attempt, sent, AttemptStatus.DECLINED),)
             record_event(payment, "payment.attempt_failed", actor=SYSTEM, data=data, along=finished)
         elif sent.verdict is Verdict.NOT_TAKEN:
-            _write(_finish_attempt(attempt, sent, AttemptStatus.PENDING))
+            execute(_finish_attempt(attempt, sent, AttemptStatus.PENDING))
         else:
-            _write(_finish_attempt(attempt, sent, AttemptStatus.UNKNOWN))
+            execute(_finish_attempt(attempt, sent, AttemptStatus.UNKNOWN))
     return payment
 
 

@@ -120,8 +120,16 @@ class _Rules:
     window_seconds: int
 
 
-def _rules(merchant_id: str) -> _Rules | None:
-    row = RiskRules.objects.filter(merchant_id=merchant_id).first()
+def _stored_rules(payment: Payment) -> RiskRules | None:
+    """The merchant's stored rules: read with the payment under its lock (``locked`` joins
+    them, issue 13), or read now when the payment came without them."""
+    try:
+        return payment.merchant.risk_rules
+    except RiskRules.DoesNotExist:
+        return None
+
+
+def _rules(row: RiskRules | None) -> _Rules | None:
     if row is not None and not row.enabled:
         return None
 
@@ -183,8 +191,8 @@ def _velocity(facts: RiskFacts, rules: _Rules) -> tuple[list[RiskVerdict], list[
     return verdicts, []
 
 
-def _built_in(facts: RiskFacts) -> tuple[list[RiskVerdict], list[str]]:
-    rules = _rules(facts.merchant_id)
+def _built_in(facts: RiskFacts, row: RiskRules | None) -> tuple[list[RiskVerdict], list[str]]:
+    rules = _rules(row)
     if rules is None:
         return [], []
     verdicts = []
@@ -204,7 +212,7 @@ def _built_in(facts: RiskFacts) -> tuple[list[RiskVerdict], list[str]]:
 def risk_assess(payment: Payment) -> RiskAssessment:
     """The risk decision for ``payment``: the built-in rules, then ``RISK_CHECKS``."""
     facts = RiskFacts.of(payment)
-    verdicts, unchecked = _built_in(facts)
+    verdicts, unchecked = _built_in(facts, _stored_rules(payment))
     for name, check in hooks("RISK_CHECKS"):
         outcome = run_isolated(
             "risk_check", name, check, facts, timeout=settings.RISK_CHECK_TIMEOUT_SECONDS

@@ -15,12 +15,12 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import Count, Max, Q
 from django.utils import timezone
 
 from common.correlation import get_correlation_id
-from common.rows import insert_statement, mark_saved
+from common.rows import execute, insert_statement, mark_saved
 
 from .errors import AmountExceeded, InvalidTransition, OperationInProgress, ValidationFailed
 from .eventstore import (
@@ -128,9 +128,7 @@ def _open_attempt(
         **fields,
     )
     # The row save() would write, without the ORM's insert compiler (common/rows.py).
-    sql, params = insert_statement(attempt)
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+    execute(insert_statement(attempt))
     mark_saved(attempt)
     return attempt
 
