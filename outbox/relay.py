@@ -292,11 +292,16 @@ def outbox_relay_run() -> int:
             redis.expire(OUTAGES_KEY, 3600)
             delay = min(backoff_seconds(outages), settings.OUTBOX_OUTAGE_MAX_BACKOFF_SECONDS)
             redis.set(OUTAGE_KEY, "1", px=max(1, int(delay * 1000)))
+            note_run_finished(KICK_KEY)
         else:
-            redis.delete(OUTAGES_KEY)
+            # One round trip at the end too: the outages counted so far are over, and the
+            # run's end is noted for busy kicks.
+            pipe = redis.pipeline(transaction=False)
+            pipe.delete(OUTAGES_KEY)
+            note_run_finished(KICK_KEY, pipe=pipe)
+            pipe.execute()
     except RedisError:
-        logger.warning("could not record the event bus outage", exc_info=True)
-    note_run_finished(KICK_KEY)
+        logger.warning("could not record the end of the relay's run", exc_info=True)
     return result.published
 
 

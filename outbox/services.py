@@ -12,6 +12,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 from django_redis import get_redis_connection
+from redis.client import Pipeline
 from redis.exceptions import RedisError
 
 from common.rows import Statement
@@ -40,12 +41,17 @@ def _ran_key(kick_key: str) -> str:
     return f"{kick_key}:ran"
 
 
-def note_run_finished(kick_key: str) -> None:
+def note_run_finished(kick_key: str, *, pipe: Pipeline | None = None) -> None:
     """A kicked task's run ended (the relay's, the consumers'): for the next
     ``OUTBOX_KICK_DELAY_SECONDS`` a kick of it is busy traffic and queues its run that much
-    later. A Redis error is logged: the next run then starts at once, as when idle."""
+    later. Given ``pipe``, the note is only added to it (the caller sends it with its own
+    commands, in one round trip); otherwise it is sent now, and a Redis error is logged: the
+    next run then starts at once, as when idle."""
     delay_ms = round(settings.OUTBOX_KICK_DELAY_SECONDS * 1000)
     if delay_ms <= 0:
+        return
+    if pipe is not None:
+        pipe.set(_ran_key(kick_key), "1", px=delay_ms)
         return
     try:
         get_redis_connection("default").set(_ran_key(kick_key), "1", px=delay_ms)

@@ -51,7 +51,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from common.errors import DomainError
-from common.rows import insert_statement
+from common.rows import execute, insert_statement
 
 from .authentication import MerchantUser, merchant_user
 from .card_data import reject_card_number
@@ -331,8 +331,7 @@ def _run_once(
             )
             try:
                 # Its INSERT without the ORM's compiler (common/rows.py; issue 13).
-                with connection.cursor() as cursor:
-                    cursor.execute(*insert_statement(row))
+                execute(insert_statement(row))
             except IntegrityError as exc:
                 # Raised on at once, so the transaction (aborted by the error) rolls back whole.
                 raise _Raced from exc

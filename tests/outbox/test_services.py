@@ -141,3 +141,29 @@ def test_without_a_delay_every_run_starts_at_once(settings: Any) -> None:
         "outbox_relay": None,
         "outbox_consumers": None,
     }
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("idle")
+def test_a_relay_run_talks_to_redis_twice(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One round trip as the run starts (clear the kick, look for a backoff) and one as it ends
+    (clear the outage count, note the end for busy kicks): the relay's fixed cost per run."""
+    from redis.connection import Connection
+
+    from outbox.relay import OUTAGES_KEY, outbox_relay_run
+
+    sent: list[object] = []
+    real_send = Connection.send_packed_command
+
+    def send(self: Connection, command: object, check_health: bool = True) -> None:
+        sent.append(command)
+        real_send(self, command, check_health)
+
+    redis = get_redis_connection("default")
+    redis.set(OUTAGES_KEY, "3")
+    monkeypatch.setattr(Connection, "send_packed_command", send)
+    outbox_relay_run()
+    monkeypatch.undo()
+    assert len(sent) == 2
+    assert redis.exists(OUTAGES_KEY) == 0
+    assert redis.pttl(f"{KICK_KEY}:ran") > 0
