@@ -90,9 +90,9 @@ class BreakerSnapshot:
         return self.failures / self.calls if self.calls else 0.0
 
 
-# Shared head of every script: arguments, Redis server time, window totals and the lazy
-# open -> half_open transition. KEYS: state, window, trials.
-_PRELUDE = """
+# Shared head of every script (here and in gateways/resilience.py): arguments, Redis server
+# time, window totals and the lazy open -> half_open transition. KEYS: state, window, trials.
+PRELUDE = """
 local state_key, window_key, trials_key = KEYS[1], KEYS[2], KEYS[3]
 local failure_rate = tonumber(ARGV[1])
 local minimum_calls = tonumber(ARGV[2])
@@ -162,7 +162,7 @@ end
 """
 
 _SNAPSHOT = (
-    _PRELUDE
+    PRELUDE
     + """
 local state = current_state()
 local calls, failures = window_totals()
@@ -176,76 +176,83 @@ return {state, failures, calls, opened_at, trials}
 """
 )
 
-# ARGV[10]: a fresh trial token.
-_ALLOW = (
-    _PRELUDE
-    + """
-local state = current_state()
-if state == 'closed' then
+# Each operation as a Lua function over the prelude's locals, so that a script of another
+# module can run it with its own work in the same round trip (gateways/resilience.py: the
+# breaker's check with the bulkhead's slot, the bulkhead's release with the outcome).
+
+# allow(token): 1 when a call may go now; in half-open, reserves a trial lease ``token``.
+ALLOW_FUNCTION = """
+local function allow(token)
+    local state = current_state()
+    if state == 'closed' then
+        return 1
+    end
+    if state == 'open' then
+        return 0
+    end
+    redis.call('ZREMRANGEBYSCORE', trials_key, '-inf', now)
+    if redis.call('ZCARD', trials_key) >= max_trials then
+        return 0
+    end
+    redis.call('ZADD', trials_key, now + trial_lease_ms, token)
+    redis.call('PEXPIRE', trials_key, trial_lease_ms + 1000)
     return 1
 end
-if state == 'open' then
-    return 0
-end
-redis.call('ZREMRANGEBYSCORE', trials_key, '-inf', now)
-if redis.call('ZCARD', trials_key) >= max_trials then
-    return 0
-end
-redis.call('ZADD', trials_key, now + trial_lease_ms, ARGV[10])
-redis.call('PEXPIRE', trials_key, trial_lease_ms + 1000)
-return 1
 """
-)
 
-# ARGV[10]: 'success' or 'failure'. Returns the state after recording.
-_RECORD = (
-    _PRELUDE
-    + """
-local failed = ARGV[10] == 'failure'
-local state = current_state()
-if state == 'open' then
-    return state
-end
-if state == 'half_open' then
-    redis.call('ZPOPMIN', trials_key)
+# record(failed): the state after recording an outcome.
+RECORD_FUNCTION = """
+local function record(failed)
+    local state = current_state()
+    if state == 'open' then
+        return state
+    end
+    if state == 'half_open' then
+        redis.call('ZPOPMIN', trials_key)
+        if failed then
+            open_breaker()
+            return 'open'
+        end
+        local successes = redis.call('HINCRBY', state_key, 'successes', 1)
+        touch()
+        if successes >= successes_needed then
+            redis.call('DEL', window_key, trials_key)
+            redis.call('HSET', state_key, 'state', 'closed', 'successes', 0)
+            redis.call('HDEL', state_key, 'opened_at')
+            return 'closed'
+        end
+        return 'half_open'
+    end
+    redis.call('HINCRBY', window_key, current_bucket .. ':c', 1)
     if failed then
+        redis.call('HINCRBY', window_key, current_bucket .. ':f', 1)
+    end
+    redis.call('PEXPIRE', window_key, window_ms + 2 * width)
+    local calls, failures = window_totals()
+    if calls >= minimum_calls and failures / calls >= failure_rate then
         open_breaker()
         return 'open'
     end
-    local successes = redis.call('HINCRBY', state_key, 'successes', 1)
-    touch()
-    if successes >= successes_needed then
-        redis.call('DEL', window_key, trials_key)
-        redis.call('HSET', state_key, 'state', 'closed', 'successes', 0)
-        redis.call('HDEL', state_key, 'opened_at')
-        return 'closed'
-    end
-    return 'half_open'
+    return 'closed'
 end
-redis.call('HINCRBY', window_key, current_bucket .. ':c', 1)
-if failed then
-    redis.call('HINCRBY', window_key, current_bucket .. ':f', 1)
-end
-redis.call('PEXPIRE', window_key, window_ms + 2 * width)
-local calls, failures = window_totals()
-if calls >= minimum_calls and failures / calls >= failure_rate then
-    open_breaker()
-    return 'open'
-end
-return 'closed'
 """
-)
 
-# Gives back the oldest half-open trial lease (a call admitted by allow() but never made).
-_CANCEL = (
-    _PRELUDE
-    + """
-if current_state() == 'half_open' then
-    redis.call('ZPOPMIN', trials_key)
+# cancel(): gives back the oldest half-open trial lease (a call admitted but never made).
+CANCEL_FUNCTION = """
+local function cancel()
+    if current_state() == 'half_open' then
+        redis.call('ZPOPMIN', trials_key)
+    end
 end
-return 1
 """
-)
+
+# ARGV[10]: a fresh trial token.
+_ALLOW = PRELUDE + ALLOW_FUNCTION + "return allow(ARGV[10])\n"
+
+# ARGV[10]: 'success' or 'failure'. Returns the state after recording.
+_RECORD = PRELUDE + RECORD_FUNCTION + "return record(ARGV[10] == 'failure')\n"
+
+_CANCEL = PRELUDE + CANCEL_FUNCTION + "cancel()\nreturn 1\n"
 
 
 def _text(value: bytes | str) -> str:
@@ -339,8 +346,20 @@ class CircuitBreaker:
 
     @property
     def keys(self) -> tuple[str, ...]:
-        """The Redis keys that hold this breaker (for inspection and clean-up)."""
+        """The Redis keys that hold this breaker (for inspection and clean-up); ``PRELUDE``'s
+        KEYS, in order."""
         return tuple(self._keys)
+
+    @property
+    def arguments(self) -> tuple[str | int | float, ...]:
+        """``PRELUDE``'s ARGV (1 to 9): this breaker's settings, for a script that runs one of
+        its functions."""
+        return tuple(self._args)
+
+    @property
+    def redis(self) -> Any:
+        """The Redis client this breaker's state is read and written through."""
+        return self._redis
 
     def state(self) -> BreakerState:
         """The current state; an open breaker whose cool-down has passed is half_open."""

@@ -23,21 +23,28 @@ from gateways.base import GatewayError
 
 KEY_PREFIX = "aegispay:bulkhead:"
 
-# KEYS: leases. ARGV: limit, lease ms, token. Returns 1 when the lease was taken.
-_ACQUIRE = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local limit, lease_ms = tonumber(ARGV[1]), tonumber(ARGV[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-if redis.call('ZCARD', KEYS[1]) >= limit then
-    return 0
+# acquire(key, limit, lease_ms, token): 1 when the lease was taken. A Lua function, so that a
+# script of another module can take a slot in its own round trip (gateways/resilience.py).
+ACQUIRE_FUNCTION = """
+local function acquire(key, limit, lease_ms, token)
+    local t = redis.call('TIME')
+    local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+    if redis.call('ZCARD', key) >= limit then
+        return 0
+    end
+    redis.call('ZADD', key, now + lease_ms, token)
+    -- The key outlives its longest lease, whatever lease other callers asked for.
+    local last = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+    redis.call('PEXPIREAT', key, string.format('%d', tonumber(last[2]) + 1000))
+    return 1
 end
-redis.call('ZADD', KEYS[1], now + lease_ms, ARGV[3])
--- The key outlives its longest lease, whatever lease other callers asked for.
-local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
-redis.call('PEXPIREAT', KEYS[1], string.format('%d', tonumber(last[2]) + 1000))
-return 1
 """
+
+# KEYS: leases. ARGV: limit, lease ms, token. Returns 1 when the lease was taken.
+_ACQUIRE = (
+    ACQUIRE_FUNCTION + "return acquire(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3])\n"
+)
 
 # KEYS: leases. Returns the number of leases not yet expired.
 _IN_USE = """
@@ -93,10 +100,15 @@ class Bulkhead:
 
         Expired leases (of workers that died holding them) are reclaimed first.
         """
-        token = uuid.uuid4().hex
-        lease_ms = max(1, round(self.lease_seconds * 1000))
-        taken = self._acquire(keys=[self.key], args=[self.limit, lease_ms, token])
+        token, args = self.acquire_arguments()
+        taken = self._acquire(keys=[self.key], args=args)
         return token if taken else None
+
+    def acquire_arguments(self) -> tuple[str, list[int | str]]:
+        """A new lease token, and ``ACQUIRE_FUNCTION``'s arguments after the key to take it:
+        the limit, the lease in ms and the token."""
+        token = uuid.uuid4().hex
+        return token, [self.limit, max(1, round(self.lease_seconds * 1000)), token]
 
     def release(self, token: str) -> bool:
         """Give back the slot of ``token``; True when it was still held (False when it had

@@ -31,20 +31,30 @@ from __future__ import annotations
 
 import contextvars
 import dataclasses
+import functools
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any
 
 from django.conf import settings
 from django.db import connection
 from redis.exceptions import RedisError
 
 from gateways.base import CALL_DEADLINE, GatewayAdapter, GatewayResult, Operation, Outcome
-from gateways.breaker import CircuitBreaker, breaker_for
-from gateways.bulkhead import Bulkhead, bulkhead_for
+from gateways.breaker import (
+    ALLOW_FUNCTION,
+    CANCEL_FUNCTION,
+    PRELUDE,
+    RECORD_FUNCTION,
+    CircuitBreaker,
+    breaker_for,
+)
+from gateways.bulkhead import ACQUIRE_FUNCTION, Bulkhead, bulkhead_for
 from gateways.registry import get_gateway
 
 logger = logging.getLogger(__name__)
@@ -69,6 +79,38 @@ MESSAGES: dict[str, str] = {
 
 # Outcomes that say the gateway is healthy: a decline is a working gateway saying no.
 _HEALTHY = frozenset({Outcome.SUCCEEDED, Outcome.DECLINED, Outcome.NOT_FOUND})
+
+# A call's bookkeeping in two round trips rather than four (issue 13): the breaker's and the
+# bulkhead's keys of one gateway share its hash tag (one slot on a Redis Cluster), so one script
+# can run both modules' functions atomically.
+# KEYS: the breaker's three, the bulkhead's. ARGV: the breaker's nine, a trial token, then the
+# bulkhead's limit, lease in ms and lease token.
+_ADMIT = (
+    PRELUDE
+    + ALLOW_FUNCTION
+    + CANCEL_FUNCTION
+    + ACQUIRE_FUNCTION
+    + f"""
+if allow(ARGV[10]) == 0 then
+    return '{CIRCUIT_OPEN}'
+end
+if acquire(KEYS[4], tonumber(ARGV[11]), tonumber(ARGV[12]), ARGV[13]) == 0 then
+    cancel()
+    return '{BULKHEAD_FULL}'
+end
+return 'admitted'
+"""
+)
+# KEYS: as _ADMIT. ARGV: the breaker's nine, 'success' or 'failure', the lease token. Gives the
+# slot back and feeds the breaker; returns the breaker's state after it.
+_RELEASE_AND_RECORD = (
+    PRELUDE
+    + RECORD_FUNCTION
+    + """
+redis.call('ZREM', KEYS[4], ARGV[11])
+return record(ARGV[10] == 'failure')
+"""
+)
 
 
 def call_gateway(
@@ -105,29 +147,24 @@ def call_gateway(
         return _made_up(gateway, op, reference, Outcome.NOT_SENT, code)
 
     try:
-        admitted = breaker.allow()
+        token, refusal = _admit(breaker, bulkhead)
     except RedisError:
-        logger.exception("gateway %s: breaker unreadable, %s not sent", gateway, op)
-        return refused(RESILIENCE_UNAVAILABLE)
-    if not admitted:
-        return refused(CIRCUIT_OPEN)
-    try:
-        token = bulkhead.acquire()
-    except RedisError:
-        logger.exception("gateway %s: bulkhead unreadable, %s not sent", gateway, op)
-        _quietly(breaker.cancel)
+        logger.exception("gateway %s: breaker or bulkhead unreadable, %s not sent", gateway, op)
         return refused(RESILIENCE_UNAVAILABLE)
     if token is None:
-        _quietly(breaker.cancel)
-        return refused(BULKHEAD_FULL)
+        return refused(refusal)
 
     started = time.monotonic()
     if getattr(adapter, "enforces_deadline", False) and not connection.in_atomic_block:
         label = f"gateway {gateway}: {op} {reference}"
-        answer = _call_inline(call, adapter, bulkhead, token, deadline=started + limit, label=label)
+        try:
+            answer = _call_inline(call, adapter, deadline=started + limit, label=label)
+        except BaseException:
+            _quietly(lambda: bulkhead.release(token))
+            raise
         if isinstance(answer, str):
             answer = _made_up(gateway, op, reference, _unsure(op), answer)
-        return _finish(breaker, answer, started)
+        return _finish(breaker, answer, started, lease=(bulkhead, token))
     try:
         future = _start(call, adapter, bulkhead, token, name=f"gateway-{gateway}-{op}")
     except BaseException:
@@ -151,11 +188,46 @@ def call_gateway(
 # --- internals ---
 
 
-def _finish(breaker: CircuitBreaker, result: GatewayResult, started: float) -> GatewayResult:
-    """The result with its wall-time latency, fed to the breaker."""
+def _admit(breaker: CircuitBreaker, bulkhead: Bulkhead) -> tuple[str | None, str]:
+    """The breaker's check and a bulkhead slot in one round trip: the slot's lease token, or
+    None and why not (``circuit_open``; ``bulkhead_full``, the trial the breaker reserved
+    given back)."""
+    token, acquire_args = bulkhead.acquire_arguments()
+    answer = _scripts(breaker.redis)[0](
+        keys=[*breaker.keys, bulkhead.key],
+        args=[*breaker.arguments, uuid.uuid4().hex, *acquire_args],
+    )
+    verdict = answer.decode() if isinstance(answer, bytes) else str(answer)
+    return (token, "") if verdict == "admitted" else (None, verdict)
+
+
+@functools.lru_cache(maxsize=8)
+def _scripts(redis: Any) -> tuple[Any, Any]:
+    """``_ADMIT`` and ``_RELEASE_AND_RECORD`` registered on the client (one SHA-1 each)."""
+    return redis.register_script(_ADMIT), redis.register_script(_RELEASE_AND_RECORD)
+
+
+def _finish(
+    breaker: CircuitBreaker,
+    result: GatewayResult,
+    started: float,
+    *,
+    lease: tuple[Bulkhead, str] | None = None,
+) -> GatewayResult:
+    """The result with its wall-time latency, fed to the breaker; with ``lease`` (a call made
+    in this thread), its slot given back in the same round trip."""
     latency_ms = round((time.monotonic() - started) * 1000)
     result = dataclasses.replace(result, latency_ms=latency_ms)
-    _record(breaker, result)
+    if lease is None:
+        _record(breaker, result)
+        return result
+    bulkhead, token = lease
+    outcome = "success" if result.outcome in _HEALTHY else "failure"
+    _quietly(
+        lambda: _scripts(breaker.redis)[1](
+            keys=[*breaker.keys, bulkhead.key], args=[*breaker.arguments, outcome, token]
+        )
+    )
     return result
 
 
@@ -198,8 +270,6 @@ def _start(
 def _call_inline(
     call: Callable[[GatewayAdapter], GatewayResult],
     adapter: GatewayAdapter,
-    bulkhead: Bulkhead,
-    token: str,
     *,
     deadline: float,
     label: str,
@@ -207,7 +277,7 @@ def _call_inline(
     """Run ``call(adapter)`` in this thread under ``CALL_DEADLINE``: its result, or the code of
     the answer to make up (``gateway_timeout``: it raised ``TimeoutError`` or answered at or
     after the deadline; ``gateway_exception``: it raised), logged under ``label`` as the thread
-    path logs them. The slot is released however it ends."""
+    path logs them. The caller gives the slot back."""
     context = CALL_DEADLINE.set(deadline)
     try:
         result = call(adapter)
@@ -221,7 +291,6 @@ def _call_inline(
         return GATEWAY_EXCEPTION
     finally:
         CALL_DEADLINE.reset(context)
-        _quietly(lambda: bulkhead.release(token))
     if time.monotonic() >= deadline:
         # the caller has given up by now, as it would on a thread
         logger.warning("%s got no answer in time", label)

@@ -413,6 +413,42 @@ def test_a_sandbox_charge_through_call_gateway(sandbox: SandboxGateway) -> None:
 
 
 @racing_db
+def test_a_call_admitted_and_finished_in_one_round_trip_each(
+    sandbox: SandboxGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On the inline path the breaker's check and the bulkhead's slot are one script, and so
+    are giving the slot back and feeding the breaker: with the sandbox's own read of its chaos
+    config, three round trips to Redis (five before)."""
+    from redis.connection import Connection
+
+    def charge() -> GatewayResult:
+        request = ChargeRequestFactory()
+        return call_gateway(
+            sandbox.name,
+            Operation.AUTHORIZE,
+            lambda adapter: adapter.authorize(request),
+            reference=request.reference,
+        )
+
+    charge()  # Redis has loaded the scripts (a first EVALSHA of each is refused, then sent)
+    sent: list[str] = []
+    real_send = Connection.send_packed_command
+
+    def send(self: Connection, command: object, check_health: bool = True) -> None:
+        sent.append(repr(command))
+        real_send(self, command, check_health)
+
+    monkeypatch.setattr(Connection, "send_packed_command", send)
+    result = charge()
+    monkeypatch.undo()
+
+    assert result.outcome is Outcome.SUCCEEDED
+    assert len(sent) == 3
+    assert bulkhead_for(sandbox.name).in_use() == 0
+    assert breaker_for(sandbox.name).snapshot().calls == 2
+
+
+@racing_db
 def test_a_timed_out_sandbox_charge_completes_and_a_lookup_finds_it(
     sandbox: SandboxGateway,
 ) -> None:
