@@ -18,6 +18,7 @@ from redis.exceptions import RedisError
 from common.rows import Statement
 
 from .registry import consumer_names
+from .types import OutboxEvent
 
 logger = logging.getLogger(__name__)
 
@@ -127,21 +128,24 @@ def _kick_once_after_commit() -> None:
         transaction.on_commit(_kick_after_commit, robust=True)
 
 
-# One statement for the row and its consumer marks (the marks copy the row's id and time,
+# One statement for the rows and their consumer marks (the marks copy their row's id and time,
 # their foreign key and partition key), after the caller's own writes (``along``).
 _INSERT = """
 WITH {along}message AS (
     INSERT INTO outbox_outboxmessage (
         event_id, event_type, aggregate_type, aggregate_id, sequence, merchant_id, payload,
         state, attempts, last_error, created_at)
-    VALUES (%s, %s, %s, %s, %s, %s, %s::jsonb, 'pending', 0, '', %s)
-    RETURNING id, created_at
+    VALUES {rows}
+    RETURNING id, created_at, event_id, aggregate_id, sequence
 )
 INSERT INTO outbox_outboxconsumermark (
     consumer, message_id, message_created_at, event_id, aggregate_id, sequence)
-SELECT consumer, message.id, message.created_at, %s, %s, %s
+SELECT consumer, message.id, message.created_at, message.event_id, message.aggregate_id,
+    message.sequence
 FROM message, unnest(%s::text[]) AS consumer
+ORDER BY message.id, consumer
 """
+_ROW = "(%s, %s, %s, %s, %s, %s, %s::jsonb, 'pending', 0, '', %s)"
 
 
 def outbox_message_create(
@@ -155,43 +159,69 @@ def outbox_message_create(
     payload: Mapping[str, Any],
     along: Sequence[Statement] = (),
 ) -> None:
-    """Insert the outbox row for one event.
+    """Insert the outbox row for one event (``outbox_messages_create`` of one)."""
+    outbox_messages_create(
+        [
+            OutboxEvent(
+                event_id=event_id,
+                event_type=event_type,
+                aggregate_type=aggregate_type,
+                aggregate_id=aggregate_id,
+                sequence=sequence,
+                merchant_id=merchant_id,
+                payload=dict(payload),
+            )
+        ],
+        along=along,
+    )
 
-    Must run inside the transaction that wrote the event (enforced: it raises
-    ``TransactionManagementError`` outside ``atomic``), so the row exists exactly when the
-    event does, with one ``OutboxConsumerMark`` per registered in-process consumer, in one
+
+def outbox_messages_create(
+    events: Sequence[OutboxEvent], *, along: Sequence[Statement] = ()
+) -> None:
+    """Insert the outbox rows of ``events``, in their order.
+
+    Must run inside the transaction that wrote the events (enforced: it raises
+    ``TransactionManagementError`` outside ``atomic``), so a row exists exactly when its event
+    does, with one ``OutboxConsumerMark`` per registered in-process consumer, in one
     statement. The relay (``outbox/relay.py``) publishes pending rows to the event bus; the
     consumers (``outbox/consumers.py``) apply their marks, independently of the relay. Both are
     kicked once after the commit (one kick per transaction, not per event), and beat sweeps for
     the guarantee.
 
-    ``along``: the caller's writes of the same transaction (``common/rows.py``: the event and
-    its payment), sent in the same statement as data-modifying ``WITH`` queries, so that the
+    ``along``: the caller's writes of the same transaction (``common/rows.py``: the events and
+    their payment), sent in the same statement as data-modifying ``WITH`` queries, so that the
     whole is one round trip. PostgreSQL runs every part or none; foreign keys between the
     parts are checked at the statement's end, when all of them are written.
     """
+    if not events:
+        raise ValueError("no events to write")
     connection = transaction.get_connection()
     if not connection.in_atomic_block:
         raise transaction.TransactionManagementError(
             "outbox rows are written inside the transaction of their event"
         )
     ctes = "".join(f"written_{n} AS ({sql}), " for n, (sql, _) in enumerate(along))
+    now = timezone.now()
     with connection.cursor() as cursor:
         cursor.execute(
-            _INSERT.format(along=ctes),
+            _INSERT.format(along=ctes, rows=", ".join([_ROW] * len(events))),
             [
                 *(param for _, params in along for param in params),
-                event_id,
-                event_type,
-                aggregate_type,
-                aggregate_id,
-                sequence,
-                merchant_id,
-                json.dumps(dict(payload)),
-                timezone.now(),
-                event_id,
-                aggregate_id,
-                sequence,
+                *(
+                    value
+                    for event in events
+                    for value in (
+                        event.event_id,
+                        event.event_type,
+                        event.aggregate_type,
+                        event.aggregate_id,
+                        event.sequence,
+                        event.merchant_id,
+                        json.dumps(event.payload),
+                        now,
+                    )
+                ),
                 list(consumer_names()),
             ],
         )

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -30,7 +31,8 @@ from django_fsm import can_proceed
 from common.correlation import get_correlation_id
 from common.isotime import iso
 from common.rows import Statement, insert_statement, mark_saved, update_statement
-from outbox.services import outbox_message_create
+from outbox.services import outbox_messages_create
+from outbox.types import OutboxEvent
 
 from .errors import AmountExceeded, InvalidTransition, PaymentNotFound, VersionConflict
 from .hooks import notify_after_commit
@@ -106,6 +108,70 @@ def _jsonable(value: Any) -> Any:
     return iso(value) if isinstance(value, datetime) else value
 
 
+def _stage(
+    payment: Payment,
+    *,
+    event_type: str,
+    from_status: str,
+    actor: str,
+    changes: Mapping[str, Any],
+    data: Mapping[str, Any] | None,
+) -> PaymentEvent:
+    """Bump the version and make the event of the change just set on ``payment`` (not yet
+    written). Raises ``AmountExceeded`` if the money invariant would break."""
+    if not payment.money_invariant_holds():
+        raise AmountExceeded(
+            "amounts must satisfy 0 <= refunded <= captured <= authorized <= amount"
+        )
+    payment.version += 1
+    if event_type != UPDATE_EVENT_TYPE:
+        payment.progressed_at = timezone.now()
+    return PaymentEvent(
+        payment=payment,
+        livemode=payment.livemode,
+        sequence=payment.version,
+        type=event_type,
+        from_status=from_status,
+        to_status=payment.status,
+        data={"changes": {k: _jsonable(v) for k, v in changes.items()}, **(data or {})},
+        actor=actor,
+        correlation_id=get_correlation_id(),
+    )
+
+
+def _write(
+    payment: Payment,
+    events: Sequence[PaymentEvent],
+    *,
+    insert: bool,
+    along: Sequence[Statement],
+) -> None:
+    """The payment as it now is, its staged events and their outbox rows in one statement
+    (issue 13), with the caller's ``along``."""
+    write = insert_statement(payment) if insert else update_statement(payment)
+    event_writes = [insert_statement(event) for event in events]  # sets created_at
+    payloads = [event_payload(event) for event in events]  # which the payload carries
+    outbox_messages_create(
+        [
+            OutboxEvent(
+                event_id=event.id,
+                event_type=event.type,
+                aggregate_type="payment",
+                aggregate_id=payment.id,
+                sequence=event.sequence,
+                merchant_id=payment.merchant_id,
+                payload=payload,
+            )
+            for event, payload in zip(events, payloads, strict=True)
+        ],
+        along=(write, *event_writes, *along),
+    )
+    mark_saved(payment)
+    for event, payload in zip(events, payloads, strict=True):
+        mark_saved(event)
+        notify_after_commit(payload)  # PAYMENT_LISTENERS, if any (payments/hooks.py)
+
+
 def append_event(
     payment: Payment,
     *,
@@ -124,42 +190,73 @@ def append_event(
 
     Raises ``AmountExceeded`` before writing anything if the money invariant would break.
     """
-    if not payment.money_invariant_holds():
-        raise AmountExceeded(
-            "amounts must satisfy 0 <= refunded <= captured <= authorized <= amount"
-        )
-    payment.version += 1
-    if event_type != UPDATE_EVENT_TYPE:
-        payment.progressed_at = timezone.now()
-    # The payment, its event and the event's outbox row in one statement (issue 13).
-    write = insert_statement(payment) if insert else update_statement(payment)
-    event = PaymentEvent(
-        payment=payment,
-        livemode=payment.livemode,
-        sequence=payment.version,
-        type=event_type,
+    event = _stage(
+        payment,
+        event_type=event_type,
         from_status=from_status,
-        to_status=payment.status,
-        data={"changes": {k: _jsonable(v) for k, v in changes.items()}, **(data or {})},
         actor=actor,
-        correlation_id=get_correlation_id(),
+        changes=changes,
+        data=data,
     )
-    event_write = insert_statement(event)  # sets created_at, which the payload carries
-    payload = event_payload(event)
-    outbox_message_create(
-        event_id=event.id,
-        event_type=event.type,
-        aggregate_type="payment",
-        aggregate_id=payment.id,
-        sequence=event.sequence,
-        merchant_id=payment.merchant_id,
-        payload=payload,
-        along=(write, event_write, *along),
-    )
-    mark_saved(payment)
-    mark_saved(event)
-    notify_after_commit(payload)  # PAYMENT_LISTENERS, if any (payments/hooks.py)
+    _write(payment, [event], insert=insert, along=along)
     return event
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One transition of ``apply_transitions``: the fsm method's name, the fields it sets
+    (``PROJECTED_FIELDS``) and its event's extra data."""
+
+    transition: str
+    changes: Mapping[str, Any] | None = None
+    data: Mapping[str, Any] | None = None
+
+
+def apply_transitions(
+    payment: Payment,
+    steps: Sequence[Step],
+    *,
+    actor: str,
+    along: Sequence[Statement] = (),
+) -> list[PaymentEvent]:
+    """Run ``steps`` in order, each an fsm transition with its event, and write them
+    together: one UPDATE of the payment (as it is after the last), the events and their
+    outbox rows in one statement (an automatic capture: ``captured``, then ``completed``).
+    ``along``: as ``append_event``. Call only inside ``locked``.
+
+    Raises ``InvalidTransition`` when the state machine refuses a step (wrong source state or
+    a failed condition), and ``AmountExceeded``, before anything is written; the enclosing
+    transaction then rolls back whatever was set.
+    """
+    events = []
+    for step in steps:
+        if step.transition not in TRANSITIONS:
+            raise ValueError(f"not a payment transition: {step.transition}")
+        changes = dict(step.changes or {})
+        unknown = set(changes) - set(PROJECTED_FIELDS)
+        if unknown:
+            raise ValueError(f"fields outside the projection: {sorted(unknown)}")
+        for name, value in changes.items():
+            setattr(payment, name, value)
+        method = getattr(payment, step.transition)
+        from_status = payment.status
+        if not can_proceed(method):
+            raise InvalidTransition(
+                f"cannot {step.transition.replace('_', ' ')} a payment that is {from_status}"
+            )
+        method()
+        events.append(
+            _stage(
+                payment,
+                event_type=f"payment.{payment.status}",
+                from_status=from_status,
+                actor=actor,
+                changes=changes,
+                data=step.data,
+            )
+        )
+    _write(payment, events, insert=False, along=along)
+    return events
 
 
 def apply_transition(
@@ -171,36 +268,15 @@ def apply_transition(
     data: Mapping[str, Any] | None = None,
     along: Sequence[Statement] = (),
 ) -> PaymentEvent:
-    """Set ``changes``, run the fsm ``transition`` and record it (``along``: as
-    ``append_event``). Call only inside ``locked``.
+    """Set ``changes``, run the fsm ``transition`` and record it (``apply_transitions`` of
+    one step). Call only inside ``locked``.
 
     Raises ``InvalidTransition`` when the state machine refuses (wrong source state or a
     failed condition); the enclosing transaction then rolls back whatever was set.
     """
-    if transition not in TRANSITIONS:
-        raise ValueError(f"not a payment transition: {transition}")
-    changes = dict(changes or {})
-    unknown = set(changes) - set(PROJECTED_FIELDS)
-    if unknown:
-        raise ValueError(f"fields outside the projection: {sorted(unknown)}")
-    for name, value in changes.items():
-        setattr(payment, name, value)
-    method = getattr(payment, transition)
-    from_status = payment.status
-    if not can_proceed(method):
-        raise InvalidTransition(
-            f"cannot {transition.replace('_', ' ')} a payment that is {from_status}"
-        )
-    method()
-    return append_event(
-        payment,
-        event_type=f"payment.{payment.status}",
-        from_status=from_status,
-        actor=actor,
-        changes=changes,
-        data=data,
-        along=along,
-    )
+    return apply_transitions(payment, [Step(transition, changes, data)], actor=actor, along=along)[
+        0
+    ]
 
 
 def record_event(

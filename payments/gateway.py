@@ -61,7 +61,7 @@ from routing.metrics import record_result
 from routing.router import PaymentFacts, route
 
 from .errors import OperationInProgress, PaymentNotFound
-from .eventstore import SYSTEM, apply_transition, locked, record_event
+from .eventstore import SYSTEM, Step, apply_transition, apply_transitions, locked, record_event
 from .locks import PaymentBusy, lock_ttl_seconds, payment_gateway_lock
 from .models import (
     OPEN_ATTEMPT_STATUSES,
@@ -580,16 +580,14 @@ def operation_record(*, plan: GatewayPlan, sent: Sent) -> Payment:
         if sent.verdict is Verdict.SUCCEEDED:
             finished = (_finish_attempt(attempt, sent, AttemptStatus.SUCCEEDED),)
             if attempt.operation == AttemptOperation.CAPTURE:
-                apply_transition(
-                    payment,
-                    "capture",
-                    actor=SYSTEM,
-                    changes={"amount_captured": attempt.amount},
-                    data=data,
-                    along=finished,
+                captured = Step("capture", {"amount_captured": attempt.amount}, data)
+                # An automatic capture completes at once: both events in one write.
+                steps = (
+                    [captured, Step("complete")]
+                    if payment.capture_method == "automatic"
+                    else [captured]
                 )
-                if payment.capture_method == "automatic":
-                    apply_transition(payment, "complete", actor=SYSTEM)
+                apply_transitions(payment, steps, actor=SYSTEM, along=finished)
             elif payment.status == PaymentStatus.AUTHORIZED:
                 apply_transition(payment, "cancel", actor=SYSTEM, data=data, along=finished)
             else:

@@ -114,6 +114,61 @@ def test_a_transition_writes_the_payment_its_event_and_the_outbox_row_in_one_sta
     assert OutboxConsumerMark.objects.filter(message_id=message.id).count() >= 1
 
 
+def test_two_transitions_are_one_write_with_an_event_and_an_outbox_row_each(
+    event: PaymentEvent,
+) -> None:
+    """``apply_transitions`` (an automatic capture's captured-then-completed): one statement
+    with one UPDATE of the payment, as it is after the last step, and each step's event and
+    outbox row with its consumer marks."""
+    from django.test.utils import CaptureQueriesContext
+
+    from outbox.models import OutboxConsumerMark, OutboxMessage
+    from outbox.registry import consumer_names
+    from payments.eventstore import Step, apply_transitions, locked
+    from payments.models import Payment
+
+    with CaptureQueriesContext(connection) as statements, locked(event.payment_id) as payment:
+        steps = [
+            Step("start_processing", {"gateway": "sandbox_a"}),
+            Step("fail", {"failure_code": "card_declined"}),
+        ]
+        apply_transitions(payment, steps, actor="test")
+    writes = _writes(statements.captured_queries)
+    assert len(writes) == 1, [sql[:100] for sql in writes]
+    assert writes[0].count("UPDATE") == 1
+    stored = Payment.objects.get(pk=event.payment_id)
+    assert (stored.status, stored.version, stored.gateway) == ("failed", 3, "sandbox_a")
+    events = list(PaymentEvent.objects.filter(payment=stored, sequence__gt=1).order_by("sequence"))
+    assert [(e.sequence, e.type, e.from_status, e.to_status) for e in events] == [
+        (2, "payment.processing", "initiated", "processing"),
+        (3, "payment.failed", "processing", "failed"),
+    ]
+    for written in events:
+        message = OutboxMessage.objects.get(event_id=written.id)
+        assert (message.sequence, message.payload["to_status"]) == (
+            written.sequence,
+            written.to_status,
+        )
+        marks = OutboxConsumerMark.objects.filter(message_id=message.id)
+        assert sorted(m.consumer for m in marks) == sorted(consumer_names())
+        assert {(m.event_id, m.sequence) for m in marks} == {(written.id, written.sequence)}
+
+
+def test_a_refused_second_transition_writes_nothing(event: PaymentEvent) -> None:
+    from outbox.models import OutboxMessage
+    from payments.errors import InvalidTransition
+    from payments.eventstore import Step, apply_transitions, locked
+    from payments.models import Payment
+
+    messages = OutboxMessage.objects.count()
+    with pytest.raises(InvalidTransition), locked(event.payment_id) as payment:
+        apply_transitions(payment, [Step("cancel"), Step("capture")], actor="test")
+    stored = Payment.objects.get(pk=event.payment_id)
+    assert (stored.status, stored.version) == ("initiated", 1)
+    assert OutboxMessage.objects.count() == messages
+    assert PaymentEvent.objects.filter(payment=stored).count() == 1
+
+
 def test_a_transition_whose_event_conflicts_writes_nothing(event: PaymentEvent) -> None:
     """The event's sequence is taken (a writer that did not hold the lock): the statement fails
     as a whole; the payment's update and the outbox row are not written either."""
