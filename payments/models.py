@@ -260,7 +260,10 @@ class PaymentQuerySet(models.QuerySet["Payment"]):
 
 class Payment(FSMModelMixin, models.Model):
     id = models.CharField(primary_key=True, max_length=40, default=new_payment_id, editable=False)
-    merchant = models.ForeignKey(Merchant, on_delete=models.PROTECT, related_name="payments")
+    # No index of its own: the (merchant, ...) indexes below lead with it (migration 0015).
+    merchant = models.ForeignKey(
+        Merchant, on_delete=models.PROTECT, related_name="payments", db_index=False
+    )
     status = FSMField(default=S.INITIATED, choices=S.choices, protected=True)
     amount = models.BigIntegerField()
     currency = models.CharField(max_length=3)
@@ -478,7 +481,10 @@ class PaymentAttempt(models.Model):
     """
 
     id = models.CharField(primary_key=True, max_length=40, default=new_attempt_id, editable=False)
-    payment = models.ForeignKey(Payment, on_delete=models.PROTECT, related_name="attempts")
+    # No index of its own: the unique (payment, number) leads with it (migration 0015).
+    payment = models.ForeignKey(
+        Payment, on_delete=models.PROTECT, related_name="attempts", db_index=False
+    )
     number = models.PositiveIntegerField()
     operation = models.CharField(
         max_length=16, choices=AttemptOperation.choices, default=AttemptOperation.AUTHORIZE
@@ -591,7 +597,10 @@ class PaymentEvent(models.Model):
     """
 
     id = models.CharField(primary_key=True, max_length=40, default=new_event_id, editable=False)
-    payment = models.ForeignKey(Payment, on_delete=models.PROTECT, related_name="events")
+    # No index of its own: the unique (payment, sequence) leads with it (migration 0015).
+    payment = models.ForeignKey(
+        Payment, on_delete=models.PROTECT, related_name="events", db_index=False
+    )
     livemode = models.BooleanField(default=False, db_default=False)  # the payment's
     sequence = models.PositiveIntegerField()
     type = models.CharField(max_length=64)
@@ -715,11 +724,16 @@ class PaymentAuditEntry(models.Model):
     """
 
     event_id = models.CharField(max_length=40)
+    # Neither has an index of its own: the indexes below lead with each (migration 0015).
     merchant = models.ForeignKey(
-        Merchant, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
+        Merchant, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+", db_index=False
     )
     payment = models.ForeignKey(
-        Payment, on_delete=models.DO_NOTHING, db_constraint=False, related_name="audit_entries"
+        Payment,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        related_name="audit_entries",
+        db_index=False,
     )
     sequence = models.PositiveIntegerField()
     type = models.CharField(max_length=64)
