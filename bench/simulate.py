@@ -189,7 +189,7 @@ from django.utils import timezone  # noqa: E402
 from django_redis import get_redis_connection  # noqa: E402
 from redis.exceptions import RedisError  # noqa: E402
 
-from gateways import registry  # noqa: E402
+from gateways import registry, resilience  # noqa: E402
 from gateways.base import (  # noqa: E402
     CaptureRequest,
     ChargeRequest,
@@ -199,8 +199,8 @@ from gateways.base import (  # noqa: E402
     RefundRequest,
     VoidRequest,
 )
-from gateways.breaker import CircuitBreaker, breaker_for  # noqa: E402
-from gateways.bulkhead import Bulkhead, bulkhead_for  # noqa: E402
+from gateways.breaker import breaker_for  # noqa: E402
+from gateways.bulkhead import bulkhead_for  # noqa: E402
 from outbox import tasks as outbox_tasks  # noqa: E402
 from outbox.consumers import outbox_consumers_run  # noqa: E402
 from outbox.models import OutboxConsumerMark  # noqa: E402
@@ -503,7 +503,8 @@ def world() -> World:
 
 def install() -> None:
     """Route task sends to the scheduler and put Redis fault points on the calls that the
-    gateway-call path makes to Redis (lock, breaker, bulkhead, routing metrics). The outbox's
+    gateway-call path makes to Redis (lock, the breaker and bulkhead's admission and release,
+    routing metrics). The outbox's
     own kicks and webhook sends are not queued: the oracle drains the relay and the consumers
     itself, and sends no webhook (it counts the deliveries)."""
     for name in ("payment_process", "payment_operation_execute", "refund_execute"):
@@ -524,8 +525,11 @@ def install() -> None:
 
         return call
 
-    CircuitBreaker.allow = failing("breaker", CircuitBreaker.allow)  # type: ignore[method-assign]
-    Bulkhead.acquire = failing("bulkhead", Bulkhead.acquire)  # type: ignore[method-assign]
+    # A gateway call's bookkeeping is two scripts (gateways/resilience.py): the breaker's check
+    # with the bulkhead's slot before the call ("admit"), the slot's release with the breaker's
+    # feed after it ("release"); breaker.allow and bulkhead.acquire are not on that path.
+    resilience._admit = failing("admit", resilience._admit)
+    resilience._release_and_record = failing("release", resilience._release_and_record)
     gateway.record_result = failing("metrics", gateway.record_result)
     gateway.payment_gateway_lock = failing("lock", locks.payment_gateway_lock)
 
@@ -665,12 +669,18 @@ def fill_bulkhead(w: World) -> str:
 
 
 def release(w: World) -> str:
+    """Heal the gateways: breakers closed, every bulkhead slot free. Besides the slots this
+    scenario filled, that drops the leases whose release a Redis error lost ("release"
+    faults): in production each expires after ``BULKHEAD_LEASE_SECONDS``, but a scenario's
+    clock does not move Redis's, so healing lets that time pass for them. No call is in flight
+    here (a scenario runs one step at a time)."""
     for name, tokens in w.held_slots.items():
         for token in tokens:
             bulkhead_for(name).release(token)
     w.held_slots.clear()
     for name in GATEWAYS:
         breaker_for(name).reset()
+        bulkhead_for(name).reset()
     return "breakers closed, bulkheads released"
 
 

@@ -222,13 +222,18 @@ def _finish(
         _record(breaker, result)
         return result
     bulkhead, token = lease
-    outcome = "success" if result.outcome in _HEALTHY else "failure"
-    _quietly(
-        lambda: _scripts(breaker.redis)[1](
-            keys=[*breaker.keys, bulkhead.key], args=[*breaker.arguments, outcome, token]
-        )
-    )
+    _quietly(lambda: _release_and_record(breaker, bulkhead, token, result.outcome in _HEALTHY))
     return result
+
+
+def _release_and_record(
+    breaker: CircuitBreaker, bulkhead: Bulkhead, token: str, healthy: bool
+) -> None:
+    """Give the slot of ``token`` back and feed the breaker, in one round trip."""
+    _scripts(breaker.redis)[1](
+        keys=[*breaker.keys, bulkhead.key],
+        args=[*breaker.arguments, "success" if healthy else "failure", token],
+    )
 
 
 def _start(
