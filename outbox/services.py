@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from django.conf import settings
 from django.db import transaction
@@ -146,34 +145,6 @@ FROM message, unnest(%s::text[]) AS consumer
 ORDER BY message.id, consumer
 """
 _ROW = "(%s, %s, %s, %s, %s, %s, %s::jsonb, 'pending', 0, '', %s)"
-
-
-def outbox_message_create(
-    *,
-    event_id: str,
-    event_type: str,
-    aggregate_type: str,
-    aggregate_id: str,
-    sequence: int,
-    merchant_id: str,
-    payload: Mapping[str, Any],
-    along: Sequence[Statement] = (),
-) -> None:
-    """Insert the outbox row for one event (``outbox_messages_create`` of one)."""
-    outbox_messages_create(
-        [
-            OutboxEvent(
-                event_id=event_id,
-                event_type=event_type,
-                aggregate_type=aggregate_type,
-                aggregate_id=aggregate_id,
-                sequence=sequence,
-                merchant_id=merchant_id,
-                payload=dict(payload),
-            )
-        ],
-        along=along,
-    )
 
 
 def outbox_messages_create(

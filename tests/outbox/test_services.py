@@ -11,18 +11,23 @@ from django_redis import get_redis_connection
 
 from outbox.models import OutboxConsumerMark, OutboxMessage
 from outbox.registry import consumer_names
-from outbox.services import CONSUMERS_KICK_KEY, KICK_KEY, outbox_message_create
+from outbox.services import CONSUMERS_KICK_KEY, KICK_KEY, outbox_messages_create
+from outbox.types import OutboxEvent
 
 
 def _write(number: int) -> None:
-    outbox_message_create(
-        event_id=f"evt_kick{number}",
-        event_type="payment.processing",
-        aggregate_type="payment",
-        aggregate_id="pay_kick",
-        sequence=number,
-        merchant_id="mer_kick",
-        payload={"id": f"evt_kick{number}", "n": number, "text": 'é \\ "'},
+    outbox_messages_create(
+        [
+            OutboxEvent(
+                event_id=f"evt_kick{number}",
+                event_type="payment.processing",
+                aggregate_type="payment",
+                aggregate_id="pay_kick",
+                sequence=number,
+                merchant_id="mer_kick",
+                payload={"id": f"evt_kick{number}", "n": number, "text": 'é \\ "'},
+            )
+        ]
     )
 
 
