@@ -163,12 +163,6 @@ def _properties_by_amqp(headers: dict[str, Any], delivery_mode: int, message_id:
     return _PROPERTY_FLAGS + amqp_dumps(_PROPERTY_FORMAT, values)
 
 
-class _VirtualChannel(Protocol):
-    """kombu's virtual (Redis) channel: ``get_table`` reads an exchange's bindings."""
-
-    def get_table(self, exchange: str) -> list[tuple[str, str, str]]: ...
-
-
 @contextmanager
 def _bindings_read_once(channel: Any) -> Iterator[None]:
     """While inside, the channel reads each exchange's bindings from Redis once and reuses
@@ -177,8 +171,7 @@ def _bindings_read_once(channel: Any) -> Iterator[None]:
     if not hasattr(channel, "get_table"):
         yield
         return
-    virtual = cast(_VirtualChannel, channel)
-    read = virtual.get_table
+    read = channel.get_table  # kombu's virtual channel: an exchange's bindings
     tables: dict[str, list[tuple[str, str, str]]] = {}
 
     def get_table(exchange: str) -> list[tuple[str, str, str]]:
