@@ -215,15 +215,22 @@ def test_a_message_the_bus_refuses_is_retried_with_backoff_then_dead_lettered_an
 ) -> None:
     settings.EVENT_BUS_MAX_MESSAGE_BYTES = 100  # every event is larger
     settings.OUTBOX_MAX_ATTEMPTS = 2
+    # Full jitter draws the wait from [0, base]: with the default 1 s base a draw of a few
+    # milliseconds had passed by the time the test looked (CI, stop 24). An hour's base makes
+    # "still backing off" hold unless the draw falls in the test's first milliseconds.
+    settings.OUTBOX_RETRY_BASE_SECONDS = settings.OUTBOX_RETRY_MAX_SECONDS = 3600.0
     shop = merchant()
     refused, other = payment_in(shop, "processing"), payment_in(shop, "initiated")
     OutboxMessage.objects.filter(aggregate_id=other.id).update(state="published")
 
+    before = timezone.now()
     first = outbox_relay_pass()
     assert (first.published, first.failed, first.dead) == (0, 1, 0)
     head = OutboxMessage.objects.get(aggregate_id=refused.id, sequence=1)
     assert head.attempts == 1 and "EVENT_BUS_MAX_MESSAGE_BYTES" in head.last_error
-    assert head.next_attempt_at is not None and head.next_attempt_at > timezone.now()
+    assert head.next_attempt_at is not None
+    assert before <= head.next_attempt_at <= timezone.now() + timedelta(hours=1)
+    assert head.next_attempt_at > timezone.now()
     assert outbox_relay_pass().claimed == 0  # backing off, and its follower waits behind it
 
     OutboxMessage.objects.filter(pk=head.pk).update(next_attempt_at=timezone.now())
