@@ -1,5 +1,6 @@
 """A model row's INSERT or UPDATE as SQL text and parameters, to be sent as part of a larger
-statement (issue 13: the payment, its event and the event's outbox row in one round trip).
+statement (issue 13: the payment, its event and the event's outbox row in one round trip), and
+a hot SELECT compiled once per process (``Compiled``).
 
 The values are the ones ``Model.save`` would write: each field's ``pre_save`` (defaults already
 set on the instance, ``auto_now`` and ``auto_now_add``) and ``get_db_prep_save`` (JSON, dates).
@@ -10,12 +11,16 @@ connected to the models written this way (``save`` would send them); after the s
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import cache
-from typing import Any
+from typing import Any, Generic, TypeVar
 
-from django.db import connection
-from django.db.models import Field, Model
+from django.db import DEFAULT_DB_ALIAS, connection, connections
+from django.db.models import Field, Model, QuerySet, query
 from django.db.models.expressions import DatabaseDefault
+from django.db.transaction import TransactionManagementError
 
 Statement = tuple[str, list[Any]]
 
@@ -83,3 +88,128 @@ def execute(statement: Statement) -> None:
     sql, params = statement
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
+
+
+M = TypeVar("M", bound=Model)
+
+# Django 5.2's (klass_info, select, db); the stubs give a later Django's signature.
+_related_populators: Callable[..., list[Any]] = query.get_related_populators
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    model: Any  # the queryset's model class
+    sql: str
+    params: tuple[Any, ...]
+    slots: tuple[int, ...]  # where each argument goes in ``params``
+    init_list: tuple[str, ...]
+    start: int
+    end: int
+    populators: tuple[Any, ...]
+    converters: tuple[tuple[int, tuple[Sequence[Callable[..., Any]], Any]], ...]
+    for_update: bool
+
+
+class Compiled(Generic[M]):
+    """A model query compiled to SQL once per process, then run with new arguments.
+
+    Django compiles a queryset to SQL on every evaluation: for the payment's lock, a join of
+    three tables, that was half the CPU of the query in a py-spy profile of the worker (issue
+    13), and the lock is taken three times a payment. ``build`` makes the queryset from its
+    arguments (strings: each is compared with the field's prepared value, so a lookup that
+    changes it, ``contains`` and the like, is refused); it is called once, with markers, and
+    the SQL kept. Each run sends that SQL with the arguments in the markers' places and builds
+    the instances as the queryset would (``Model.from_db``, ``select_related``'s objects, the
+    fields' converters), on whichever thread's connection runs it.
+
+    ``select_for_update`` keeps its rule: outside a transaction the run raises, as
+    ``QuerySet`` does. Only the default database is used, as everywhere in AegisPay.
+    """
+
+    def __init__(self, build: Callable[..., QuerySet[M]]) -> None:
+        self._build = build
+        self._plan: _Plan | None = None
+        self._lock = threading.Lock()
+
+    def _compile(self, arity: int) -> _Plan:
+        markers = [f"\x00compiled-argument-{i}\x00" for i in range(arity)]
+        queryset = self._build(*markers)
+        compiler = queryset.query.get_compiler(using=DEFAULT_DB_ALIAS)
+        sql, params = compiler.as_sql()
+        slots: list[int] = []
+        for marker in markers:
+            places = [i for i, value in enumerate(params) if value == marker]
+            if len(places) != 1:
+                raise ValueError(f"argument {marker!r} is not one parameter of {sql}")
+            slots.append(places[0])
+        select, klass_info = compiler.select, compiler.klass_info
+        if compiler.annotation_col_map or klass_info is None:
+            raise ValueError("Compiled takes a query of model instances without annotations")
+        fields = klass_info["select_fields"]
+        start, end = fields[0], fields[-1] + 1
+        columns = [s[0] for s in select[0 : compiler.col_count]]
+        return _Plan(
+            model=queryset.model,
+            sql=sql,
+            params=tuple(params),
+            slots=tuple(slots),
+            init_list=tuple(f[0].target.attname for f in select[start:end]),
+            start=start,
+            end=end,
+            populators=tuple(_related_populators(klass_info, select, DEFAULT_DB_ALIAS)),
+            converters=tuple(compiler.get_converters(columns).items()),
+            for_update=bool(queryset.query.select_for_update),
+        )
+
+    def _plan_for(self, arity: int) -> _Plan:
+        plan = self._plan
+        if plan is None:
+            with self._lock:
+                if self._plan is None:
+                    self._plan = self._compile(arity)
+                plan = self._plan
+        if len(plan.slots) != arity:
+            raise TypeError(f"this query takes {len(plan.slots)} arguments, not {arity}")
+        return plan
+
+    def fetch(self, *arguments: str) -> list[M]:
+        """The instances the queryset built from ``arguments`` would give."""
+        plan = self._plan_for(len(arguments))
+        conn = connections[DEFAULT_DB_ALIAS]
+        if plan.for_update and conn.get_autocommit():
+            raise TransactionManagementError(
+                "select_for_update cannot be used outside of a transaction."
+            )
+        params = list(plan.params)
+        for slot, argument in zip(plan.slots, arguments, strict=True):
+            params[slot] = argument
+        with conn.cursor() as cursor:
+            cursor.execute(plan.sql, params)
+            rows = cursor.fetchall()
+        model: type[M] = plan.model
+        found: list[M] = []
+        for raw in rows:
+            row = list(raw)
+            for position, (functions, expression) in plan.converters:
+                value = row[position]
+                for function in functions:
+                    value = function(value, expression, conn)
+                row[position] = value
+            obj = model.from_db(DEFAULT_DB_ALIAS, plan.init_list, row[plan.start : plan.end])
+            for populator in plan.populators:
+                populator.populate(row, obj)
+            found.append(obj)
+        return found
+
+    def get(self, *arguments: str) -> M:
+        """The one instance found, as ``QuerySet.get``: ``DoesNotExist`` when there is none,
+        ``MultipleObjectsReturned`` when there are more."""
+        found = self.fetch(*arguments)
+        if len(found) == 1:
+            return found[0]
+        model = self._plan_for(len(arguments)).model
+        if not found:
+            raise model.DoesNotExist(f"{model._meta.object_name} matching query does not exist.")
+        raise model.MultipleObjectsReturned(
+            f"get() returned more than one {model._meta.object_name}"
+        )

@@ -46,7 +46,7 @@ from django.utils import timezone
 from redis.exceptions import RedisError
 
 from common import backoff
-from common.rows import Statement, execute, update_statement
+from common.rows import Compiled, Statement, execute, update_statement
 from gateways.base import (
     CaptureRequest,
     ChargeRequest,
@@ -79,6 +79,19 @@ from .services import _open_attempt, _refund_data, _send_after_commit
 logger = logging.getLogger(__name__)
 
 REFUND = "refund"
+
+# The attempt reads of every run, compiled once per process (common/rows.py; issue 13): an
+# attempt by its id, and a payment's latest authorize, each locked.
+_ATTEMPT: Compiled[PaymentAttempt] = Compiled(
+    lambda pk: PaymentAttempt.objects.locked().filter(pk=pk)
+)
+_LAST_AUTHORIZE: Compiled[PaymentAttempt] = Compiled(
+    lambda payment_id: (
+        PaymentAttempt.objects.locked()
+        .filter(payment_id=payment_id, operation=AttemptOperation.AUTHORIZE)
+        .order_by("-number")[:1]
+    )
+)
 
 
 class Verdict(StrEnum):
@@ -248,12 +261,9 @@ def authorize_plan(
     lock; raises ``PaymentNotFound``.
     """
     with locked(payment_id) as payment:
-        last = (
-            payment.attempts.locked()
-            .filter(operation=AttemptOperation.AUTHORIZE)
-            .order_by("-number")
-            .first()
-        )
+        last = next(iter(_LAST_AUTHORIZE.fetch(payment.id)), None)
+        if last is not None:
+            last.payment = payment
         if payment.status == PaymentStatus.PROCESSING and last is not None:
             if last.status in OPEN_ATTEMPT_STATUSES:
                 return _attempt_plan(payment, last, fence=fence)
@@ -331,7 +341,7 @@ def operation_plan(
     if payment_id is None:
         payment_id = PaymentAttempt.objects.values_list("payment_id", flat=True).get(pk=attempt_id)
     with locked(payment_id) as payment:
-        attempt = PaymentAttempt.objects.locked().get(pk=attempt_id)
+        attempt = _ATTEMPT.get(attempt_id)
         if attempt.status not in OPEN_ATTEMPT_STATUSES:
             return None
         return _attempt_plan(payment, attempt, fence=fence)
@@ -446,7 +456,7 @@ def send(plan: GatewayPlan) -> Sent:
 
 
 def _fenced_attempt(plan: GatewayPlan) -> PaymentAttempt:
-    attempt = PaymentAttempt.objects.locked().get(pk=plan.reference)
+    attempt = _ATTEMPT.get(plan.reference)
     if attempt.fence != plan.fence:
         raise FenceLost(plan.reference)
     return attempt

@@ -15,7 +15,7 @@ from django.db import connection, transaction
 from django.db.models import QuerySet, Sum
 from redis.exceptions import RedisError
 
-from common.rows import insert_statement, mark_saved
+from common.rows import Compiled, insert_statement, mark_saved
 from gateways.base import (
     CaptureRequest,
     ChargeRequest,
@@ -73,6 +73,26 @@ _COUNTED_TOKENS = frozenset({SandboxToken.PROCESSING_ERROR, SandboxToken.TIMEOUT
 # One ledger row unless its (gateway, operation, reference) has one already: one statement,
 # where get_or_create takes four inside a transaction (read, savepoint, insert, release).
 _LEDGER_CONFLICT = " ON CONFLICT (gateway, operation, reference) DO NOTHING RETURNING id"
+
+
+# The ledger reads of every call, compiled once per process (common/rows.py; issue 13): an
+# operation's row by its reference, and a charge's authorisation, locked, by its reference.
+_ENTRY: Compiled[SandboxLedgerEntry] = Compiled(
+    lambda gateway, operation, reference: SandboxLedgerEntry.objects.filter(
+        gateway=gateway, operation=operation, reference=reference
+    ).order_by("pk")[:1]
+)
+_CHARGE_LOCKED: Compiled[SandboxLedgerEntry] = Compiled(
+    lambda gateway, gateway_reference: (
+        SandboxLedgerEntry.objects.select_for_update()
+        .filter(
+            gateway=gateway,
+            operation=SandboxOperation.AUTHORIZE,
+            gateway_reference=gateway_reference,
+        )
+        .order_by("pk")[:1]
+    )
+)
 
 
 def charge_sums(gateway: str, gateway_reference: str) -> QuerySet[Any, tuple[str, int]]:
@@ -361,15 +381,7 @@ class SandboxGateway:
         with transaction.atomic():
             # The charge's row lock serialises every operation on that charge, so the totals
             # read below cannot change before our row is written.
-            charge = (
-                SandboxLedgerEntry.objects.select_for_update()
-                .filter(
-                    gateway=self.name,
-                    operation=SandboxOperation.AUTHORIZE,
-                    gateway_reference=gateway_reference,
-                )
-                .first()
-            )
+            charge = next(iter(_CHARGE_LOCKED.fetch(self.name, gateway_reference)), None)
             existing = self._entry(operation, reference)
             if existing is not None:
                 same_request = existing.gateway_reference == gateway_reference and (
@@ -468,9 +480,7 @@ class SandboxGateway:
         return existing, False
 
     def _entry(self, operation: SandboxOperation, reference: str) -> SandboxLedgerEntry | None:
-        return SandboxLedgerEntry.objects.filter(
-            gateway=self.name, operation=operation, reference=reference
-        ).first()
+        return next(iter(_ENTRY.fetch(self.name, operation, reference)), None)
 
     def _charge_result(
         self,

@@ -316,3 +316,24 @@ def test_an_unknown_operation_is_listed_for_staff_and_counted() -> None:
     assert list(unresolved_payment_ids().values_list("pk", flat=True)) == [payment.id]
     assert families["aegispay_unresolved_payments"].samples[0].value == 1
     assert payment.id in page
+
+
+def test_a_warm_run_compiles_no_sql_for_its_row_reads() -> None:
+    """The payment's lock (three times a run), the attempts' reads (three) and the sandbox's
+    ledger reads (three) are compiled to SQL once per process (``common.rows.Compiled``), not
+    on every run (issue 13). What a run still compiles: the attempts' aggregate when one is
+    opened, the sandbox's sums, and the routing configuration when its cache is off (tests)."""
+    from tests.common.test_rows import compilations
+
+    assert run(payment_process, new_payment().id) == "done"  # warm: compiled here if ever
+    payment = new_payment()
+    with compilations() as compiled:
+        assert run(payment_process, payment.id) == "done"
+    assert Payment.objects.get(pk=payment.id).status == "completed"
+    rows = ('SELECT "payments_payment"."id"', 'SELECT "payments_paymentattempt"."id"')
+    reads = [sql for sql in compiled if sql.startswith(rows) or "FOR UPDATE" in sql]
+    reads += [
+        sql for sql in compiled if sql.startswith('SELECT "gateways_sandboxledgerentry"."id"')
+    ]
+    assert reads == [], "\n".join(reads)
+    assert len(compiled) <= 5, "\n".join(compiled)

@@ -1,0 +1,129 @@
+"""common/rows.py's ``Compiled``: a hot query compiled to SQL once per process, whose instances
+are those the queryset would build (issue 13)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from django.db import connection, transaction
+from django.db.models.sql.compiler import SQLCompiler
+from django.db.transaction import TransactionManagementError
+from django.test.utils import CaptureQueriesContext
+
+from common.rows import Compiled
+from payments.merchants import merchant_create
+from payments.models import Merchant, Payment, RiskRules
+from tests.payments.helpers import payment_in
+
+pytestmark = pytest.mark.django_db
+
+LOCK: Compiled[Payment] = Compiled(
+    lambda pk: (
+        Payment.objects.locked().select_related("merchant", "merchant__risk_rules").filter(pk=pk)
+    )
+)
+BY_MERCHANT: Compiled[Payment] = Compiled(
+    lambda merchant_id: Payment.objects.filter(merchant_id=merchant_id).order_by("id")
+)
+
+
+@contextmanager
+def compilations() -> Iterator[list[str]]:
+    """Every SELECT Django compiles to SQL meanwhile, on this thread."""
+    seen: list[str] = []
+    original = SQLCompiler.as_sql
+
+    def counting(self: SQLCompiler, *args: Any, **kwargs: Any) -> Any:
+        sql, params = original(self, *args, **kwargs)
+        seen.append(sql)
+        return sql, params
+
+    SQLCompiler.as_sql = counting  # type: ignore[method-assign]
+    try:
+        yield seen
+    finally:
+        SQLCompiler.as_sql = original  # type: ignore[method-assign]
+
+
+def shop(name: str = "Rows") -> Merchant:
+    return merchant_create(name=name)[0]
+
+
+def fields_of(obj: Any) -> dict[str, Any]:
+    return {f.attname: getattr(obj, f.attname) for f in type(obj)._meta.concrete_fields}
+
+
+def test_the_instances_are_the_querysets_with_their_related_objects() -> None:
+    merchant = shop()
+    RiskRules.objects.create(merchant=merchant, blocked_countries=["KP"])
+    payment = payment_in(merchant, "authorized", metadata={"order": "o-1"})
+    with transaction.atomic():
+        expected = (
+            Payment.objects.locked()
+            .select_related("merchant", "merchant__risk_rules")
+            .get(pk=payment.pk)
+        )
+        got = LOCK.get(payment.pk)
+        with CaptureQueriesContext(connection) as queries:
+            assert fields_of(got) == fields_of(expected)
+            assert fields_of(got.merchant) == fields_of(expected.merchant)
+            assert got.merchant.risk_rules.blocked_countries == ["KP"]  # a JSON field, decoded
+            assert got.metadata == {"order": "o-1"}
+        assert len(queries) == 0  # the related objects came with the row
+    assert got._state.adding is False and got._state.db == "default"
+
+
+def test_a_missing_reverse_one_to_one_is_cached_as_missing() -> None:
+    payment = payment_in(shop(), "initiated")
+    with transaction.atomic():
+        got = LOCK.get(payment.pk)
+        with CaptureQueriesContext(connection) as queries:
+            assert not hasattr(got.merchant, "risk_rules")
+        assert len(queries) == 0
+
+
+def test_the_sql_is_compiled_once_and_the_arguments_change() -> None:
+    first, second = shop("One"), shop("Two")
+    mine = [payment_in(first, "initiated").pk for _ in range(2)]
+    theirs = payment_in(second, "initiated").pk
+    BY_MERCHANT.fetch(first.pk)  # compiled here, if no test did before
+    with compilations() as compiled:
+        assert [p.pk for p in BY_MERCHANT.fetch(first.pk)] == sorted(mine)
+        assert [p.pk for p in BY_MERCHANT.fetch(second.pk)] == [theirs]
+        assert BY_MERCHANT.fetch("mer_none") == []
+    assert compiled == []
+
+
+def test_get_raises_as_the_queryset_does() -> None:
+    with transaction.atomic(), pytest.raises(Payment.DoesNotExist):
+        LOCK.get("pay_missing")
+    merchant = shop()
+    payment_in(merchant, "initiated"), payment_in(merchant, "initiated")
+    with pytest.raises(Payment.MultipleObjectsReturned):
+        BY_MERCHANT.get(merchant.pk)
+
+
+@pytest.mark.django_db(transaction=True)  # a test's own transaction would hide the rule
+def test_a_locking_query_outside_a_transaction_raises_as_the_queryset_does() -> None:
+    payment = payment_in(shop(), "initiated")
+    with transaction.atomic():
+        LOCK.get(payment.pk)  # compiled, if no test did before
+    with pytest.raises(TransactionManagementError):
+        LOCK.get(payment.pk)
+
+
+def test_an_argument_a_lookup_rewrites_is_refused_when_compiled() -> None:
+    contains: Compiled[Merchant] = Compiled(
+        lambda part: Merchant.objects.filter(name__contains=part)
+    )
+    with pytest.raises(ValueError, match="is not one parameter"):
+        contains.fetch("Rows")
+
+
+def test_the_wrong_number_of_arguments_is_refused() -> None:
+    BY_MERCHANT.fetch("mer_none")
+    with pytest.raises(TypeError, match="takes 1 arguments, not 2"):
+        BY_MERCHANT.fetch("mer_none", "extra")
