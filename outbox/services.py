@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 from django.conf import settings
 from django.db import transaction
@@ -27,6 +29,8 @@ KICK_KEY = "aegispay:outbox:kick"
 CONSUMERS_KICK_KEY = "aegispay:outbox:consumers:kick"
 # The task each kick queues (outbox/tasks.py).
 _TASKS = {KICK_KEY: "outbox_relay", CONSUMERS_KICK_KEY: "outbox_consumers"}
+# The kicks gathered by the innermost ``kicks_deferred`` block of this thread, in order.
+_gathered: ContextVar[dict[str, None] | None] = ContextVar("outbox_kicks_gathered", default=None)
 
 
 def _kick_ttl() -> int:
@@ -110,11 +114,35 @@ def kick_consumers() -> None:
 
 
 def _kick_after_commit() -> None:
-    """The relay's and the consumers' kicks for one committed transaction, in one round trip."""
-    if consumer_names():
-        _kick(KICK_KEY, CONSUMERS_KICK_KEY)
-    else:
-        _kick(KICK_KEY)
+    """The relay's and the consumers' kicks for one committed transaction, in one round trip;
+    inside ``kicks_deferred``, gathered for its end instead."""
+    keys = (KICK_KEY, CONSUMERS_KICK_KEY) if consumer_names() else (KICK_KEY,)
+    gathered = _gathered.get()
+    if gathered is not None:
+        gathered.update(dict.fromkeys(keys))
+        return
+    _kick(*keys)
+
+
+@contextmanager
+def kicks_deferred() -> Iterator[None]:
+    """Gather the kicks of every transaction committed in this block and send them once as it
+    ends, raised or not: a task's run that commits several transactions with events (a gateway
+    run: the plan, the authorisation, the capture) makes one Redis round trip for its kicks, not
+    one per transaction (issue 13). Its events wait in the outbox until then, durable; only
+    the start of their publication waits for the run's end, and the beat sweep remains the
+    guarantee if the process dies first. A block inside another gathers for the outer one."""
+    if _gathered.get() is not None:
+        yield
+        return
+    gathered: dict[str, None] = {}
+    token = _gathered.set(gathered)
+    try:
+        yield
+    finally:
+        _gathered.reset(token)
+        if gathered:
+            _kick(*gathered)
 
 
 def _kick_once_after_commit() -> None:

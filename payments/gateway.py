@@ -57,6 +57,7 @@ from gateways.base import (
 )
 from gateways.health import gateway_available
 from gateways.resilience import call_gateway
+from outbox.services import kicks_deferred
 from routing.metrics import record_result
 from routing.router import PaymentFacts, route
 
@@ -754,6 +755,7 @@ def _follow_up(plan: GatewayPlan, checkpoint: Checkpoint) -> Next:
     return _next(plan, sent, final=final)
 
 
+@kicks_deferred()  # the run's transactions kick the relay once, as it ends (issue 13)
 def _run(
     payment_id: str,
     what: str,

@@ -172,3 +172,29 @@ def test_a_relay_run_talks_to_redis_twice(monkeypatch: pytest.MonkeyPatch) -> No
     assert len(sent) == 2
     assert redis.exists(OUTAGES_KEY) == 0
     assert redis.pttl(f"{KICK_KEY}:ran") > 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_deferred_kicks_are_sent_once_as_the_block_ends_even_when_it_raises() -> None:
+    """``kicks_deferred``: the kicks of every transaction committed in the block, once, at its
+    end; a block inside it gathers for the outer one; a transaction rolled back kicks nothing."""
+    from outbox.services import kicks_deferred
+
+    redis = get_redis_connection("default")
+    redis.delete(KICK_KEY, CONSUMERS_KICK_KEY)
+    with pytest.raises(RuntimeError), kicks_deferred():
+        for number in (1, 2):
+            with transaction.atomic():
+                _write(number)
+        with kicks_deferred():
+            with transaction.atomic():
+                _write(3)
+        assert redis.exists(KICK_KEY, CONSUMERS_KICK_KEY) == 0  # gathered, not sent
+        raise RuntimeError("the run failed after its commits")
+    assert redis.exists(KICK_KEY, CONSUMERS_KICK_KEY) == 2
+
+    redis.delete(KICK_KEY, CONSUMERS_KICK_KEY)
+    with kicks_deferred(), pytest.raises(RuntimeError), transaction.atomic():
+        _write(4)
+        raise RuntimeError("rolled back")
+    assert redis.exists(KICK_KEY, CONSUMERS_KICK_KEY) == 0

@@ -337,3 +337,33 @@ def test_a_warm_run_compiles_no_sql_for_its_row_reads() -> None:
     ]
     assert reads == [], "\n".join(reads)
     assert len(compiled) <= 5, "\n".join(compiled)
+
+
+def test_a_run_kicks_the_relay_once_for_all_its_transactions(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A run that authorises and captures commits three transactions with events (the plan,
+    the authorisation, the capture); their kicks of the relay and the consumers are gathered
+    and sent once as the run ends: one Redis round trip a run, not one per transaction (issue
+    13). The events wait in the outbox meanwhile; the relay publishes them all."""
+    from outbox import services
+    from outbox.models import OutboxMessage
+    from outbox.relay import outbox_relay_drain
+
+    kicks: list[tuple[str, ...]] = []
+    real_kick = services._kick
+
+    def counting_kick(*keys: str) -> None:  # the real kick, counted
+        kicks.append(keys)
+        real_kick(*keys)
+
+    payment = new_payment()
+    monkeypatch.setattr(services, "_kick", counting_kick)
+    assert run(payment_process, payment.id) == "done"
+    assert kicks == [(services.KICK_KEY, services.CONSUMERS_KICK_KEY)]
+    kicks.clear()
+    assert run(payment_process, payment.id) == "done"  # nothing to do: nothing committed
+    assert kicks == []
+    outbox_relay_drain()
+    published = OutboxMessage.objects.filter(aggregate_id=payment.id, state="published")
+    assert published.count() == 5  # created, processing, authorized, captured, completed
