@@ -102,12 +102,13 @@ class _Plan:
     sql: str
     params: tuple[Any, ...]
     slots: tuple[int, ...]  # where each argument goes in ``params``
-    init_list: tuple[str, ...]
-    start: int
-    end: int
-    populators: tuple[Any, ...]
     converters: tuple[tuple[int, tuple[Sequence[Callable[..., Any]], Any]], ...]
     for_update: bool
+    instances: bool  # a query of model instances (``fetch``), not of values (``rows``)
+    init_list: tuple[str, ...] = ()
+    start: int = 0
+    end: int = 0
+    populators: tuple[Any, ...] = ()
 
 
 class Compiled(Generic[M]):
@@ -118,15 +119,16 @@ class Compiled(Generic[M]):
     13), and the lock is taken three times a payment. ``build`` makes the queryset from its
     arguments (strings: each is compared with the field's prepared value, so a lookup that
     changes it, ``contains`` and the like, is refused); it is called once, with markers, and
-    the SQL kept. Each run sends that SQL with the arguments in the markers' places and builds
-    the instances as the queryset would (``Model.from_db``, ``select_related``'s objects, the
-    fields' converters), on whichever thread's connection runs it.
+    the SQL kept. Each run sends that SQL with the arguments in the markers' places and gives
+    what the queryset would, on whichever thread's connection runs it: ``fetch`` the instances
+    of a query of instances (``Model.from_db``, ``select_related``'s objects, the fields'
+    converters), ``rows`` the converted rows of a ``values_list`` query (aggregates included).
 
     ``select_for_update`` keeps its rule: outside a transaction the run raises, as
     ``QuerySet`` does. Only the default database is used, as everywhere in AegisPay.
     """
 
-    def __init__(self, build: Callable[..., QuerySet[M]]) -> None:
+    def __init__(self, build: Callable[..., QuerySet[M, Any]]) -> None:
         self._build = build
         self._plan: _Plan | None = None
         self._lock = threading.Lock()
@@ -143,22 +145,28 @@ class Compiled(Generic[M]):
                 raise ValueError(f"argument {marker!r} is not one parameter of {sql}")
             slots.append(places[0])
         select, klass_info = compiler.select, compiler.klass_info
+        columns = [s[0] for s in select[0 : compiler.col_count]]
+        common: dict[str, Any] = {
+            "model": queryset.model,
+            "sql": sql,
+            "params": tuple(params),
+            "slots": tuple(slots),
+            "converters": tuple(compiler.get_converters(columns).items()),
+            "for_update": bool(queryset.query.select_for_update),
+        }
+        if queryset._iterable_class is not query.ModelIterable:  # values(), values_list()
+            return _Plan(**common, instances=False)
         if compiler.annotation_col_map or klass_info is None:
-            raise ValueError("Compiled takes a query of model instances without annotations")
+            raise ValueError("Compiled takes instances without annotations, or values_list")
         fields = klass_info["select_fields"]
         start, end = fields[0], fields[-1] + 1
-        columns = [s[0] for s in select[0 : compiler.col_count]]
         return _Plan(
-            model=queryset.model,
-            sql=sql,
-            params=tuple(params),
-            slots=tuple(slots),
+            **common,
+            instances=True,
             init_list=tuple(f[0].target.attname for f in select[start:end]),
             start=start,
             end=end,
             populators=tuple(_related_populators(klass_info, select, DEFAULT_DB_ALIAS)),
-            converters=tuple(compiler.get_converters(columns).items()),
-            for_update=bool(queryset.query.select_for_update),
         )
 
     def _plan_for(self, arity: int) -> _Plan:
@@ -172,8 +180,7 @@ class Compiled(Generic[M]):
             raise TypeError(f"this query takes {len(plan.slots)} arguments, not {arity}")
         return plan
 
-    def fetch(self, *arguments: str) -> list[M]:
-        """The instances the queryset built from ``arguments`` would give."""
+    def _run(self, arguments: Sequence[str]) -> tuple[_Plan, list[list[Any]]]:
         plan = self._plan_for(len(arguments))
         conn = connections[DEFAULT_DB_ALIAS]
         if plan.for_update and conn.get_autocommit():
@@ -185,21 +192,35 @@ class Compiled(Generic[M]):
             params[slot] = argument
         with conn.cursor() as cursor:
             cursor.execute(plan.sql, params)
-            rows = cursor.fetchall()
-        model: type[M] = plan.model
-        found: list[M] = []
-        for raw in rows:
-            row = list(raw)
+            rows = [list(row) for row in cursor.fetchall()]
+        for row in rows:
             for position, (functions, expression) in plan.converters:
                 value = row[position]
                 for function in functions:
                     value = function(value, expression, conn)
                 row[position] = value
+        return plan, rows
+
+    def fetch(self, *arguments: str) -> list[M]:
+        """The instances the queryset built from ``arguments`` would give."""
+        plan, rows = self._run(arguments)
+        if not plan.instances:
+            raise TypeError("a values query: its rows() are tuples, not instances")
+        model: type[M] = plan.model
+        found: list[M] = []
+        for row in rows:
             obj = model.from_db(DEFAULT_DB_ALIAS, plan.init_list, row[plan.start : plan.end])
             for populator in plan.populators:
                 populator.populate(row, obj)
             found.append(obj)
         return found
+
+    def rows(self, *arguments: str) -> list[tuple[Any, ...]]:
+        """The rows of the ``values_list`` query built from ``arguments``, as tuples."""
+        plan, rows = self._run(arguments)
+        if plan.instances:
+            raise TypeError("a query of instances: fetch() them")
+        return [tuple(row) for row in rows]
 
     def get(self, *arguments: str) -> M:
         """The one instance found, as ``QuerySet.get``: ``DoesNotExist`` when there is none,

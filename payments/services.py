@@ -20,7 +20,7 @@ from django.db.models import Count, Max, Q
 from django.utils import timezone
 
 from common.correlation import get_correlation_id
-from common.rows import execute, insert_statement, mark_saved
+from common.rows import Compiled, execute, insert_statement, mark_saved
 
 from .errors import AmountExceeded, InvalidTransition, OperationInProgress, ValidationFailed
 from .eventstore import (
@@ -108,19 +108,30 @@ def payment_create(
     return payment
 
 
+# A payment's last attempt number and how many of its attempts are open, in one query compiled
+# once per process (common/rows.py; issue 13); no row when it has no attempt.
+_ATTEMPT_COUNTS: Compiled[PaymentAttempt] = Compiled(
+    lambda payment_id: (
+        PaymentAttempt.objects.filter(payment_id=payment_id)
+        .order_by()
+        .values("payment_id")
+        .annotate(last=Max("number"), open=Count("pk", filter=Q(status__in=OPEN_ATTEMPT_STATUSES)))
+        .values_list("last", "open")
+    )
+)
+
+
 def _open_attempt(
     payment: Payment, *, operation: str, amount: int, **fields: Any
 ) -> PaymentAttempt:
     """Create a pending attempt; refuses while another attempt of the payment is open. One
     query reads both whether one is open and the last attempt's number."""
-    attempts = payment.attempts.order_by().aggregate(
-        last=Max("number"), open=Count("pk", filter=Q(status__in=OPEN_ATTEMPT_STATUSES))
-    )
-    if attempts["open"]:
+    last, open_ = next(iter(_ATTEMPT_COUNTS.rows(payment.id)), (None, 0))
+    if open_:
         raise OperationInProgress("another gateway operation on this payment is in progress")
     attempt = PaymentAttempt(
         payment=payment,
-        number=(attempts["last"] or 0) + 1,
+        number=(last or 0) + 1,
         operation=operation,
         gateway=fields.pop("gateway", payment.gateway),
         amount=amount,

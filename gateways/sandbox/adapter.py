@@ -106,6 +106,9 @@ def charge_sums(gateway: str, gateway_reference: str) -> QuerySet[Any, tuple[str
     )
 
 
+_SUMS: Compiled[SandboxLedgerEntry] = Compiled(charge_sums)  # compiled once per process
+
+
 class SandboxGateway:
     """One sandbox gateway account. Two accounts with different names keep separate ledgers.
 
@@ -454,7 +457,7 @@ class SandboxGateway:
         return self._charge_result(op, reference, entry, charge)
 
     def _totals(self, charge: SandboxLedgerEntry) -> _ChargeTotals:
-        sums = dict(charge_sums(self.name, charge.gateway_reference))
+        sums = dict(_SUMS.rows(self.name, charge.gateway_reference))
         return _ChargeTotals(
             captured=sums.get(SandboxOperation.CAPTURE.value, 0),
             refunded=sums.get(SandboxOperation.REFUND.value, 0),

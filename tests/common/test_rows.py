@@ -127,3 +127,30 @@ def test_the_wrong_number_of_arguments_is_refused() -> None:
     BY_MERCHANT.fetch("mer_none")
     with pytest.raises(TypeError, match="takes 1 arguments, not 2"):
         BY_MERCHANT.fetch("mer_none", "extra")
+
+
+def test_a_values_query_gives_its_converted_rows() -> None:
+    from django.db.models import Count, Max
+
+    counts: Compiled[Payment] = Compiled(
+        lambda merchant_id: (
+            Payment.objects.filter(merchant_id=merchant_id)
+            .order_by()
+            .values("merchant_id")
+            .annotate(most=Max("amount"), n=Count("pk"))
+            .values_list("most", "n")
+        )
+    )
+    methods: Compiled[Payment] = Compiled(
+        lambda pk: Payment.objects.filter(pk=pk).values_list("payment_method", "metadata")
+    )
+    merchant = shop()
+    payment = payment_in(merchant, "initiated", metadata={"k": "v"})
+    payment_in(merchant, "initiated")
+    assert counts.rows(merchant.pk) == [(1000, 2)]
+    assert counts.rows("mer_none") == []
+    assert methods.rows(payment.pk) == [(payment.payment_method, {"k": "v"})]  # JSON decoded
+    with pytest.raises(TypeError, match="rows"):
+        methods.fetch(payment.pk)
+    with pytest.raises(TypeError, match="fetch"):
+        LOCK.rows(payment.pk)

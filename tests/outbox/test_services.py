@@ -186,9 +186,8 @@ def test_deferred_kicks_are_sent_once_as_the_block_ends_even_when_it_raises() ->
         for number in (1, 2):
             with transaction.atomic():
                 _write(number)
-        with kicks_deferred():
-            with transaction.atomic():
-                _write(3)
+        with kicks_deferred(), transaction.atomic():
+            _write(3)
         assert redis.exists(KICK_KEY, CONSUMERS_KICK_KEY) == 0  # gathered, not sent
         raise RuntimeError("the run failed after its commits")
     assert redis.exists(KICK_KEY, CONSUMERS_KICK_KEY) == 2
