@@ -46,7 +46,14 @@ from django.utils import timezone
 from redis.exceptions import RedisError
 
 from common import backoff
-from common.rows import Compiled, Statement, execute, update_statement
+from common.rows import (
+    Compiled,
+    Statement,
+    execute,
+    insert_statement,
+    mark_saved,
+    update_statement,
+)
 from gateways.base import (
     CaptureRequest,
     ChargeRequest,
@@ -75,7 +82,7 @@ from .models import (
     RefundStatus,
 )
 from .risk import risk_assess
-from .services import _open_attempt, _refund_data, _send_after_commit
+from .services import _new_attempt, _refund_data, _send_after_commit
 
 logger = logging.getLogger(__name__)
 
@@ -309,12 +316,18 @@ def authorize_plan(
             )
             return None
         gateway = decision.gateways[0]
-        attempt = _open_attempt(
+        # Opened planned, and written in its event's statement (issue 13). No attempt of the
+        # payment is open here (an open one was planned again above), and while the payment is
+        # initiated or processing its attempts are authorizes only, so the last authorize's
+        # number is the last number; the database's unique indexes refuse the row otherwise.
+        attempt = _new_attempt(
             payment,
+            number=(last.number if last is not None else 0) + 1,
             operation=AttemptOperation.AUTHORIZE,
             amount=payment.amount,
             gateway=gateway,
             routing_decision=decision.as_dict(),
+            **_planned_fields(1, fence),
         )
         transition = (
             "start_processing" if payment.status == PaymentStatus.INITIATED else "retry_attempt"
@@ -330,8 +343,10 @@ def authorize_plan(
                 "routing": decision.as_dict(),
                 **({"risk": risk.as_dict()} if risk is not None else {}),
             },
+            along=(insert_statement(attempt),),
         )
-        return _attempt_plan(payment, attempt, fence=fence, facts=facts)
+        mark_saved(attempt)
+        return _plan_of(payment, attempt, fence=fence, maybe_sent=False, facts=facts)
 
 
 def operation_plan(
@@ -534,12 +549,17 @@ def authorize_record(*, plan: GatewayPlan, sent: Sent, final: bool = False) -> G
                 # task or a plan transaction of its own (issue 13); a run that dies before
                 # sending it leaves it open and planned, and the reconciler sends it once its
                 # next_check_at has passed.
-                capture = _open_attempt(
+                # Numbered after the authorize, without the attempts' counts: it was the open
+                # attempt, so the newest, and it is closed now (the indexes guard both).
+                capture = _new_attempt(
                     payment,
+                    number=attempt.number + 1,
                     operation=AttemptOperation.CAPTURE,
                     amount=payment.amount_authorized,
                     **_planned_fields(1, plan.fence),
                 )
+                execute(insert_statement(capture))
+                mark_saved(capture)
                 return _plan_of(payment, capture, fence=plan.fence, maybe_sent=False)
         elif sent.verdict is Verdict.DECLINED or (final and sent.verdict is Verdict.NOT_TAKEN):
             declined = sent.verdict is Verdict.DECLINED

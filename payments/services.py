@@ -129,19 +129,31 @@ def _open_attempt(
     last, open_ = next(iter(_ATTEMPT_COUNTS.rows(payment.id)), (None, 0))
     if open_:
         raise OperationInProgress("another gateway operation on this payment is in progress")
-    attempt = PaymentAttempt(
+    attempt = _new_attempt(
+        payment, number=(last or 0) + 1, operation=operation, amount=amount, **fields
+    )
+    # The row save() would write, without the ORM's insert compiler (common/rows.py).
+    execute(insert_statement(attempt))
+    mark_saved(attempt)
+    return attempt
+
+
+def _new_attempt(
+    payment: Payment, *, number: int, operation: str, amount: int, **fields: Any
+) -> PaymentAttempt:
+    """The attempt numbered ``number``, not yet written: for a caller under the payment's lock
+    that knows the number and that no attempt is open (``_open_attempt`` reads both). The
+    unique (payment, number) index and the partial unique index on the open attempt refuse
+    the row if it is wrong."""
+    return PaymentAttempt(
         payment=payment,
-        number=(last or 0) + 1,
+        number=number,
         operation=operation,
         gateway=fields.pop("gateway", payment.gateway),
         amount=amount,
         currency=payment.currency,
         **fields,
     )
-    # The row save() would write, without the ORM's insert compiler (common/rows.py).
-    execute(insert_statement(attempt))
-    mark_saved(attempt)
-    return attempt
 
 
 # --- capture, cancel, expiry, settlement, manual retry ---

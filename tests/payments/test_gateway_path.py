@@ -109,8 +109,10 @@ def test_an_automatic_capture_is_sent_in_the_run_that_authorised_it() -> None:
 # was written with its payment and its outbox row in one statement; 40 before the payment's
 # lock read its merchant (and 37 before it read its risk rules) in the same query; 39 before
 # each attempt's closing UPDATE went in its event's statement; 36 before an automatic capture's
-# two events (captured, completed) were written with one UPDATE of the payment.
-AUTOMATIC_CAPTURE_RUN_STATEMENTS = 35
+# two events (captured, completed) were written with one UPDATE of the payment; 35 before the
+# authorize's attempt was inserted planned, in its event's statement, and the automatic
+# capture's numbered from the authorize it follows, without the attempts' counts (issue 13).
+AUTOMATIC_CAPTURE_RUN_STATEMENTS = 31
 
 
 def test_an_automatic_capture_is_planned_with_the_authorisation_under_one_lock(
