@@ -22,6 +22,8 @@ from django.db.models import Field, Model, QuerySet, query
 from django.db.models.expressions import DatabaseDefault
 from django.db.transaction import TransactionManagementError
 
+from common.db import bound_cursor
+
 Statement = tuple[str, list[Any]]
 
 
@@ -86,7 +88,7 @@ def mark_saved(obj: Model) -> None:
 def execute(statement: Statement) -> None:
     """Send one statement on its own, on the default connection."""
     sql, params = statement
-    with connection.cursor() as cursor:
+    with bound_cursor() as cursor:
         cursor.execute(sql, params)
 
 
@@ -190,7 +192,7 @@ class Compiled(Generic[M]):
         params = list(plan.params)
         for slot, argument in zip(plan.slots, arguments, strict=True):
             params[slot] = argument
-        with conn.cursor() as cursor:
+        with bound_cursor() as cursor:
             cursor.execute(plan.sql, params)
             rows = [list(row) for row in cursor.fetchall()]
         for row in rows:

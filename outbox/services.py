@@ -16,6 +16,7 @@ from django_redis import get_redis_connection
 from redis.client import Pipeline
 from redis.exceptions import RedisError
 
+from common.db import bound_cursor
 from common.rows import Statement
 
 from .registry import consumer_names
@@ -202,7 +203,7 @@ def outbox_messages_create(
         )
     ctes = "".join(f"written_{n} AS ({sql}), " for n, (sql, _) in enumerate(along))
     now = timezone.now()
-    with connection.cursor() as cursor:
+    with bound_cursor() as cursor:
         cursor.execute(
             _INSERT.format(along=ctes, rows=", ".join([_ROW] * len(events))),
             [

@@ -43,13 +43,14 @@ from functools import wraps
 from typing import Any, overload
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 from rest_framework.exceptions import APIException
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from common.db import bound_cursor
 from common.errors import DomainError
 from common.rows import execute, insert_statement
 
@@ -155,7 +156,7 @@ def _claim(*, merchant: Merchant, livemode: bool, key: str, fingerprint: str) ->
     """Inside the request's transaction: take the key for this request (``None``: run it), or
     answer from what the key already holds (a replay), or raise ``IdempotencyKeyInUse`` /
     ``IdempotencyKeyReused``."""
-    with connection.cursor() as cursor:
+    with bound_cursor() as cursor:  # prepared: one text, run on every create (common/db.py)
         cursor.execute(
             _CLAIM_SQL, [_lock_id(merchant.pk, livemode, key), merchant.pk, livemode, key]
         )

@@ -11,11 +11,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import QuerySet, Sum
 from redis.exceptions import RedisError
 
-from common.rows import Compiled, insert_statement, mark_saved
+from common.db import bound_cursor
+from common.rows import Compiled, execute, insert_statement, mark_saved
 from gateways.base import (
     CaptureRequest,
     ChargeRequest,
@@ -470,7 +471,7 @@ class SandboxGateway:
         """Write ``entry`` unless its reference has a row for its operation already: returns
         the row and whether it is the new one (a raced call finds the other's row)."""
         sql, params = insert_statement(entry)
-        with connection.cursor() as cursor:
+        with bound_cursor() as cursor:
             cursor.execute(sql + _LEDGER_CONFLICT, params)
             row = cursor.fetchone()
         if row is not None:
@@ -528,7 +529,7 @@ class SandboxGateway:
         token: str,
         result: GatewayResult,
     ) -> None:
-        SandboxRequest.objects.create(
+        request = SandboxRequest(
             gateway=self.name,
             operation=operation,
             reference=reference,
@@ -537,10 +538,11 @@ class SandboxGateway:
             outcome=result.outcome,
             decline_code=result.decline_code or "",
         )
+        execute(insert_statement(request))  # save()'s row, without the ORM's insert compiler
 
     def _lock(self, kind: str, key: str) -> None:
         """Take a transaction-scoped advisory lock on ``kind:key`` (released at commit)."""
-        with connection.cursor() as cursor:
+        with bound_cursor() as cursor:
             cursor.execute(
                 "SELECT pg_advisory_xact_lock(%s::integer, hashtext(%s))",
                 [_LOCK_NAMESPACE, f"sandbox:{kind}:{key}"],

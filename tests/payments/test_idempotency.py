@@ -490,3 +490,18 @@ def test_the_key_lookup_uses_the_unique_index_even_on_a_young_tables_statistics(
         plan = "\n".join(row[0] for row in cursor.fetchall())
     assert "idempotency_merchant_mode_key" in plan, plan
     assert "Rows Removed by Filter" not in plan, plan
+
+
+@pytest.mark.django_db
+def test_the_create_path_statements_are_prepared_after_the_threshold(api: MerchantClient) -> None:
+    """The Idempotency-Key's claim, its row's insert and the payment's write with its event and
+    outbox row run on a prepared statement once a connection has run them
+    ``DB_PREPARE_THRESHOLD`` times (common/db.py): PostgreSQL plans them no more (issue 13)."""
+    from tests.common.test_db import THRESHOLD, _prepared
+
+    for n in range(THRESHOLD + 1):
+        assert post(api, VISA, key=f"prepared-{n}").status_code == 201
+    prepared = _prepared()
+    assert any("pg_try_advisory_xact_lock" in s for s in prepared), prepared
+    assert any(s.startswith('INSERT INTO "payments_idempotencykey"') for s in prepared), prepared
+    assert any("INSERT INTO outbox_outboxmessage" in s for s in prepared), prepared
