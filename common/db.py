@@ -30,11 +30,9 @@ cannot follow prepared statements (PgBouncer before 1.21); the statements still 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.backends.postgresql import base
 from django.db.backends.utils import CursorWrapper
 
@@ -43,19 +41,13 @@ from django.db.backends.utils import CursorWrapper
 _SERVER_BINDING: Any = base.ServerBindingCursor
 
 
-@contextmanager
-def bound_cursor() -> Iterator[CursorWrapper]:
-    """A cursor of the default connection whose statements psycopg may keep prepared."""
-    connection.ensure_connection()
-    connection.validate_thread_sharing()
-    with connection.wrap_database_errors:
-        raw = _SERVER_BINDING(connection.connection)
-    cursor = (
-        connection.make_debug_cursor(raw)
-        if connection.queries_logged
-        else connection.make_cursor(raw)
-    )
-    try:
-        yield cursor
-    finally:
-        cursor.close()
+def bound_cursor() -> CursorWrapper:
+    """A cursor of the default connection whose statements psycopg may keep prepared; use it
+    as ``with bound_cursor() as cursor:`` (Django's cursor closes itself at the block's end).
+    It runs several times a payment, so the connection is looked up once (issue 13)."""
+    conn = connections[DEFAULT_DB_ALIAS]
+    conn.ensure_connection()
+    conn.validate_thread_sharing()
+    with conn.wrap_database_errors:
+        raw = _SERVER_BINDING(conn.connection)
+    return conn.make_debug_cursor(raw) if conn.queries_logged else conn.make_cursor(raw)

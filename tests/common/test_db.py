@@ -50,3 +50,12 @@ def test_a_failed_statement_on_a_bound_cursor_raises_djangos_error_and_rolls_bac
     with bound_cursor() as cursor:
         cursor.execute("SELECT %s::int + 1", [1])
         assert cursor.fetchone() == (2,)
+
+
+def test_a_bound_cursor_is_closed_at_the_end_of_its_block() -> None:
+    from common.db import bound_cursor
+
+    with bound_cursor() as cursor:
+        cursor.execute("SELECT %s::int", [1])
+        assert cursor.fetchone() == (1,)
+    assert cursor.cursor.closed
