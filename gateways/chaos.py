@@ -1,8 +1,12 @@
 """Fault injection for the sandbox gateway: errors, timeouts and added latency, on purpose.
 
-A :class:`ChaosConfig` per gateway account lives in Redis (``aegispay:chaos:<gateway>``, JSON),
+A :class:`ChaosConfig` per gateway account lives in Redis (``aegispay:chaos:{<gateway>}``, JSON;
+the gateway's hash tag, as its breaker's and bulkhead's keys, so that one script can read them
+together on a Redis Cluster too),
 so a test or a benchmark can switch faults on and off for worker processes that are already
-running. The sandbox reads it on every call (see ``gateways/sandbox/``).
+running. The sandbox reads it on every call (see ``gateways/sandbox/``): on the inline path
+``call_gateway`` reads it in the round trip that admits the call (``chaos_read``), so the read
+costs no round trip of its own (issue 13).
 
 Which call meets a fault is decided by :func:`decide`: a hash of (seed, gateway, operation,
 reference), not a random draw, so a run can be replayed exactly with the same seed. The sandbox
@@ -22,6 +26,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Any
@@ -90,7 +97,27 @@ class ChaosConfig:
 
 
 def _key(gateway: str) -> str:
-    return f"{KEY_PREFIX}{gateway}"
+    return f"{KEY_PREFIX}{{{gateway}}}"
+
+
+def chaos_key(gateway: str) -> str:
+    """The Redis key of ``gateway``'s config, for a caller that reads it with other commands."""
+    return _key(gateway)
+
+
+# The configs read for the call running in this context (``chaos_read``), by gateway.
+_read: ContextVar[dict[str, Any] | None] = ContextVar("chaos_read", default=None)
+
+
+@contextmanager
+def chaos_read(gateway: str, raw: Any) -> Iterator[None]:
+    """Within the block, ``get_chaos(gateway)`` answers from ``raw``, what Redis held under
+    ``chaos_key(gateway)`` when the caller read it (``None``: no faults), not from Redis."""
+    token = _read.set({gateway: raw})
+    try:
+        yield
+    finally:
+        _read.reset(token)
 
 
 def _redis(redis: Any | None) -> Any:
@@ -114,8 +141,13 @@ def set_chaos(
 
 
 def get_chaos(gateway: str, *, redis: Any | None = None) -> ChaosConfig | None:
-    """The faults switched on for ``gateway``, or None."""
-    raw = _redis(redis).get(_key(gateway))
+    """The faults switched on for ``gateway``, or None (inside ``chaos_read`` for it, without
+    asking Redis again)."""
+    read = _read.get()
+    if redis is None and read is not None and gateway in read:
+        raw = read[gateway]
+    else:
+        raw = _redis(redis).get(_key(gateway))
     return ChaosConfig.from_json(raw) if raw is not None else None
 
 

@@ -29,6 +29,7 @@ them; a worker that exits does not wait for them.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import dataclasses
 import functools
@@ -55,6 +56,7 @@ from gateways.breaker import (
     breaker_for,
 )
 from gateways.bulkhead import ACQUIRE_FUNCTION, Bulkhead, bulkhead_for
+from gateways.chaos import chaos_key, chaos_read
 from gateways.registry import get_gateway
 
 logger = logging.getLogger(__name__)
@@ -91,14 +93,17 @@ _ADMIT = (
     + CANCEL_FUNCTION
     + ACQUIRE_FUNCTION
     + f"""
+local verdict = 'admitted'
 if allow(ARGV[10]) == 0 then
-    return '{CIRCUIT_OPEN}'
-end
-if acquire(KEYS[4], tonumber(ARGV[11]), tonumber(ARGV[12]), ARGV[13]) == 0 then
+    verdict = '{CIRCUIT_OPEN}'
+elseif acquire(KEYS[4], tonumber(ARGV[11]), tonumber(ARGV[12]), ARGV[13]) == 0 then
     cancel()
-    return '{BULKHEAD_FULL}'
+    verdict = '{BULKHEAD_FULL}'
 end
-return 'admitted'
+if #KEYS > 4 then
+    return {{verdict, redis.call('GET', KEYS[5])}}
+end
+return verdict
 """
 )
 # KEYS: as _ADMIT. ARGV: the breaker's nine, 'success' or 'failure', the lease token. Gives the
@@ -146,8 +151,10 @@ def call_gateway(
     def refused(code: str) -> GatewayResult:
         return _made_up(gateway, op, reference, Outcome.NOT_SENT, code)
 
+    # The sandbox's fault config, read in the admission's round trip (gateways/chaos.py).
+    read = chaos_key(gateway) if getattr(adapter, "reads_chaos", False) else None
     try:
-        token, refusal = _admit(breaker, bulkhead)
+        token, refusal, raw = _admit(breaker, bulkhead, read)
     except RedisError:
         logger.exception("gateway %s: breaker or bulkhead unreadable, %s not sent", gateway, op)
         return refused(RESILIENCE_UNAVAILABLE)
@@ -158,7 +165,8 @@ def call_gateway(
     if getattr(adapter, "enforces_deadline", False) and not connection.in_atomic_block:
         label = f"gateway {gateway}: {op} {reference}"
         try:
-            answer = _call_inline(call, adapter, deadline=started + limit, label=label)
+            with chaos_read(gateway, raw) if read is not None else contextlib.nullcontext():
+                answer = _call_inline(call, adapter, deadline=started + limit, label=label)
         except BaseException:
             _quietly(lambda: bulkhead.release(token))
             raise
@@ -188,17 +196,22 @@ def call_gateway(
 # --- internals ---
 
 
-def _admit(breaker: CircuitBreaker, bulkhead: Bulkhead) -> tuple[str | None, str]:
+def _admit(
+    breaker: CircuitBreaker, bulkhead: Bulkhead, read: str | None = None
+) -> tuple[str | None, str, Any]:
     """The breaker's check and a bulkhead slot in one round trip: the slot's lease token, or
     None and why not (``circuit_open``; ``bulkhead_full``, the trial the breaker reserved
-    given back)."""
+    given back); and, given a key to ``read``, its value in the same round trip (or None)."""
     token, acquire_args = bulkhead.acquire_arguments()
     answer = _scripts(breaker.redis)[0](
-        keys=[*breaker.keys, bulkhead.key],
+        keys=[*breaker.keys, bulkhead.key, *([read] if read is not None else [])],
         args=[*breaker.arguments, uuid.uuid4().hex, *acquire_args],
     )
+    raw = None
+    if read is not None:
+        answer, raw = answer
     verdict = answer.decode() if isinstance(answer, bytes) else str(answer)
-    return (token, "") if verdict == "admitted" else (None, verdict)
+    return (token, "", raw) if verdict == "admitted" else (None, verdict, raw)
 
 
 @functools.lru_cache(maxsize=8)

@@ -121,6 +121,9 @@ class SandboxGateway:
     # simulated latency is cut at it), so ``call_gateway`` runs them in the caller's thread, on
     # the caller's database connection, instead of a thread and a connection of their own.
     enforces_deadline = True
+    # Its calls read its chaos config (``_chaos``): ``call_gateway`` reads it in the round trip
+    # that admits the call and hands it over (``gateways.chaos.chaos_read``), one fewer a call.
+    reads_chaos = True
 
     def __init__(self, name: str, *, latency_ms: int | None = None) -> None:
         self.name = name

@@ -417,8 +417,8 @@ def test_a_call_admitted_and_finished_in_one_round_trip_each(
     sandbox: SandboxGateway, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """On the inline path the breaker's check and the bulkhead's slot are one script, and so
-    are giving the slot back and feeding the breaker: with the sandbox's own read of its chaos
-    config, three round trips to Redis (five before)."""
+    are giving the slot back and feeding the breaker, and the sandbox's chaos config is read
+    in the admission's script: two round trips to Redis (five, then three, before)."""
     from redis.connection import Connection
 
     def charge() -> GatewayResult:
@@ -443,7 +443,7 @@ def test_a_call_admitted_and_finished_in_one_round_trip_each(
     monkeypatch.undo()
 
     assert result.outcome is Outcome.SUCCEEDED
-    assert len(sent) == 3
+    assert len(sent) == 2, sent
     assert bulkhead_for(sandbox.name).in_use() == 0
     assert breaker_for(sandbox.name).snapshot().calls == 2
 
@@ -486,3 +486,18 @@ def test_injected_faults_reach_the_caller_and_the_breaker(sandbox: SandboxGatewa
     assert lookup(sandbox.name, timed_out.reference).outcome is Outcome.SUCCEEDED
     snapshot = breaker_for(sandbox.name).snapshot()
     assert (snapshot.calls, snapshot.failures) == (3, 2)
+
+
+@racing_db
+def test_a_config_read_at_admission_is_the_one_the_call_meets(sandbox: SandboxGateway) -> None:
+    """The sandbox's chaos config comes with the admission's script (``chaos_read``): switched
+    on, the next call meets it; unreadable, the call runs without faults, as a config read by
+    the sandbox itself does; switched off, the next call is clean again."""
+    from gateways.chaos import chaos_key
+
+    set_chaos(sandbox.name, ChaosConfig(decline_rate=1))
+    assert authorize(sandbox.name).decline_code == "card_declined"
+    get_redis_connection("default").set(chaos_key(sandbox.name), b"{not json")
+    assert authorize(sandbox.name).outcome is Outcome.SUCCEEDED
+    clear_chaos(sandbox.name)
+    assert authorize(sandbox.name).outcome is Outcome.SUCCEEDED
