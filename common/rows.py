@@ -92,6 +92,13 @@ def execute(statement: Statement) -> None:
         cursor.execute(sql, params)
 
 
+def insert(obj: Model) -> None:
+    """Write the new instance ``obj`` as ``save()`` would, without the ORM's insert compiler,
+    and leave it as ``save()`` would."""
+    execute(insert_statement(obj))
+    mark_saved(obj)
+
+
 M = TypeVar("M", bound=Model)
 
 # Django 5.2's (klass_info, select, db); the stubs give a later Django's signature.
@@ -223,6 +230,11 @@ class Compiled(Generic[M]):
         if plan.instances:
             raise TypeError("a query of instances: fetch() them")
         return [tuple(row) for row in rows]
+
+    def first(self, *arguments: str) -> M | None:
+        """The first instance found, or ``None`` (the query orders and slices itself)."""
+        found = self.fetch(*arguments)
+        return found[0] if found else None
 
     def get(self, *arguments: str) -> M:
         """The one instance found, as ``QuerySet.get``: ``DoesNotExist`` when there is none,

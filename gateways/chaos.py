@@ -96,13 +96,10 @@ class ChaosConfig:
         return cls(**data)
 
 
-def _key(gateway: str) -> str:
-    return f"{KEY_PREFIX}{{{gateway}}}"
-
-
 def chaos_key(gateway: str) -> str:
-    """The Redis key of ``gateway``'s config, for a caller that reads it with other commands."""
-    return _key(gateway)
+    """The Redis key of ``gateway``'s config (also for a caller that reads it with other
+    commands)."""
+    return f"{KEY_PREFIX}{{{gateway}}}"
 
 
 # The configs read for the call running in this context (``chaos_read``), by gateway.
@@ -137,7 +134,7 @@ def set_chaos(
     benchmark cannot leave them on).
     """
     px = max(1, round(ttl_seconds * 1000)) if ttl_seconds is not None else None
-    _redis(redis).set(_key(gateway), config.to_json(), px=px)
+    _redis(redis).set(chaos_key(gateway), config.to_json(), px=px)
 
 
 def get_chaos(gateway: str, *, redis: Any | None = None) -> ChaosConfig | None:
@@ -147,7 +144,7 @@ def get_chaos(gateway: str, *, redis: Any | None = None) -> ChaosConfig | None:
     if redis is None and read is not None and gateway in read:
         raw = read[gateway]
     else:
-        raw = _redis(redis).get(_key(gateway))
+        raw = _redis(redis).get(chaos_key(gateway))
     return ChaosConfig.from_json(raw) if raw is not None else None
 
 
@@ -155,7 +152,7 @@ def clear_chaos(gateway: str | None = None, *, redis: Any | None = None) -> None
     """Switch faults off for ``gateway``, or for every gateway when it is None."""
     client = _redis(redis)
     if gateway is not None:
-        client.delete(_key(gateway))
+        client.delete(chaos_key(gateway))
         return
     keys = list(client.scan_iter(match=f"{KEY_PREFIX}*", count=500))
     if keys:

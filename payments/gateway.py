@@ -50,6 +50,7 @@ from common.rows import (
     Compiled,
     Statement,
     execute,
+    insert,
     insert_statement,
     mark_saved,
     update_statement,
@@ -269,7 +270,7 @@ def authorize_plan(
     lock; raises ``PaymentNotFound``.
     """
     with locked(payment_id) as payment:
-        last = next(iter(_LAST_AUTHORIZE.fetch(payment.id)), None)
+        last = _LAST_AUTHORIZE.first(payment.id)
         if last is not None:
             last.payment = payment
         if payment.status == PaymentStatus.PROCESSING and last is not None:
@@ -558,8 +559,7 @@ def authorize_record(*, plan: GatewayPlan, sent: Sent, final: bool = False) -> G
                     amount=payment.amount_authorized,
                     **_planned_fields(1, plan.fence),
                 )
-                execute(insert_statement(capture))
-                mark_saved(capture)
+                insert(capture)
                 return _plan_of(payment, capture, fence=plan.fence, maybe_sent=False)
         elif sent.verdict is Verdict.DECLINED or (final and sent.verdict is Verdict.NOT_TAKEN):
             declined = sent.verdict is Verdict.DECLINED

@@ -20,7 +20,7 @@ from django.db.models import Count, Max, Q
 from django.utils import timezone
 
 from common.correlation import get_correlation_id
-from common.rows import Compiled, execute, insert_statement, mark_saved
+from common.rows import Compiled, insert
 
 from .errors import AmountExceeded, InvalidTransition, OperationInProgress, ValidationFailed
 from .eventstore import (
@@ -132,9 +132,7 @@ def _open_attempt(
     attempt = _new_attempt(
         payment, number=(last or 0) + 1, operation=operation, amount=amount, **fields
     )
-    # The row save() would write, without the ORM's insert compiler (common/rows.py).
-    execute(insert_statement(attempt))
-    mark_saved(attempt)
+    insert(attempt)
     return attempt
 
 

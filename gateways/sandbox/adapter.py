@@ -16,7 +16,7 @@ from django.db.models import QuerySet, Sum
 from redis.exceptions import RedisError
 
 from common.db import bound_cursor
-from common.rows import Compiled, execute, insert_statement, mark_saved
+from common.rows import Compiled, insert, insert_statement, mark_saved
 from gateways.base import (
     CaptureRequest,
     ChargeRequest,
@@ -388,7 +388,7 @@ class SandboxGateway:
         with transaction.atomic():
             # The charge's row lock serialises every operation on that charge, so the totals
             # read below cannot change before our row is written.
-            charge = next(iter(_CHARGE_LOCKED.fetch(self.name, gateway_reference)), None)
+            charge = _CHARGE_LOCKED.first(self.name, gateway_reference)
             existing = self._entry(operation, reference)
             if existing is not None:
                 same_request = existing.gateway_reference == gateway_reference and (
@@ -487,7 +487,7 @@ class SandboxGateway:
         return existing, False
 
     def _entry(self, operation: SandboxOperation, reference: str) -> SandboxLedgerEntry | None:
-        return next(iter(_ENTRY.fetch(self.name, operation, reference)), None)
+        return _ENTRY.first(self.name, operation, reference)
 
     def _charge_result(
         self,
@@ -532,16 +532,17 @@ class SandboxGateway:
         token: str,
         result: GatewayResult,
     ) -> None:
-        request = SandboxRequest(
-            gateway=self.name,
-            operation=operation,
-            reference=reference,
-            order_reference=order_reference,
-            token=token[:64],
-            outcome=result.outcome,
-            decline_code=result.decline_code or "",
+        insert(
+            SandboxRequest(
+                gateway=self.name,
+                operation=operation,
+                reference=reference,
+                order_reference=order_reference,
+                token=token[:64],
+                outcome=result.outcome,
+                decline_code=result.decline_code or "",
+            )
         )
-        execute(insert_statement(request))  # save()'s row, without the ORM's insert compiler
 
     def _lock(self, kind: str, key: str) -> None:
         """Take a transaction-scoped advisory lock on ``kind:key`` (released at commit)."""
